@@ -1,0 +1,370 @@
+"""The ``retrieval`` command line: parse options, call the library, print.
+
+Every library error becomes one ``error: ...`` line on stderr and exit code
+1; warnings (skipped files, ...) become ``warning: ...`` lines.
+"""
+from __future__ import annotations
+
+import json
+import os
+import sys
+import warnings
+from pathlib import Path
+from typing import Annotated, Optional
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import typer  # noqa: E402
+from rich.console import Console  # noqa: E402
+from rich.table import Table  # noqa: E402
+
+from retrieval import api  # noqa: E402
+from retrieval.errors import RetrievalError, RetrievalWarning  # noqa: E402
+
+app = typer.Typer(help="Document and image retrieval with deep-autoencoder codes and FAISS.",
+                  no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False)
+index_app = typer.Typer(help="Build an index from documents or images.", no_args_is_help=True)
+app.add_typer(index_app, name="index")
+
+out = Console()
+err = Console(stderr=True)
+
+IndexDir = Annotated[Optional[Path], typer.Option("--index-dir", help="Home of indexes (default: $RETRIEVAL_HOME or indexes/).")]
+JsonOut = Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")]
+Force = Annotated[bool, typer.Option("--force", help="Replace an existing index of that name.")]
+Labels = Annotated[bool, typer.Option("--labels-from-folders", help="Label = first-level sub-folder name.")]
+
+
+def _csv_ints(value: str, option: str) -> tuple[int, ...]:
+    try:
+        return tuple(int(v) for v in value.split(",") if v.strip())
+    except ValueError:
+        raise RetrievalError(f"{option} must be comma-separated integers like 500,250; got {value!r}") from None
+
+
+# -- printing -------------------------------------------------------------------
+def _print_hits(hits, as_json: bool) -> None:
+    if as_json:
+        print(json.dumps([{k: h.to_dict()[k] for k in ("rank", "id", "score", "title", "label", "path", "url")}
+                          for h in hits], indent=2))
+        return
+    table = Table(show_lines=False)
+    for col in ("rank", "score", "title", "label", "path", "snippet"):
+        table.add_column(col, overflow="fold", max_width=None if col != "snippet" else 60)
+    for h in hits:
+        table.add_row(str(h.rank), f"{h.score:.3f}", h.title[:60], h.label or "", h.path or h.url,
+                      h.snippet[:120])
+    out.print(table)
+
+
+def _print_report(report: dict) -> None:
+    k = report["k"]
+    table = Table(title=f"{report['index']}: {report['queries']} queries, k = {k}")
+    cols = ["method", "precision@10", f"precision@{k}", f"map@{k}", "query ms p50", "bytes/item"]
+    for col in cols:
+        table.add_column(col, justify="right" if col != "method" else "left")
+    best = max(report["methods"].values(), key=lambda r: r[f"precision@{k}"])
+    for method, row in report["methods"].items():
+        style = "bold" if row is best else None
+        table.add_row(method, f"{row['precision@10']:.3f}", f"{row[f'precision@{k}']:.3f}",
+                      f"{row[f'map@{k}']:.3f}", f"{row['query_ms_p50']:.2f}",
+                      f"{row['bytes_per_item']:.0f}", style=style)
+    out.print(table)
+
+
+# -- commands -------------------------------------------------------------------
+@index_app.command("docs")
+def index_docs(
+    source: Annotated[str, typer.Argument(help="Folder, .tar.gz/.zip (or a folder inside one: x.tar.gz/train), or .jsonl.")],
+    name: Annotated[str, typer.Option("--name", "-n", help="Index name.")],
+    labels_from_folders: Labels = False,
+    strip: Annotated[Optional[str], typer.Option("--strip", help="'email': drop headers, quotes, signatures.")] = None,
+    vocab_size: Annotated[int, typer.Option(help="TF-IDF vocabulary cap.")] = 10_000,
+    code_dim: Annotated[int, typer.Option(help="Autoencoder code dimension.")] = 32,
+    hidden: Annotated[str, typer.Option(help="Hidden layer widths.")] = "500,250",
+    epochs: Annotated[int, typer.Option(help="Maximum training epochs.")] = api.DocsConfig.epochs,
+    noise: Annotated[float, typer.Option(help="Denoising: input dropout rate.")] = api.DocsConfig.noise,
+    neighbours: Annotated[int, typer.Option(help="Neighbour reconstruction: k TF-IDF neighbours (0 = off).")] = api.DocsConfig.neighbours,
+    neighbour_weight: Annotated[float, typer.Option(help="Weight of the neighbours in the target.")] = api.DocsConfig.neighbour_weight,
+    pretrain: Annotated[str, typer.Option(help="'none' or 'layerwise'.")] = "none",
+    baselines: Annotated[str, typer.Option(help="Comma-separated: lsa,tfidf or none.")] = "lsa,tfidf",
+    baseline_dim: Annotated[Optional[int], typer.Option(help="LSA dimension (default: --code-dim).")] = None,
+    index_kind: Annotated[str, typer.Option("--index", help="auto, flat, ivf or hnsw.")] = "auto",
+    seed: int = 0,
+    force: Force = False,
+    index_dir: IndexDir = None,
+    as_json: JsonOut = False,
+) -> None:
+    """Build a document index: TF-IDF -> deep autoencoder codes -> FAISS, plus baselines."""
+    config = api.DocsConfig(vocab_size=vocab_size, strip=strip, labels_from_folders=labels_from_folders,
+                            code_dim=code_dim, hidden=_csv_ints(hidden, "--hidden"), epochs=epochs, noise=noise,
+                            neighbours=neighbours, neighbour_weight=neighbour_weight, pretrain=pretrain,
+                            baselines=baselines, baseline_dim=baseline_dim, index_kind=index_kind, seed=seed)
+    with api.RichProgress(err) as progress:
+        manifest = api.build_docs_index(source, name, config, store=api.Store(index_dir), force=force,
+                                        progress=progress)
+    _print_built(manifest, as_json)
+
+
+@index_app.command("images")
+def index_images(
+    source: Annotated[str, typer.Argument(help="Image folder, crawl folder, IDX file, or an http(s) URL to crawl first.")],
+    name: Annotated[str, typer.Option("--name", "-n", help="Index name.")],
+    labels_from_folders: Labels = False,
+    size: Annotated[Optional[int], typer.Option(help="Square side in pixels (default: native for IDX, else 32).")] = None,
+    color: Annotated[str, typer.Option(help="auto, grey or rgb.")] = "auto",
+    fit: Annotated[str, typer.Option(help="pad (letterbox) or crop (centre crop).")] = "pad",
+    code_dim: Annotated[int, typer.Option(help="Autoencoder code dimension.")] = 32,
+    filters: Annotated[str, typer.Option(help="Channels of the strided convolutions.")] = ",".join(map(str, api.ImagesConfig.filters)),
+    epochs: Annotated[int, typer.Option(help="Maximum training epochs.")] = api.ImagesConfig.epochs,
+    noise: Annotated[float, typer.Option(help="Denoising: input dropout rate.")] = api.ImagesConfig.noise,
+    baselines: Annotated[str, typer.Option(help="Comma-separated: pca,pixels or none.")] = "pca,pixels",
+    baseline_dim: Annotated[Optional[int], typer.Option(help="PCA dimension (default: --code-dim).")] = None,
+    index_kind: Annotated[str, typer.Option("--index", help="auto, flat, ivf or hnsw.")] = "auto",
+    limit: Annotated[Optional[int], typer.Option(help="Index at most this many images.")] = None,
+    max_pages: Annotated[int, typer.Option(help="When SOURCE is a URL: pages to crawl.")] = 200,
+    seed: int = 0,
+    force: Force = False,
+    index_dir: IndexDir = None,
+    as_json: JsonOut = False,
+) -> None:
+    """Build an image index: pixels -> convolutional autoencoder codes -> FAISS, plus baselines."""
+    config = api.ImagesConfig(size=size, color=color, fit=fit, labels_from_folders=labels_from_folders,
+                              code_dim=code_dim, filters=_csv_ints(filters, "--filters"), epochs=epochs,
+                              noise=noise, baselines=baselines, baseline_dim=baseline_dim,
+                              index_kind=index_kind, limit=limit, seed=seed)
+    store = api.Store(index_dir)
+    with api.RichProgress(err) as progress:
+        if source.startswith(("http://", "https://")):
+            folder = api.crawl_cache_folder(store, source)
+            report = api.crawl(source, folder, api.CrawlConfig(max_pages=max_pages),
+                               on_progress=progress.crawl_callback())
+            err.print(f"crawled {report.pages} pages, {report.images} new images into {folder}")
+            source = str(folder)
+        manifest = api.build_images_index(source, name, config, store=store, force=force, progress=progress)
+    _print_built(manifest, as_json)
+
+
+def _print_built(manifest: dict, as_json: bool) -> None:
+    if as_json:
+        print(json.dumps(manifest, indent=2))
+        return
+    counts = manifest["counts"]
+    out.print(f"built index [bold]{manifest['name']}[/] ({manifest['modality']}): {counts['items']} items, "
+              f"{counts['skipped']} skipped, {manifest['build_seconds']:.1f} s")
+    for method, info in manifest["methods"].items():
+        out.print(f"  {method:7s} {info['encoder']:17s} dim {info['dim']:>5}  {info['metric']:6s} "
+                  f"{info['index']:6s} {info['bytes_per_item']:.0f} B/item  fit {info['fit_seconds']:.1f} s")
+
+
+@app.command()
+def query(
+    name: Annotated[str, typer.Argument(help="Index name.")],
+    query_: Annotated[Optional[str], typer.Argument(metavar="QUERY", help="Text (document index), or image path / URL (image index).")] = None,
+    file: Annotated[Optional[Path], typer.Option("--file", help="Read the query text from a file.")] = None,
+    like: Annotated[Optional[str], typer.Option("--like", help="Find items similar to this indexed item id.")] = None,
+    k: Annotated[int, typer.Option("-k", help="Number of results.")] = 10,
+    method: Annotated[Optional[str], typer.Option(help="ae (default) or a baseline of the index.")] = None,
+    show: Annotated[Optional[Path], typer.Option("--show", help="Image index: write a contact sheet PNG.")] = None,
+    strip: Annotated[Optional[str], typer.Option("--strip", help="'email' for a mail query file.")] = None,
+    index_dir: IndexDir = None,
+    as_json: JsonOut = False,
+) -> None:
+    """Find the items most similar to a text, an image, or an indexed item."""
+    hits = api.run_query(api.Store(index_dir), name, query_, file=file, like=like, k=k, method=method,
+                         show=show, strip=strip)
+    _print_hits(hits, as_json)
+    if show and not as_json:
+        err.print(f"contact sheet written to {show}")
+
+
+@app.command()
+def evaluate(
+    name: Annotated[str, typer.Argument(help="Index name.")],
+    queries: Annotated[str, typer.Option("--queries", help="Labelled query documents or images (same kinds of source as index).")],
+    labels_from_folders: Labels = False,
+    strip: Annotated[Optional[str], typer.Option("--strip", help="'email' for mail/newsgroup queries.")] = None,
+    k: Annotated[int, typer.Option("-k", help="Ranking depth scored.")] = 100,
+    methods: Annotated[Optional[str], typer.Option(help="Comma-separated subset of the index's methods.")] = None,
+    limit: Annotated[Optional[int], typer.Option(help="Use at most this many queries.")] = None,
+    plot: Annotated[Optional[Path], typer.Option("--plot", help="Write precision-recall curves to this PNG.")] = None,
+    index_dir: IndexDir = None,
+    as_json: JsonOut = False,
+) -> None:
+    """Compare every method of an index on labelled queries: precision, mAP, latency, bytes."""
+    with api.RichProgress(err) as progress:
+        report = api.run_evaluation(api.Store(index_dir), name, queries, labels_from_folders=labels_from_folders,
+                                    strip=strip, k=k, methods=methods.split(",") if methods else None,
+                                    limit=limit, plot=plot, progress=progress)
+    if as_json:
+        print(json.dumps({key: report[key] for key in ("index", "queries", "k", "methods")}, indent=2))
+    else:
+        _print_report(report)
+        if plot:
+            err.print(f"precision-recall curves written to {plot}")
+
+
+@app.command("list")
+def list_(index_dir: IndexDir = None, as_json: JsonOut = False) -> None:
+    """List the indexes."""
+    rows = api.list_indexes(api.Store(index_dir))
+    if as_json:
+        print(json.dumps(rows, indent=2))
+        return
+    if not rows:
+        err.print(f"no indexes in {api.Store(index_dir).root}")
+        return
+    table = Table()
+    for col in ("name", "modality", "items", "methods", "created"):
+        table.add_column(col)
+    for r in rows:
+        table.add_row(r["name"], r["modality"], str(r["items"]), ",".join(r["methods"]), r["created_at"])
+    out.print(table)
+
+
+@app.command()
+def info(name: Annotated[str, typer.Argument(help="Index name.")], index_dir: IndexDir = None,
+         as_json: JsonOut = False) -> None:
+    """Show an index: counts, methods, dims, sizes on disk, build time, last evaluation."""
+    details = api.index_info(api.Store(index_dir), name)
+    if as_json:
+        print(json.dumps(details, indent=2))
+        return
+    m = details["manifest"]
+    out.print(f"[bold]{m['name']}[/] ({m['modality']}), format {m['format_version']}, built {m['created_at']} "
+              f"in {m['build_seconds']:.1f} s from {m['source']}")
+    out.print(f"items {m['counts']['items']}, skipped {m['counts']['skipped']}, labels {m['counts']['labels']}; "
+              f"{details['disk_bytes'] / 1e6:.1f} MB on disk at {details['path']}")
+    table = Table()
+    for col in ("method", "encoder", "dim", "metric", "index", "bytes/item", "fit s"):
+        table.add_column(col)
+    for method, i in m["methods"].items():
+        table.add_row(method, i["encoder"], str(i["dim"]), i["metric"], i["index"],
+                      f"{i['bytes_per_item']:.0f}", f"{i['fit_seconds']:.1f}")
+    out.print(table)
+    if "evaluation" in m:
+        _print_report(m["evaluation"])
+
+
+@app.command()
+def remove(name: Annotated[str, typer.Argument(help="Index name.")], index_dir: IndexDir = None) -> None:
+    """Delete an index."""
+    api.Store(index_dir).remove(name)
+    err.print(f"removed {name}")
+
+
+@app.command()
+def plot(
+    name: Annotated[str, typer.Argument(help="Index name.")],
+    out_file: Annotated[Path, typer.Option("--out", help="PNG to write.")] = Path("map.png"),
+    max_items: Annotated[int, typer.Option(help="Sample at most this many items.")] = 5000,
+    epochs: Annotated[int, typer.Option(help="Epochs of the 2-d autoencoder.")] = 10,
+    index_dir: IndexDir = None,
+) -> None:
+    """Draw the 2-D map: a 2-d autoencoder code beside 2-d LSA/PCA, coloured by label."""
+    path = api.corpus_map(api.Retriever(name, api.Store(index_dir)), out_file, max_items=max_items, epochs=epochs)
+    err.print(f"map written to {path}")
+
+
+@app.command()
+def crawl(
+    url: Annotated[str, typer.Argument(help="Start page.")],
+    out_dir: Annotated[Path, typer.Option("--out", help="Folder for images and manifest.jsonl.")],
+    allow_host: Annotated[Optional[list[str]], typer.Option("--allow-host", help="Also follow pages on this host.")] = None,
+    max_depth: int = 3,
+    max_pages: int = 200,
+    max_images: int = 10_000,
+    concurrency: int = 8,
+    timeout: float = 10.0,
+    no_robots: Annotated[bool, typer.Option("--ignore-robots", help="Do not read robots.txt (only for your own sites).")] = False,
+    as_json: JsonOut = False,
+) -> None:
+    """Crawl a website for images (robots.txt respected, bounded concurrency, resumable)."""
+    config = api.CrawlConfig(allow_hosts=tuple(allow_host or ()), max_depth=max_depth, max_pages=max_pages,
+                             max_images=max_images, concurrency=concurrency, timeout=timeout,
+                             respect_robots=not no_robots)
+    with api.RichProgress(err) as progress:
+        report = api.crawl(url, out_dir, config, on_progress=progress.crawl_callback())
+    summary = {"pages": report.pages, "images": report.images, "duplicates": report.duplicates,
+               "already_had": report.already_had, "skipped": len(report.skipped),
+               "seconds": round(report.seconds, 2), "out": str(out_dir)}
+    if as_json:
+        print(json.dumps(summary, indent=2))
+    else:
+        out.print(", ".join(f"{k} {v}" for k, v in summary.items()))
+
+
+@app.command()
+def demo(
+    index_dir: IndexDir = None,
+    part: Annotated[str, typer.Option(help="all, docs or images.")] = "all",
+) -> None:
+    """Build indexes from data shipped with the installed packages, query them, compare methods."""
+    with api.RichProgress(err) as progress:
+        for section in api.run_demo(api.Store(index_dir), part=part, progress=progress):
+            progress.pause()
+            out.rule(section["title"])
+            for q in section.get("queries", []):
+                out.print(f"[bold]query:[/] {q['query']}")
+                _print_hits(q["hits"], False)
+            if "report" in section:
+                _print_report(section["report"])
+            for line in section.get("notes", []):
+                out.print(line)
+            progress.resume()
+
+
+# -- entry point ----------------------------------------------------------------
+class _WarningPrinter:
+    """Prints library warnings as one line each; caps floods of them."""
+
+    limit = 20
+
+    def __init__(self) -> None:
+        self.count = 0
+
+    def __call__(self, message, category, filename, lineno, file=None, line=None):
+        if not issubclass(category, RetrievalWarning):
+            return
+        self.count += 1
+        if self.count <= self.limit:
+            err.print(f"[yellow]warning:[/] {message}", highlight=False, markup=True, soft_wrap=True)
+
+    def summary(self) -> None:
+        if self.count > self.limit:
+            err.print(f"[yellow]warning:[/] {self.count - self.limit} more warnings not shown")
+
+
+def main() -> None:
+    """Console-script entry point: run the app, turning errors into one line."""
+    printer = _WarningPrinter()
+    warnings.showwarning = printer
+    warnings.simplefilter("always", RetrievalWarning)
+    code = 0
+    try:
+        app(standalone_mode=False)
+    except RetrievalError as exc:
+        err.print(f"[red]error:[/] {exc}", highlight=False, soft_wrap=True)
+        code = 1
+    except KeyboardInterrupt:
+        err.print("[red]error:[/] interrupted; any index being built was left untouched")
+        code = 130
+    except typer.Exit as exc:
+        code = exc.exit_code
+    except Exception as exc:  # click usage errors and the like
+        import click
+
+        if isinstance(exc, click.ClickException):
+            exc.show()
+            code = exc.exit_code
+        elif isinstance(exc, click.exceptions.Abort):
+            code = 1
+        else:
+            raise
+    finally:
+        printer.summary()
+    sys.exit(code)
+
+
+if __name__ == "__main__":
+    main()

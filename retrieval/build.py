@@ -1,0 +1,186 @@
+"""Build an index: read -> vectorize -> fit every method -> FAISS -> store.
+
+Everything is written into the store's temporary folder and renamed into
+place at the end, so a failed or interrupted build leaves nothing half-done.
+"""
+from __future__ import annotations
+
+import platform
+import time
+from datetime import datetime, timezone
+from importlib import metadata
+from pathlib import Path
+
+import numpy as np
+import scipy.sparse as sp
+
+from .config import DocsConfig, ImagesConfig
+from .corpus import DocumentCorpus, read_documents
+from .encoders import Encoder, LSAEncoder, PCAEncoder, PixelEncoder, TfidfEncoder
+from .index import make_index
+from .progress import Progress, report
+from .store import FORMAT_VERSION, MANIFEST, Store, write_json_atomic, write_metadata
+from .text import snippet
+from .vectorize import TextVectorizer
+
+#: The corpus inputs kept in the index (for ``--like`` and ``plot``).
+DOC_INPUTS = "inputs.npz"
+IMAGE_INPUTS = "pixels.npy"
+
+
+def library_versions() -> dict[str, str]:
+    """Versions of the libraries whose formats an index depends on."""
+    out = {"python": platform.python_version()}
+    for dist in ("retrieval", "tensorflow-cpu", "tensorflow", "keras", "faiss-cpu", "scikit-learn", "numpy"):
+        try:
+            out[dist] = metadata.version(dist)
+        except metadata.PackageNotFoundError:
+            pass
+    return out
+
+
+def _fit_methods(encoders: dict[str, Encoder], X, folder: Path, index_kind: str,
+                 progress: Progress | None) -> dict[str, dict]:
+    """Fit each encoder, index its codes, save both; returns manifest entries."""
+    methods = {}
+    n = X.shape[0]
+    for method, encoder in encoders.items():
+        started = time.perf_counter()
+        report(progress, f"{method}: fit", 0, 1)
+        codes = encoder.fit(X, progress=progress).transform(X)
+        index = make_index(index_kind, encoder.metric, n, sparse=encoder.sparse)
+        index.add(codes)
+        out = folder / "methods" / method
+        encoder.save(out)
+        index_file = index.save(out)
+        seconds = time.perf_counter() - started
+        report(progress, f"{method}: fit", 1, 1)
+        methods[method] = {
+            "encoder": encoder.name,
+            "params": encoder.get_params(),
+            "dim": int(encoder.dim),
+            "metric": encoder.metric,
+            "index": index.kind,
+            "index_bytes": index_file.stat().st_size,
+            "bytes_per_item": index_file.stat().st_size / n,
+            "fit_seconds": round(seconds, 3),
+        }
+    return methods
+
+
+def _manifest(name: str, modality: str, source, config, items, skipped: int, methods: dict,
+              started: float, **extra) -> dict:
+    labels = [it.label for it in items if it.label is not None]
+    return {
+        "format_version": FORMAT_VERSION,
+        "name": name,
+        "modality": modality,
+        "created_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "source": str(source),
+        "counts": {"items": len(items), "skipped": skipped, "labelled": len(labels),
+                   "labels": len(set(labels))},
+        "config": config.to_dict(),
+        "methods": methods,
+        "default_method": "ae",
+        "versions": library_versions(),
+        "build_seconds": round(time.perf_counter() - started, 2),
+        **extra,
+    }
+
+
+def build_docs_index(source: str | Path | DocumentCorpus, name: str, config: DocsConfig = DocsConfig(), *,
+                     store: Store | None = None, force: bool = False,
+                     progress: Progress | None = None) -> dict:
+    """Build a document index from a folder, archive or JSONL file.
+
+    Args:
+        source: Corpus location (see :func:`retrieval.corpus.read_documents`).
+        name: Index name.
+        config: Build options.
+        store: Where to write (default: :class:`Store` at the default home).
+        force: Replace an existing index of that name.
+        progress: Progress callback.
+
+    Returns:
+        The manifest written.
+    """
+    from .encoders.autoencoder import TextAutoencoder
+
+    store = store or Store()
+    started = time.perf_counter()
+    store.check_new(name, force)  # fail before minutes of training, not after
+    report(progress, "read", 0, 1)
+    if isinstance(source, DocumentCorpus):
+        corpus, source = source, "(in-memory corpus)"
+    else:
+        corpus = read_documents(source, labels_from_folders=config.labels_from_folders, strip=config.strip)
+    report(progress, "read", 1, 1, items=len(corpus.items))
+    vectorizer = TextVectorizer(max_features=config.vocab_size)
+    X = vectorizer.fit_transform([it.text for it in corpus.items])
+    encoders: dict[str, Encoder] = {"ae": TextAutoencoder(
+        hidden=config.hidden, code_dim=config.code_dim, epochs=config.epochs,
+        batch_size=config.batch_size, learning_rate=config.learning_rate, noise=config.noise,
+        neighbours=config.neighbours, neighbour_weight=config.neighbour_weight,
+        pretrain=config.pretrain, seed=config.seed)}
+    if "lsa" in config.baselines:
+        encoders["lsa"] = LSAEncoder(config.baseline_dim or config.code_dim, seed=config.seed)
+    if "tfidf" in config.baselines:
+        encoders["tfidf"] = TfidfEncoder()
+    with store.writer(name, force) as folder:
+        methods = _fit_methods(encoders, X, folder, config.index_kind, progress)
+        vectorizer.save(folder / "vectorizer")
+        sp.save_npz(folder / DOC_INPUTS, X, compressed=True)
+        write_metadata(folder, corpus.items, [snippet(it.text) for it in corpus.items])
+        manifest = _manifest(name, "docs", source, config, corpus.items, len(corpus.skipped), methods,
+                             started, vectorizer={"vocabulary": vectorizer.n_features})
+        write_json_atomic(folder / MANIFEST, manifest)
+    return manifest
+
+
+def build_images_index(source, name: str, config: ImagesConfig = ImagesConfig(), *,
+                       store: Store | None = None, force: bool = False,
+                       progress: Progress | None = None) -> dict:
+    """Build an image index from a folder, a crawl folder or an IDX file.
+
+    Args:
+        source: Image folder, crawl output folder or IDX images file.
+        name: Index name.
+        config: Build options.
+        store: Where to write.
+        force: Replace an existing index of that name.
+        progress: Progress callback.
+
+    Returns:
+        The manifest written.
+    """
+    from .encoders.autoencoder import ConvAutoencoder
+    from .images import ImageCorpus, read_images
+
+    store = store or Store()
+    started = time.perf_counter()
+    store.check_new(name, force)
+    report(progress, "read", 0, 1)
+    if isinstance(source, ImageCorpus):
+        corpus, source = source, "(in-memory images)"
+    else:
+        corpus = read_images(Path(source).expanduser(), size=config.size, color=config.color, fit=config.fit,
+                             labels_from_folders=config.labels_from_folders, limit=config.limit)
+    report(progress, "read", 1, 1, items=len(corpus.items))
+    pixels = corpus.pixels
+    encoders: dict[str, Encoder] = {"ae": ConvAutoencoder(
+        filters=config.filters, code_dim=config.code_dim, epochs=config.epochs,
+        batch_size=config.batch_size, learning_rate=config.learning_rate, noise=config.noise,
+        seed=config.seed)}
+    if "pca" in config.baselines:
+        encoders["pca"] = PCAEncoder(config.baseline_dim or config.code_dim, seed=config.seed)
+    if "pixels" in config.baselines:
+        encoders["pixels"] = PixelEncoder()
+    with store.writer(name, force) as folder:
+        methods = _fit_methods(encoders, pixels, folder, config.index_kind, progress)
+        np.save(folder / IMAGE_INPUTS, pixels)
+        write_metadata(folder, corpus.items, [it.title for it in corpus.items])
+        manifest = _manifest(name, "images", source, config, corpus.items, len(corpus.skipped), methods,
+                             started, images={"size": int(pixels.shape[1]), "color": corpus.color,
+                                              "fit": config.fit})
+        write_json_atomic(folder / MANIFEST, manifest)
+    return manifest

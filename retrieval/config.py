@@ -1,0 +1,131 @@
+"""Build options as frozen dataclasses; they round-trip through the manifest."""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, fields
+
+from .errors import InputError
+
+DOC_BASELINES = ("lsa", "tfidf")
+IMAGE_BASELINES = ("pca", "pixels")
+
+
+def _parse_baselines(value, allowed: tuple[str, ...]) -> tuple[str, ...]:
+    if isinstance(value, str):
+        value = [v.strip() for v in value.split(",") if v.strip() and v.strip() != "none"]
+    value = tuple(value)
+    bad = [v for v in value if v not in allowed]
+    if bad:
+        raise InputError(f"unknown baseline {bad[0]!r}; use a comma-separated subset of {','.join(allowed)} or 'none'")
+    return value
+
+
+@dataclass(frozen=True)
+class _Config:
+    def to_dict(self) -> dict:
+        """Plain JSON-ready dict (tuples become lists)."""
+        return {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(self).items()}
+
+    @classmethod
+    def from_dict(cls, data: dict):
+        """Rebuild from :meth:`to_dict`, ignoring unknown keys."""
+        names = {f.name for f in fields(cls)}
+        return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in data.items() if k in names})
+
+
+@dataclass(frozen=True)
+class DocsConfig(_Config):
+    """Options of ``retrieval index docs``.
+
+    Attributes:
+        vocab_size: TF-IDF vocabulary cap.
+        strip: ``"email"`` to remove headers, quotes and signatures.
+        labels_from_folders: Label = first-level sub-folder.
+        code_dim: Autoencoder code dimension.
+        hidden: Autoencoder hidden layer widths.
+        epochs: Maximum training epochs.
+        batch_size: Mini-batch size.
+        learning_rate: Adam learning rate.
+        noise: Input dropout (denoising) rate.
+        neighbours: Neighbours mixed into the reconstruction target (0: off).
+        neighbour_weight: Their weight in the target.
+        pretrain: ``"none"`` or ``"layerwise"``.
+        baselines: Baselines built beside the autoencoder (``lsa``, ``tfidf``).
+        baseline_dim: LSA dimension (default: the code dimension).
+        index_kind: ``auto``, ``flat``, ``ivf`` or ``hnsw``.
+        seed: Random seed of everything.
+    """
+
+    vocab_size: int = 10_000
+    strip: str | None = None
+    labels_from_folders: bool = False
+    code_dim: int = 32
+    hidden: tuple[int, ...] = (500, 250)
+    epochs: int = 20
+    batch_size: int = 128
+    learning_rate: float = 1e-3
+    noise: float = 0.0
+    neighbours: int = 10
+    neighbour_weight: float = 0.5
+    pretrain: str = "none"
+    baselines: tuple[str, ...] = DOC_BASELINES
+    baseline_dim: int | None = None
+    index_kind: str = "auto"
+    seed: int = 0
+
+    def __post_init__(self):
+        object.__setattr__(self, "baselines", _parse_baselines(self.baselines, DOC_BASELINES))
+        if self.code_dim < 1:
+            raise InputError(f"--code-dim must be >= 1; got {self.code_dim}")
+        if self.epochs < 1:
+            raise InputError(f"--epochs must be >= 1; got {self.epochs}")
+
+
+@dataclass(frozen=True)
+class ImagesConfig(_Config):
+    """Options of ``retrieval index images``.
+
+    Attributes:
+        size: Square side images are resized to (``None``: native size of an
+            IDX file, else the reader's default).
+        color: ``auto``, ``grey`` or ``rgb``.
+        fit: ``pad`` (letterbox) or ``crop`` (centre crop).
+        labels_from_folders: Label = first-level sub-folder.
+        code_dim: Autoencoder code dimension.
+        filters: Channels of the strided convolutions.
+        epochs: Maximum training epochs.
+        batch_size: Mini-batch size.
+        learning_rate: Adam learning rate.
+        noise: Input dropout (denoising) rate.
+        baselines: Baselines built beside the autoencoder (``pca``, ``pixels``).
+        baseline_dim: PCA dimension (default: the code dimension).
+        index_kind: ``auto``, ``flat``, ``ivf`` or ``hnsw``.
+        limit: Index at most this many images (``None``: all).
+        seed: Random seed of everything.
+    """
+
+    size: int | None = None
+    color: str = "auto"
+    fit: str = "pad"
+    labels_from_folders: bool = False
+    code_dim: int = 32
+    filters: tuple[int, ...] = (32, 64)
+    epochs: int = 10
+    batch_size: int = 128
+    learning_rate: float = 1e-3
+    noise: float = 0.0
+    baselines: tuple[str, ...] = IMAGE_BASELINES
+    baseline_dim: int | None = None
+    index_kind: str = "auto"
+    limit: int | None = None
+    seed: int = 0
+
+    def __post_init__(self):
+        object.__setattr__(self, "baselines", _parse_baselines(self.baselines, IMAGE_BASELINES))
+        if self.code_dim < 1:
+            raise InputError(f"--code-dim must be >= 1; got {self.code_dim}")
+        if self.size is not None and not 8 <= self.size <= 512:
+            raise InputError(f"--size must be between 8 and 512 pixels; got {self.size}")
+        if self.color not in ("auto", "grey", "rgb"):
+            raise InputError(f"--color must be auto, grey or rgb; got {self.color!r}")
+        if self.fit not in ("pad", "crop"):
+            raise InputError(f"--fit must be pad or crop; got {self.fit!r}")

@@ -1,0 +1,252 @@
+"""Read document corpora: folders, archives and JSONL files -> Items.
+
+Bad inputs never stop a build: binary, empty and undecodable files are
+skipped with a :class:`~retrieval.errors.RetrievalWarning` naming them, very
+large files are truncated at :data:`MAX_DOC_BYTES`.
+"""
+from __future__ import annotations
+
+import json
+import tarfile
+import warnings
+import zipfile
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path, PurePosixPath
+
+from .errors import InputError, RetrievalWarning
+from .items import Item
+from .text import first_line, html_to_text, mail_subject, strip_email
+
+#: Documents longer than this many bytes are truncated (with a warning): a
+#: bag of words saturates long before, and a stray 100 MB log file must not
+#: exhaust memory.
+MAX_DOC_BYTES = 1_000_000
+
+#: Extensions read as text; files without an extension (20 Newsgroups
+#: postings, mail spools) are read too. Everything else is ignored quietly.
+TEXT_SUFFIXES = {".txt", ".md", ".rst", ".html", ".htm", ".text", ".eml", ""}
+ARCHIVE_SUFFIXES = (".tar.gz", ".tgz", ".tar", ".tar.bz2", ".tar.xz", ".zip")
+
+
+@dataclass
+class DocumentCorpus:
+    """Items read from a source, and what was skipped."""
+
+    items: list[Item]
+    skipped: list[tuple[str, str]] = field(default_factory=list)
+    truncated: list[str] = field(default_factory=list)
+
+
+def _skip(corpus: DocumentCorpus, name: str, reason: str) -> None:
+    corpus.skipped.append((name, reason))
+    warnings.warn(f"skipped {name}: {reason}", RetrievalWarning, stacklevel=3)
+
+
+def decode(data: bytes) -> str:
+    """Decode bytes as UTF-8, falling back to latin-1 (which never fails)."""
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError:
+        return data.decode("latin-1")
+
+
+def _is_binary(data: bytes) -> bool:
+    # NUL bytes do not occur in text in any single-byte or UTF-8 encoding.
+    return b"\x00" in data[:8192]
+
+
+def _is_archive(path: Path) -> bool:
+    return path.name.lower().endswith(ARCHIVE_SUFFIXES)
+
+
+def _wanted(name: str) -> bool:
+    pure = PurePosixPath(name)
+    if any(part.startswith(".") for part in pure.parts):
+        return False
+    # Numbered files ("mail.1") are spool chunks, not a file type.
+    return pure.suffix.lower() in TEXT_SUFFIXES or pure.suffix[1:].isdigit()
+
+
+def _split_archive_path(source: Path) -> tuple[Path, str] | None:
+    """Find an archive among the parents of a path that does not exist.
+
+    ``data/20news.tar.gz/20news-bydate-train`` names the folder
+    ``20news-bydate-train`` inside the archive.
+    """
+    for parent in source.parents:
+        if parent.is_file() and _is_archive(parent):
+            return parent, source.relative_to(parent).as_posix()
+    return None
+
+
+def _iter_folder(root: Path, cap: int) -> Iterator[tuple[str, bytes, bool]]:
+    for path in sorted(root.rglob("*")):
+        rel = path.relative_to(root).as_posix()
+        if not path.is_file() or not _wanted(rel):
+            continue
+        with path.open("rb") as fh:
+            data = fh.read(cap + 1)
+        yield rel, data[:cap], len(data) > cap
+
+
+def _iter_archive(archive: Path, inner: str, cap: int) -> Iterator[tuple[str, bytes, bool]]:
+    prefix = inner.strip("/") + "/" if inner else ""
+    if archive.name.lower().endswith(".zip"):
+        with zipfile.ZipFile(archive) as zf:
+            names = sorted(n for n in zf.namelist() if not n.endswith("/"))
+            for name in names:
+                if name.startswith(prefix) and _wanted(name):
+                    with zf.open(name) as fh:
+                        data = fh.read(cap + 1)
+                    yield name[len(prefix):], data[:cap], len(data) > cap
+        return
+    with tarfile.open(archive) as tf:
+        for member in tf:
+            name = member.name.lstrip("./")
+            if member.isfile() and name.startswith(prefix) and _wanted(name):
+                fh = tf.extractfile(member)
+                data = fh.read(cap + 1) if fh else b""
+                yield name[len(prefix):], data[:cap], len(data) > cap
+
+
+def _strip_common_root(entries: list[tuple[str, bytes, bool]]) -> list[tuple[str, bytes, bool]]:
+    """Drop a single top folder shared by every entry (archives usually have one)."""
+    tops = {name.split("/", 1)[0] for name, _, _ in entries}
+    if len(tops) == 1 and all("/" in name for name, _, _ in entries):
+        return [(name.split("/", 1)[1], data, cut) for name, data, cut in entries]
+    return entries
+
+
+def _make_item(rel: str, text: str, *, label: str | None, strip: str | None,
+               title: str = "", item_id: str | None = None, path: str = "") -> Item:
+    if rel.lower().endswith((".html", ".htm")):
+        page_title, text = html_to_text(text)
+        title = title or page_title
+    if strip == "email":
+        title = title or mail_subject(text)
+        text = strip_email(text)
+    return Item(id=item_id or rel, text=text, title=title or first_line(text),
+                label=label, path=path or rel)
+
+
+def read_documents(
+    source: str | Path,
+    *,
+    labels_from_folders: bool = False,
+    strip: str | None = None,
+    max_bytes: int = MAX_DOC_BYTES,
+    on_progress: Callable[[int], None] | None = None,
+) -> DocumentCorpus:
+    """Read a corpus of text documents.
+
+    Args:
+        source: A folder (read recursively), a ``.tar.gz``/``.zip`` archive (or a
+            folder inside one: ``corpus.tar.gz/train``), or a ``.jsonl`` file
+            with ``text`` and optional ``id``, ``title``, ``label`` fields.
+        labels_from_folders: Use the first-level sub-folder name as the label.
+        strip: ``"email"`` removes RFC-822 headers, quoted replies and
+            signatures; ``None`` keeps the text as it is.
+        max_bytes: Documents are truncated to this many bytes, with a warning.
+        on_progress: Called with the number of documents read so far.
+
+    Returns:
+        The items in a deterministic order, and the skipped files.
+
+    Raises:
+        InputError: The source does not exist, is of an unknown kind, or holds
+            no usable document.
+    """
+    if strip not in (None, "", "none", "email"):
+        raise InputError(f"unknown --strip mode {strip!r}; use 'email' or leave it out")
+    strip = strip or None
+    if strip == "none":
+        strip = None
+    source = Path(source).expanduser()
+    corpus = DocumentCorpus(items=[])
+    if source.is_file() and source.suffix.lower() == ".jsonl":
+        _read_jsonl(source, corpus, strip, max_bytes)
+    else:
+        if source.is_dir():
+            entries: Iterator = _iter_folder(source, max_bytes)
+        elif source.is_file() and _is_archive(source):
+            entries = iter(_strip_common_root(list(_iter_archive(source, "", max_bytes))))
+        elif not source.exists() and (found := _split_archive_path(source)):
+            entries = _iter_archive(found[0], found[1], max_bytes)
+        elif not source.exists():
+            raise InputError(f"{source} does not exist; give a folder, a .tar.gz/.zip archive or a .jsonl file")
+        else:
+            raise InputError(f"{source} is not a folder, an archive (.tar.gz, .zip) or a .jsonl file")
+        for rel, data, cut in entries:
+            if _is_binary(data):
+                _skip(corpus, rel, "binary file")
+                continue
+            if cut:
+                corpus.truncated.append(rel)
+                warnings.warn(f"truncated {rel} to its first {max_bytes:,} bytes", RetrievalWarning, stacklevel=2)
+            label = rel.split("/", 1)[0] if labels_from_folders and "/" in rel else None
+            item = _make_item(rel, decode(data), label=label, strip=strip)
+            if not item.text.strip():
+                _skip(corpus, rel, "empty document")
+                continue
+            corpus.items.append(item)
+            if on_progress and len(corpus.items) % 500 == 0:
+                on_progress(len(corpus.items))
+    if not corpus.items:
+        raise InputError(f"no readable documents in {source} ({len(corpus.skipped)} skipped); "
+                         "it needs text files (.txt, .md, .rst, .html or no extension)")
+    ids = [item.id for item in corpus.items]
+    if len(set(ids)) != len(ids):
+        raise InputError(f"duplicate document ids in {source}; every JSONL 'id' must be unique")
+    if labels_from_folders and all(item.label is None for item in corpus.items):
+        raise InputError(f"--labels-from-folders: {source} has no sub-folders; put each label's files in a folder of its own")
+    return corpus
+
+
+def _read_jsonl(path: Path, corpus: DocumentCorpus, strip: str | None, max_bytes: int) -> None:
+    with path.open("rb") as fh:
+        for lineno, raw in enumerate(fh, 1):
+            name = f"{path.name}:{lineno}"
+            if not raw.strip():
+                continue
+            try:
+                record = json.loads(decode(raw))
+            except json.JSONDecodeError as exc:
+                _skip(corpus, name, f"invalid JSON ({exc.msg})")
+                continue
+            if not isinstance(record, dict) or not isinstance(record.get("text"), str):
+                _skip(corpus, name, "no 'text' string field")
+                continue
+            text = record["text"]
+            if len(text) > max_bytes:
+                text = text[:max_bytes]
+                corpus.truncated.append(name)
+                warnings.warn(f"truncated {name} to its first {max_bytes:,} characters", RetrievalWarning, stacklevel=2)
+            label = record.get("label")
+            item = _make_item(name, text, label=None if label is None else str(label), strip=strip,
+                              title=str(record.get("title") or ""),
+                              item_id=str(record["id"]) if record.get("id") is not None else str(lineno),
+                              path=name)
+            if not item.text.strip():
+                _skip(corpus, name, "empty document")
+                continue
+            corpus.items.append(item)
+
+
+def read_text_file(path: str | Path, *, strip: str | None = None, max_bytes: int = MAX_DOC_BYTES) -> str:
+    """Read one query document the way corpus files are read.
+
+    Raises:
+        InputError: The file is missing or binary.
+    """
+    path = Path(path).expanduser()
+    if not path.is_file():
+        raise InputError(f"query file {path} does not exist")
+    with path.open("rb") as fh:
+        data = fh.read(max_bytes)
+    if _is_binary(data):
+        raise InputError(f"query file {path} is binary, not text")
+    return _make_item(path.name, decode(data), label=None, strip=strip).text
+
+
+__all__ = ["DocumentCorpus", "MAX_DOC_BYTES", "read_documents", "read_text_file", "decode"]

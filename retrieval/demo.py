@@ -1,0 +1,120 @@
+"""The embedded default: indexes built from data that ships with the installed packages.
+
+Documents: the docstrings of SciPy's public functions, labelled by
+sub-package (``linalg``, ``stats``, ``signal``, ...): real technical prose
+with real topics, no download. Images: scikit-learn's handwritten digits
+(1,797 8x8 images, 10 classes). Each corpus is split 80/20; the 20 % are the
+labelled queries of the side-by-side evaluation.
+"""
+from __future__ import annotations
+
+import importlib
+import inspect
+import warnings
+from collections.abc import Iterator
+
+import numpy as np
+
+from .config import DocsConfig, ImagesConfig
+from .corpus import DocumentCorpus
+from .errors import RetrievalWarning
+from .evaluate import Queries, evaluate_index
+from .items import Item
+from .progress import Progress
+from .store import Store
+from .text import first_line
+
+DEMO_DOCS = "demo-docs"
+DEMO_IMAGES = "demo-images"
+SCIPY_PACKAGES = ("cluster", "fft", "integrate", "interpolate", "io", "linalg", "ndimage", "optimize",
+                  "signal", "sparse", "spatial", "special", "stats")
+TEXT_QUERIES = ("solve a system of linear equations with a matrix",
+                "find the minimum of a function of several variables",
+                "probability distribution of a random variable")
+
+
+def scipy_docstrings(min_chars: int = 200) -> list[Item]:
+    """Docstrings of SciPy's public callables, one item per distinct text."""
+    items, seen = [], set()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        for package in SCIPY_PACKAGES:
+            module = importlib.import_module(f"scipy.{package}")
+            for attr in sorted(getattr(module, "__all__", dir(module))):
+                if attr.startswith("_"):
+                    continue
+                obj = getattr(module, attr, None)
+                doc = inspect.getdoc(obj) if callable(obj) else None
+                if not doc or len(doc) < min_chars or doc in seen:
+                    continue
+                seen.add(doc)
+                items.append(Item(id=f"scipy.{package}.{attr}", text=doc, title=f"{attr}: {first_line(doc, 80)}",
+                                  label=package, path=f"scipy.{package}.{attr}"))
+    return items
+
+
+def _split(n: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    order = np.random.default_rng(seed).permutation(n)
+    cut = int(n * 0.8)
+    return np.sort(order[:cut]), np.sort(order[cut:])
+
+
+def run(store: Store, part: str = "all", progress: Progress | None = None) -> Iterator[dict]:
+    """Build, query and evaluate the demo indexes; yields printable sections."""
+    from .build import build_docs_index, build_images_index
+    from .search import Retriever
+
+    if part not in ("all", "docs", "images"):
+        from .errors import InputError
+
+        raise InputError(f"--part must be all, docs or images; got {part!r}")
+    if part in ("all", "docs"):
+        items = scipy_docstrings()
+        train, test = _split(len(items))
+        config = DocsConfig(vocab_size=5000, hidden=(250, 125), epochs=30, neighbours=10)
+        manifest = build_docs_index(DocumentCorpus([items[i] for i in train]), DEMO_DOCS, config,
+                                    store=store, force=True, progress=progress)
+        retriever = Retriever(DEMO_DOCS, store)
+        queries = [{"query": q, "hits": retriever.query_text(q, k=5)} for q in TEXT_QUERIES]
+        test_items = [items[i] for i in test]
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RetrievalWarning)
+            X = retriever.vectorize([it.text for it in test_items])
+        q = Queries(X, np.array([it.label for it in test_items], dtype=object), [it.text for it in test_items])
+        report = evaluate_index(retriever, q, k=20, progress=progress)
+        yield {"title": f"documents: {len(train)} SciPy docstrings in {len(SCIPY_PACKAGES)} sub-packages "
+                        f"(built in {manifest['build_seconds']:.0f} s)",
+               "queries": queries, "report": report,
+               "notes": [f"{len(test)} held-out docstrings were the queries; a hit shares their sub-package.",
+                         f"try: retrieval query {DEMO_DOCS} \"interpolate between data points\""]}
+    if part in ("all", "images"):
+        from sklearn.datasets import load_digits
+
+        from .images import ImageCorpus
+
+        digits = load_digits()
+        pixels = np.clip(digits.images * (255 / 16), 0, 255).astype(np.uint8)[..., None]
+        labels = digits.target.astype(str)
+        train, test = _split(len(pixels))
+        items = [Item(id=f"digit-{i}", title=f"digit #{i}", label=labels[i], path=f"sklearn digits #{i}")
+                 for i in train]
+        corpus = ImageCorpus(items=items, pixels=pixels[train], size=8, color="grey", skipped=[])
+        config = ImagesConfig(code_dim=16, filters=(32, 64), epochs=60, batch_size=64)
+        manifest = build_images_index(corpus, DEMO_IMAGES, config, store=store, force=True, progress=progress)
+        retriever = Retriever(DEMO_IMAGES, store)
+        from .evaluate import _PngList
+
+        q = Queries(pixels[test], labels[test].astype(object), _PngList(pixels[test]))
+        report = evaluate_index(retriever, q, k=20, progress=progress)
+        sheet = store.root / f"{DEMO_IMAGES}-query.png"
+        hits = retriever.search_inputs(pixels[test[:1]], 8)[0]
+        from .images import make_contact_sheet
+
+        make_contact_sheet(pixels[test[0]], [retriever.inputs()[h.position] for h in hits],
+                           [f"{h.score:.2f} {h.label}" for h in hits], sheet,
+                           query_caption=f"query ({labels[test[0]]})")
+        yield {"title": f"images: {len(train)} handwritten digits, 8x8 "
+                        f"(built in {manifest['build_seconds']:.0f} s)",
+               "report": report,
+               "notes": [f"{len(test)} held-out digits were the queries; a hit is the same digit.",
+                         f"contact sheet of one query and its 8 nearest codes: {sheet}"]}

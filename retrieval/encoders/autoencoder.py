@@ -1,0 +1,402 @@
+"""Keras deep autoencoders: a dense one for documents, a convolutional one for images.
+
+Encoder and decoder are separate named Keras models joined into the
+autoencoder for training; only the encoder is saved (``encoder.keras``) and
+loaded at query time, with Keras' safe mode (no Lambda layers, no code).
+"""
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import keras  # noqa: E402
+import numpy as np  # noqa: E402
+import scipy.sparse as sp  # noqa: E402
+from keras import layers  # noqa: E402
+
+from ..errors import IndexFormatError, InputError  # noqa: E402
+from ..progress import Progress, report  # noqa: E402
+from ..vectorize import word_distribution  # noqa: E402
+from .base import Encoder, l2_normalize  # noqa: E402
+
+PRETRAIN_MODES = ("none", "layerwise")
+
+
+class _Batches(keras.utils.PyDataset):
+    """Mini-batches from dense or sparse arrays, densified one batch at a time.
+
+    A 11k x 10k TF-IDF matrix is 450 MB dense; batches of it are a few MB.
+    """
+
+    def __init__(self, inputs, targets, batch_size: int, shuffle: bool, seed: int,
+                 noise_target: bool = False) -> None:
+        super().__init__()
+        self.inputs, self.targets = inputs, targets
+        self.batch_size = batch_size
+        self.shuffle = shuffle
+        self.rng = np.random.default_rng(seed)
+        self.order = np.arange(inputs.shape[0])
+        if shuffle:
+            self.rng.shuffle(self.order)
+
+    def __len__(self) -> int:
+        return -(-self.inputs.shape[0] // self.batch_size)
+
+    @staticmethod
+    def _take(array, idx):
+        part = array[idx]
+        if sp.issparse(part):
+            return part.toarray()
+        return part
+
+    def __getitem__(self, i):
+        idx = np.sort(self.order[i * self.batch_size:(i + 1) * self.batch_size])
+        return self._take(self.inputs, idx), self._take(self.targets, idx)
+
+    def on_epoch_end(self) -> None:
+        if self.shuffle:
+            self.rng.shuffle(self.order)
+
+
+class _EpochProgress(keras.callbacks.Callback):
+    def __init__(self, progress: Progress | None, task: str, epochs: int) -> None:
+        super().__init__()
+        self.progress, self.task, self.epochs = progress, task, epochs
+
+    def on_epoch_end(self, epoch, logs=None):
+        report(self.progress, self.task, epoch + 1, self.epochs,
+               **{k: float(v) for k, v in (logs or {}).items()})
+
+
+class KerasAutoencoder(Encoder):
+    """Shared training, persistence and fast inference of the autoencoders."""
+
+    _arrays = ("code_mean",)
+
+    # -- training ---------------------------------------------------------
+    def _split(self, n: int) -> tuple[np.ndarray, np.ndarray]:
+        rng = np.random.default_rng(self.seed)
+        order = rng.permutation(n)
+        n_val = int(round(n * self.validation_fraction))
+        if n - n_val < 2:
+            n_val = 0
+        return np.sort(order[n_val:]), np.sort(order[:n_val])
+
+    def _train(self, model, inputs, targets, loss, epochs: int, task: str,
+               progress: Progress | None, learning_rate: float | None = None) -> dict:
+        """Fit ``model`` with early stopping on a held-out slice."""
+        train, val = self._split(inputs.shape[0])
+        model.compile(optimizer=keras.optimizers.Adam(learning_rate or self.learning_rate), loss=loss)
+        callbacks = [_EpochProgress(progress, task, epochs)]
+        val_data = None
+        if len(val):
+            val_data = _Batches(inputs[val], targets[val], 1024, False, self.seed)
+            callbacks.append(keras.callbacks.EarlyStopping(
+                monitor="val_loss", patience=self.patience, restore_best_weights=True))
+        history = model.fit(_Batches(inputs[train], targets[train], self.batch_size, True, self.seed),
+                            validation_data=val_data, epochs=epochs, verbose=0, callbacks=callbacks)
+        return {k: [float(x) for x in v] for k, v in history.history.items()}
+
+    def _finish(self, inputs, seconds: float, history: dict) -> None:
+        self._compile_inference()
+        codes = self._predict(inputs)
+        self.code_mean_ = codes.mean(axis=0).astype(np.float32) if self.center else \
+            np.zeros(codes.shape[1], np.float32)
+        self.history_ = history
+        self.fit_seconds_ = seconds
+
+    # -- inference ----------------------------------------------------------
+    def _compile_inference(self) -> None:
+        # predict() builds a tf.data pipeline per call (~10 ms); a compiled
+        # call is what keeps one query within a millisecond or two.
+        import tensorflow as tf
+
+        self._call = tf.function(lambda x: self.encoder_(x, training=False), reduce_retracing=True)
+
+    def _predict(self, inputs, batch: int = 2048) -> np.ndarray:
+        out = []
+        for start in range(0, inputs.shape[0], batch):
+            part = _Batches._take(inputs, slice(start, start + batch))
+            out.append(self._call(self._prepare_input(part)).numpy())
+        return np.concatenate(out).astype(np.float32) if out else np.zeros((0, self.code_dim), np.float32)
+
+    def _prepare_input(self, part):
+        return np.asarray(part, dtype=np.float32)
+
+    def transform(self, X) -> np.ndarray:
+        """Encode ``X`` into float32 codes ``(n, code_dim)`` (mean code removed)."""
+        if not hasattr(self, "encoder_"):
+            raise RuntimeError(f"{type(self).__name__} is not fitted; call fit() first")
+        return self._predict(self._input_matrix(X)) - self.code_mean_
+
+    def _input_matrix(self, X):
+        return X
+
+    @property
+    def dim(self) -> int:
+        return self.code_dim
+
+    def _save_extra(self, folder: Path) -> None:
+        self.encoder_.save(folder / "encoder.keras")
+
+    def _load_extra(self, folder: Path) -> None:
+        try:
+            self.encoder_ = keras.saving.load_model(folder / "encoder.keras", compile=False, safe_mode=True)
+        except Exception as exc:  # Keras raises many types for a bad archive
+            raise IndexFormatError(f"cannot load {folder / 'encoder.keras'} ({type(exc).__name__}: {exc}); "
+                                   "rebuild the index") from None
+        self._compile_inference()
+
+
+def _neighbour_targets(X: sp.csr_matrix, targets: sp.csr_matrix, k: int, weight: float,
+                       block: int = 1024) -> sp.csr_matrix:
+    """Mix each row's target with the mean target of its k nearest neighbours.
+
+    Neighbours by TF-IDF cosine within ``X`` (rows are L2-normalised), the
+    document itself excluded: the semantic-hashing trick that pulls codes of
+    related documents together without labels.
+    """
+    n = X.shape[0]
+    k = min(k, n - 1)
+    if k < 1 or weight <= 0:
+        return targets
+    XT = X.T.tocsr()
+    cols = np.empty((n, k), np.int64)
+    for start in range(0, n, block):
+        sims = (X[start:start + block] @ XT).toarray()
+        rows = np.arange(sims.shape[0])
+        sims[rows, rows + start] = -np.inf
+        cols[start:start + block] = np.argpartition(-sims, k - 1, axis=1)[:, :k]
+    adjacency = sp.csr_matrix((np.full(n * k, 1.0 / k, np.float32), cols.ravel(),
+                               np.arange(0, n * k + 1, k)), shape=(n, n))
+    return ((1 - weight) * targets + weight * (adjacency @ targets)).astype(np.float32).tocsr()
+
+
+class TextAutoencoder(KerasAutoencoder):
+    """Deep autoencoder of TF-IDF vectors with a multinomial reconstruction loss.
+
+    The decoder ends in a softmax over the vocabulary trained with
+    cross-entropy against the document's word distribution (a multinomial
+    likelihood, as suits word counts) instead of per-word sigmoids.
+
+    Args:
+        hidden: Hidden layer widths of the encoder (mirrored by the decoder).
+        code_dim: Code dimension.
+        epochs: Maximum training epochs (early stopping may end sooner).
+        batch_size: Mini-batch size.
+        learning_rate: Adam learning rate.
+        noise: Input dropout rate (denoising); 0 disables it.
+        neighbours: k nearest TF-IDF neighbours mixed into the target; 0 disables.
+        neighbour_weight: Weight of the neighbours' mean distribution in the target.
+        pretrain: ``"none"`` or ``"layerwise"`` (greedy shallow autoencoders, then
+            end-to-end fine-tuning).
+        pretrain_epochs: Epochs per layer of layer-wise pre-training.
+        patience: Early-stopping patience in epochs.
+        validation_fraction: Held-out slice for early stopping.
+        center: Subtract the mean training code (cosine then compares
+            directions around the corpus centre, not around the origin).
+        seed: Seed of weights, noise and shuffling.
+
+    Attributes:
+        encoder_: The Keras encoder model (TF-IDF -> code).
+        code_mean_: Mean training code, subtracted by ``transform``.
+    """
+
+    name = "text_autoencoder"
+    metric = "cosine"
+    modality = "docs"
+
+    def __init__(self, hidden: tuple[int, ...] | list[int] = (500, 250), code_dim: int = 32,
+                 epochs: int = 20, batch_size: int = 128, learning_rate: float = 1e-3,
+                 noise: float = 0.0, neighbours: int = 10, neighbour_weight: float = 0.5,
+                 pretrain: str = "none", pretrain_epochs: int = 3, patience: int = 2,
+                 validation_fraction: float = 0.05, center: bool = True, seed: int = 0) -> None:
+        self.hidden = list(hidden)
+        self.code_dim = code_dim
+        self.epochs = epochs
+        self.batch_size = batch_size
+        self.learning_rate = learning_rate
+        self.noise = noise
+        self.neighbours = neighbours
+        self.neighbour_weight = neighbour_weight
+        self.pretrain = pretrain
+        self.pretrain_epochs = pretrain_epochs
+        self.patience = patience
+        self.validation_fraction = validation_fraction
+        self.center = center
+        self.seed = seed
+
+    def _check(self, X) -> None:
+        if self.code_dim < 1 or any(h < 1 for h in self.hidden):
+            raise InputError(f"layer sizes must be positive; got hidden={self.hidden}, code_dim={self.code_dim}")
+        if self.pretrain not in PRETRAIN_MODES:
+            raise InputError(f"unknown pretrain mode {self.pretrain!r}; use one of {', '.join(PRETRAIN_MODES)}")
+        if not 0 <= self.noise < 1:
+            raise InputError(f"noise must be in [0, 1); got {self.noise}")
+        if X.shape[0] < 4:
+            raise InputError(f"an autoencoder needs at least 4 documents; got {X.shape[0]}")
+
+    def _build(self, n_words: int):
+        inp = keras.Input((n_words,), name="tfidf")
+        h = layers.Dropout(self.noise, name="masking_noise")(inp) if self.noise else inp
+        for i, units in enumerate(self.hidden):
+            h = layers.Dense(units, activation="relu", name=f"enc_{i}")(h)
+        code = layers.Dense(self.code_dim, name="code")(h)
+        encoder = keras.Model(inp, code, name="encoder")
+        dec_in = keras.Input((self.code_dim,), name="code_in")
+        h = dec_in
+        for i, units in reversed(list(enumerate(self.hidden))):
+            h = layers.Dense(units, activation="relu", name=f"dec_{i}")(h)
+        words = layers.Dense(n_words, activation="softmax", name="words")(h)
+        decoder = keras.Model(dec_in, words, name="decoder")
+        autoencoder = keras.Model(inp, decoder(encoder(inp)), name="autoencoder")
+        return encoder, decoder, autoencoder
+
+    def fit(self, X, targets=None, progress: Progress | None = None, **kwargs) -> "TextAutoencoder":
+        """Train on L2-normalised TF-IDF rows.
+
+        Args:
+            X: TF-IDF matrix ``(n, vocabulary)``, sparse or dense.
+            targets: Word distributions to reconstruct; by default the rows of
+                ``X`` normalised to sum 1.
+            progress: Per-epoch progress callback.
+
+        Returns:
+            self
+        """
+        self._check(X)
+        started = time.perf_counter()
+        keras.utils.set_random_seed(self.seed)
+        X = sp.csr_matrix(X, dtype=np.float32)
+        targets = word_distribution(X if targets is None else sp.csr_matrix(targets, dtype=np.float32))
+        report(progress, "ae: neighbours", 0, 1)
+        targets = _neighbour_targets(X, targets, self.neighbours, self.neighbour_weight)
+        report(progress, "ae: neighbours", 1, 1)
+        self.encoder_, self.decoder_, autoencoder = self._build(X.shape[1])
+        history = {}
+        if self.pretrain == "layerwise":
+            history["pretrain"] = self._pretrain(X, targets, progress)
+        history.update(self._train(autoencoder, X, targets, keras.losses.CategoricalCrossentropy(),
+                                   self.epochs, "ae: epoch", progress))
+        self._finish(X, time.perf_counter() - started, history)
+        return self
+
+    def _pretrain(self, X, targets, progress: Progress | None) -> list:
+        """Greedy layer-wise pre-training (Hinton & Salakhutdinov 2006).
+
+        Layer 0 is a shallow multinomial autoencoder of the documents; each
+        deeper layer (and the code) is a shallow linear-output autoencoder of
+        the previous layer's activations. Their weights seed the deep model.
+        """
+        widths = self.hidden + [self.code_dim]
+        inputs, losses = X, []
+        for level, units in enumerate(widths):
+            n_in = inputs.shape[1]
+            act = None if level == len(widths) - 1 else "relu"
+            inp = keras.Input((n_in,))
+            hidden = layers.Dense(units, activation=act)(inp)
+            if level == 0:
+                out = layers.Dense(n_in, activation="softmax")(hidden)
+                target, loss = targets, keras.losses.CategoricalCrossentropy()
+            else:
+                out = layers.Dense(n_in)(hidden)
+                target, loss = inputs, keras.losses.MeanSquaredError()
+            shallow = keras.Model(inp, out)
+            hist = self._train(shallow, inputs, target, loss, self.pretrain_epochs,
+                               f"ae: pretrain layer {level + 1}/{len(widths)}", progress)
+            losses.append(hist)
+            enc_layer = self.encoder_.get_layer("code" if level == len(widths) - 1 else f"enc_{level}")
+            enc_layer.set_weights(shallow.layers[1].get_weights())
+            dec_layer = self.decoder_.get_layer("words" if level == 0 else f"dec_{level - 1}")
+            dec_layer.set_weights(shallow.layers[2].get_weights())
+            encode = keras.Model(inp, hidden)
+            inputs = np.concatenate([encode.predict_on_batch(_Batches._take(inputs, slice(s, s + 2048)))
+                                     for s in range(0, inputs.shape[0], 2048)])
+        return losses
+
+
+class ConvAutoencoder(KerasAutoencoder):
+    """Convolutional autoencoder of images ("deconvolution" decoder).
+
+    The encoder is a stack of strided 3x3 convolutions and a dense bottleneck;
+    the decoder mirrors it with transposed convolutions and a sigmoid output
+    trained with binary cross-entropy on pixels in [0, 1].
+
+    Args:
+        filters: Channels of the strided convolutions (each halves the size).
+        code_dim: Code dimension.
+        epochs: Maximum training epochs.
+        batch_size: Mini-batch size.
+        learning_rate: Adam learning rate.
+        noise: Input dropout rate (denoising); 0 disables it.
+        patience: Early-stopping patience.
+        validation_fraction: Held-out slice for early stopping.
+        center: Subtract the mean training code.
+        seed: Seed of weights, noise and shuffling.
+
+    Attributes:
+        encoder_: The Keras encoder model (image -> code).
+        code_mean_: Mean training code.
+    """
+
+    name = "conv_autoencoder"
+    metric = "cosine"
+    modality = "images"
+
+    def __init__(self, filters: tuple[int, ...] | list[int] = (32, 64), code_dim: int = 32,
+                 epochs: int = 10, batch_size: int = 128, learning_rate: float = 1e-3,
+                 noise: float = 0.0, patience: int = 2, validation_fraction: float = 0.05,
+                 center: bool = True, seed: int = 0) -> None:
+        self.filters = list(filters)
+        self.code_dim = code_dim
+        self.epochs = epochs
+        self.batch_size = batch_size
+        self.learning_rate = learning_rate
+        self.noise = noise
+        self.patience = patience
+        self.validation_fraction = validation_fraction
+        self.center = center
+        self.seed = seed
+
+    def _prepare_input(self, part):
+        return np.asarray(part, dtype=np.float32) * np.float32(1 / 255)
+
+    def _build(self, shape: tuple[int, int, int]):
+        size, _, channels = shape
+        inp = keras.Input(shape, name="pixels")
+        h = layers.Dropout(self.noise, name="masking_noise")(inp) if self.noise else inp
+        for i, f in enumerate(self.filters):
+            h = layers.Conv2D(f, 3, strides=2, padding="same", activation="relu", name=f"conv_{i}")(h)
+        inner = h.shape[1:]
+        h = layers.Flatten()(h)
+        code = layers.Dense(self.code_dim, name="code")(h)
+        encoder = keras.Model(inp, code, name="encoder")
+        dec_in = keras.Input((self.code_dim,), name="code_in")
+        h = layers.Dense(int(np.prod(inner)), activation="relu")(dec_in)
+        h = layers.Reshape(tuple(inner))(h)
+        for i, f in reversed(list(enumerate(self.filters))):
+            h = layers.Conv2DTranspose(f, 3, strides=2, padding="same", activation="relu", name=f"deconv_{i}")(h)
+        h = layers.Conv2D(channels, 3, padding="same", activation="sigmoid", name="pixels_out")(h)
+        if h.shape[1] != size:  # sizes not divisible by 2**len(filters)
+            h = layers.Resizing(size, size, name="resize")(h)
+        decoder = keras.Model(dec_in, h, name="decoder")
+        return encoder, decoder, keras.Model(inp, decoder(encoder(inp)), name="autoencoder")
+
+    def fit(self, X, progress: Progress | None = None, **kwargs) -> "ConvAutoencoder":
+        """Train on uint8 images ``(n, size, size, channels)``; returns self."""
+        X = np.asarray(X)
+        if X.ndim != 4 or X.shape[1] != X.shape[2]:
+            raise InputError(f"images must be (n, size, size, channels); got shape {X.shape}")
+        if len(X) < 4:
+            raise InputError(f"an autoencoder needs at least 4 images; got {len(X)}")
+        started = time.perf_counter()
+        keras.utils.set_random_seed(self.seed)
+        self.encoder_, self.decoder_, autoencoder = self._build(X.shape[1:])
+        scaled = X.astype(np.float32) * np.float32(1 / 255)
+        history = self._train(autoencoder, scaled, scaled, keras.losses.BinaryCrossentropy(),
+                              self.epochs, "ae: epoch", progress)
+        self._finish(X, time.perf_counter() - started, history)
+        return self

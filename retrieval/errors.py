@@ -1,0 +1,42 @@
+"""One exception hierarchy for the whole library.
+
+Every message names the bad value and says how to fix it; the CLI prints the
+message as a single line and exits with status 1.
+"""
+from __future__ import annotations
+
+
+class RetrievalError(Exception):
+    """Base class of every error the library raises on purpose."""
+
+
+class InputError(RetrievalError):
+    """A source, option or query the user gave cannot be used."""
+
+
+class EmptyQueryError(InputError):
+    """A query has no usable content (only stop words, unknown words, ...)."""
+
+
+class IndexNotFound(RetrievalError):
+    """No index of that name exists in the index home."""
+
+
+class IndexExists(RetrievalError):
+    """An index of that name exists and overwriting was not asked for."""
+
+
+class IndexFormatError(RetrievalError):
+    """An index folder is corrupt, incomplete or written by a newer version."""
+
+
+class FetchError(RetrievalError):
+    """A URL could not be fetched (network, HTTP status, type or size guard)."""
+
+
+class RetrievalWarning(UserWarning):
+    """Something in the input was skipped or changed; the rest went on.
+
+    Raised through :func:`warnings.warn` so library users can filter it and the
+    CLI can print it as one line naming the file.
+    """

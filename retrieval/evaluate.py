@@ -1,0 +1,209 @@
+"""Retrieval quality and cost, every method of an index side by side.
+
+The metric functions are pure functions over arrays; :func:`evaluate_index`
+runs labelled queries through each method of an opened index.
+"""
+from __future__ import annotations
+
+import io
+import time
+import warnings
+from dataclasses import dataclass
+
+import numpy as np
+
+from .errors import InputError, RetrievalWarning
+from .index import check_k
+from .progress import Progress, report
+from .search import Retriever
+from .vectorize import empty_rows
+
+
+def relevance(query_labels: np.ndarray, positions: np.ndarray, index_labels: np.ndarray) -> np.ndarray:
+    """Boolean ``(n_queries, k)``: is the retrieved item of the query's label?
+
+    Positions ``< 0`` (FAISS' "no result") are never relevant.
+    """
+    retrieved = index_labels[np.maximum(positions, 0)]
+    return (retrieved == np.asarray(query_labels, dtype=object)[:, None]) & (positions >= 0)
+
+
+def precision_at(rel: np.ndarray, k: int) -> np.ndarray:
+    """Per-query precision of the first ``k`` results (missing results count as misses)."""
+    return rel[:, :k].sum(axis=1) / k
+
+
+def average_precision_at(rel: np.ndarray, n_relevant: np.ndarray, k: int) -> np.ndarray:
+    """Per-query AP@k = sum_{i<=k} P@i * rel_i / min(R, k).
+
+    ``R`` is the number of relevant items in the index; queries with ``R = 0``
+    score 0.
+    """
+    rel = rel[:, :k].astype(np.float64)
+    precision = np.cumsum(rel, axis=1) / np.arange(1, rel.shape[1] + 1)
+    denom = np.minimum(np.asarray(n_relevant, dtype=np.float64), k)
+    total = (precision * rel).sum(axis=1)
+    return np.divide(total, denom, out=np.zeros_like(total), where=denom > 0)
+
+
+def pr_curve(rel: np.ndarray, n_relevant: np.ndarray, ranks: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Mean (recall, precision) over queries at the given rank cut-offs."""
+    hits = np.cumsum(rel, axis=1)[:, ranks - 1]
+    precision = (hits / ranks).mean(axis=0)
+    recall = (hits / np.maximum(np.asarray(n_relevant)[:, None], 1)).mean(axis=0)
+    return recall, precision
+
+
+@dataclass
+class Queries:
+    """Labelled queries in the index's input space.
+
+    Attributes:
+        inputs: TF-IDF rows (docs) or uint8 images (images), one per query.
+        labels: Label of each query.
+        raw: What a user would send for the latency measurement: the text,
+            or the image encoded as PNG bytes (so decoding is timed too).
+    """
+
+    inputs: object
+    labels: np.ndarray
+    raw: list
+
+
+def load_queries(retriever: Retriever, source, *, labels_from_folders: bool = False,
+                 strip: str | None = None, limit: int | None = None) -> Queries:
+    """Read labelled queries and bring them into the index's input space."""
+    if retriever.modality == "docs":
+        from .corpus import read_documents
+
+        items = read_documents(source, labels_from_folders=labels_from_folders, strip=strip).items
+        items = [it for it in items if it.label is not None][:limit]
+        _require_labels(items, source)
+        X = retriever.vectorizer.transform([it.text for it in items])
+        keep = ~empty_rows(X)
+        if not keep.all():
+            warnings.warn(f"{int((~keep).sum())} queries have no word of the index vocabulary and were left out",
+                          RetrievalWarning, stacklevel=2)
+        items = [it for it, ok in zip(items, keep) if ok]
+        return Queries(X[keep], np.array([it.label for it in items], dtype=object), [it.text for it in items])
+    from pathlib import Path
+
+    from .images import read_images
+
+    opts = retriever.image_options
+    corpus = read_images(Path(source).expanduser(), size=opts["size"], color=opts["color"], fit=opts["fit"],
+                         labels_from_folders=labels_from_folders, limit=limit)
+    keep = [i for i, it in enumerate(corpus.items) if it.label is not None]
+    items = [corpus.items[i] for i in keep]
+    _require_labels(items, source)
+    pixels = corpus.pixels[keep]
+    return Queries(pixels, np.array([it.label for it in items], dtype=object), _PngList(pixels))
+
+
+class _PngList:
+    """Lazily PNG-encodes query images for the latency sample only."""
+
+    def __init__(self, pixels: np.ndarray) -> None:
+        self.pixels = pixels
+
+    def __getitem__(self, i: int) -> bytes:
+        from PIL import Image
+
+        arr = self.pixels[i]
+        img = Image.fromarray(arr[..., 0] if arr.shape[-1] == 1 else arr)
+        buf = io.BytesIO()
+        img.save(buf, format="PNG")
+        return buf.getvalue()
+
+
+def _require_labels(items, source) -> None:
+    if not items:
+        raise InputError(f"no labelled queries in {source}; use --labels-from-folders "
+                         "(a sub-folder per label) or a 'label' field in JSONL")
+
+
+def _latency_ms(retriever: Retriever, method: str, raw: list, k: int, samples: int) -> float:
+    """Median in-process time of one query: vectorize/decode + encode + search."""
+    encoder, index = retriever.method(method)
+    times = []
+    for i in range(samples):
+        query = raw[i]
+        started = time.perf_counter()
+        if retriever.modality == "docs":
+            inputs = retriever.vectorizer.transform([query])
+        else:
+            inputs = retriever.load_query_image(query)
+        index.search(encoder.transform(inputs), k)
+        times.append(time.perf_counter() - started)
+    return float(np.median(times) * 1000)
+
+
+def evaluate_index(retriever: Retriever, queries: Queries, *, k: int = 100, methods: list[str] | None = None,
+                   latency_samples: int = 200, curves: bool = False,
+                   progress: Progress | None = None) -> dict:
+    """Evaluate every method of an index on labelled queries.
+
+    A hit is a retrieved item with the query's label.
+
+    Args:
+        retriever: The opened index.
+        queries: Labelled queries from :func:`load_queries`.
+        k: Depth of the ranking scored (precision@k, mAP@k).
+        methods: Methods to compare (default: all in the index).
+        latency_samples: Single queries timed per method.
+        curves: Also compute precision-recall curves over the whole ranking.
+        progress: Progress callback.
+
+    Returns:
+        ``{"index", "queries", "k", "methods": {m: {"precision@10", "precision@k",
+        "map@k", "query_ms_p50", "bytes_per_item"}}}`` and, with ``curves``,
+        ``"curves": {m: {"recall": [...], "precision": [...]}}``.
+    """
+    k = check_k(k)
+    index_labels = retriever.metadata.labels()
+    if all(label is None for label in index_labels):
+        raise InputError(f"index {retriever.name!r} has no labels; rebuild it with --labels-from-folders "
+                         "or labelled JSONL to evaluate it")
+    n_items = len(index_labels)
+    depth = min(k, n_items)
+    counts = {label: int(c) for label, c in zip(*np.unique(index_labels[index_labels != None], return_counts=True))}  # noqa: E711
+    n_relevant = np.array([counts.get(label, 0) for label in queries.labels])
+    methods = methods or retriever.methods
+    result = {"index": retriever.name, "queries": int(len(queries.labels)), "k": k, "methods": {}}
+    if curves:
+        result["curves"] = {}
+    for step, method in enumerate(methods):
+        report(progress, "evaluate", step, len(methods), method=method)
+        encoder, index = retriever.method(method)
+        codes = encoder.transform(queries.inputs)
+        _, positions = index.search(codes, depth)
+        rel = relevance(queries.labels, positions, index_labels)
+        row = {"precision@10": float(precision_at(rel, 10).mean())}
+        row[f"precision@{k}"] = float(precision_at(rel, k).mean())
+        row[f"map@{k}"] = float(average_precision_at(rel, n_relevant, k).mean())
+        row["query_ms_p50"] = _latency_ms(retriever, method, queries.raw,
+                                          k, min(latency_samples, len(queries.labels)))
+        row["bytes_per_item"] = float(retriever.manifest["methods"][method]["bytes_per_item"])
+        result["methods"][method] = row
+        if curves:
+            result["curves"][method] = _curve(index, codes, queries.labels, index_labels, n_relevant)
+    report(progress, "evaluate", len(methods), len(methods))
+    return result
+
+
+def _curve(index, codes, query_labels, index_labels, n_relevant, block: int = 500) -> dict:
+    """Precision-recall over the whole ranking, at log-spaced ranks."""
+    n = len(index_labels)
+    ranks = np.unique(np.geomspace(1, n, num=60).astype(int))
+    recall_sum = np.zeros(len(ranks))
+    precision_sum = np.zeros(len(ranks))
+    for start in range(0, len(query_labels), block):
+        _, positions = index.search(codes[start:start + block], n)
+        rel = relevance(query_labels[start:start + block], positions, index_labels)
+        recall, precision = pr_curve(rel, n_relevant[start:start + block], ranks)
+        weight = rel.shape[0]
+        recall_sum += recall * weight
+        precision_sum += precision * weight
+    total = len(query_labels)
+    return {"ranks": ranks.tolist(), "recall": (recall_sum / total).tolist(),
+            "precision": (precision_sum / total).tolist()}

@@ -1,0 +1,272 @@
+"""Nearest-neighbour backends behind one small interface, and a factory.
+
+Every backend answers ``search(queries, k) -> (scores, positions)`` with
+*higher scores better*: cosine similarity for ``metric="cosine"`` (vectors are
+L2-normalised, then FAISS inner product), minus the Euclidean distance for
+``metric="l2"``. Positions index the rows added, in order; the store maps them
+to item ids.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import ClassVar
+
+import faiss
+import numpy as np
+import scipy.sparse as sp
+
+from .encoders.base import l2_normalize
+from .errors import IndexFormatError, InputError
+
+#: Above this many items ``kind="auto"`` switches from exact to HNSW search:
+#: below it a flat scan of 32-d codes takes well under a millisecond.
+APPROX_THRESHOLD = 200_000
+INDEX_KINDS = ("auto", "flat", "ivf", "hnsw")
+METRICS = ("cosine", "l2")
+
+
+def check_k(k: int) -> int:
+    """Validate a requested number of results."""
+    if not isinstance(k, (int, np.integer)) or k < 1:
+        raise InputError(f"-k must be a positive number of results; got {k}")
+    return int(k)
+
+
+class VectorIndex:
+    """Interface of all backends."""
+
+    kind: ClassVar[str] = ""
+    filename: ClassVar[str] = "index.faiss"
+
+    def __init__(self, metric: str = "cosine") -> None:
+        if metric not in METRICS:
+            raise InputError(f"unknown metric {metric!r}; use one of {', '.join(METRICS)}")
+        self.metric = metric
+
+    def _prepare(self, codes: np.ndarray) -> np.ndarray:
+        codes = np.ascontiguousarray(codes, dtype=np.float32)
+        return l2_normalize(codes) if self.metric == "cosine" else codes
+
+    def add(self, codes) -> None:  # pragma: no cover - abstract
+        """Add rows; they get the next positions."""
+        raise NotImplementedError
+
+    def search(self, queries, k: int) -> tuple[np.ndarray, np.ndarray]:  # pragma: no cover
+        """Return ``(scores, positions)``, each ``(n_queries, min(k, len))``."""
+        raise NotImplementedError
+
+    def __len__(self) -> int:  # pragma: no cover
+        raise NotImplementedError
+
+    def save(self, folder: Path) -> Path:  # pragma: no cover
+        """Write the index into ``folder``; returns the file written."""
+        raise NotImplementedError
+
+    @classmethod
+    def load(cls, folder: Path, metric: str) -> "VectorIndex":  # pragma: no cover
+        """Read an index written by :meth:`save`."""
+        raise NotImplementedError
+
+
+class FaissIndex(VectorIndex):
+    """Shared code of the FAISS float backends."""
+
+    def __init__(self, metric: str = "cosine") -> None:
+        super().__init__(metric)
+        self.index_: faiss.Index | None = None
+
+    def _faiss_metric(self) -> int:
+        return faiss.METRIC_INNER_PRODUCT if self.metric == "cosine" else faiss.METRIC_L2
+
+    def _build(self, codes: np.ndarray) -> faiss.Index:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def add(self, codes) -> None:
+        codes = self._prepare(codes)
+        if self.index_ is None:
+            self.index_ = self._build(codes)
+        self.index_.add(codes)
+
+    def search(self, queries, k: int) -> tuple[np.ndarray, np.ndarray]:
+        k = min(check_k(k), len(self))
+        scores, positions = self.index_.search(self._prepare(queries), k)
+        if self.metric == "l2":  # FAISS returns squared distances, lower better
+            scores = -np.sqrt(np.maximum(scores, 0))
+        return scores, positions
+
+    def __len__(self) -> int:
+        return 0 if self.index_ is None else int(self.index_.ntotal)
+
+    def save(self, folder: Path) -> Path:
+        path = folder / self.filename
+        faiss.write_index(self.index_, str(path))
+        return path
+
+    @classmethod
+    def load(cls, folder: Path, metric: str) -> "FaissIndex":
+        self = cls(metric)
+        try:
+            self.index_ = faiss.read_index(str(folder / cls.filename))
+        except RuntimeError as exc:
+            raise IndexFormatError(f"cannot read {folder / cls.filename} ({str(exc).splitlines()[0]}); rebuild the index") from None
+        self._after_load()
+        return self
+
+    def _after_load(self) -> None:
+        pass
+
+
+class FlatIndex(FaissIndex):
+    """Exact search: a full scan (``IndexFlatIP`` / ``IndexFlatL2``)."""
+
+    kind = "flat"
+
+    def _build(self, codes):
+        d = codes.shape[1]
+        return faiss.IndexFlatIP(d) if self.metric == "cosine" else faiss.IndexFlatL2(d)
+
+
+class IVFIndex(FaissIndex):
+    """Inverted file: k-means cells, ``nprobe`` of them scanned per query.
+
+    Args:
+        metric: ``"cosine"`` or ``"l2"``.
+        nprobe: Cells scanned per query (recall against speed).
+    """
+
+    kind = "ivf"
+
+    def __init__(self, metric: str = "cosine", nprobe: int = 16) -> None:
+        super().__init__(metric)
+        self.nprobe = nprobe
+
+    def _build(self, codes):
+        n, d = codes.shape
+        # FAISS wants ~39 training points per centroid; sqrt(n) cells balance
+        # the scan of centroids against the scan inside cells.
+        nlist = int(max(1, min(4 * np.sqrt(n), n // 39)))
+        quantizer = faiss.IndexFlatIP(d) if self.metric == "cosine" else faiss.IndexFlatL2(d)
+        index = faiss.IndexIVFFlat(quantizer, d, nlist, self._faiss_metric())
+        index.train(codes)
+        index.nprobe = min(self.nprobe, nlist)
+        return index
+
+    def _after_load(self) -> None:
+        self.index_.nprobe = min(self.nprobe, self.index_.nlist)
+
+
+class HNSWIndex(FaissIndex):
+    """Hierarchical navigable small-world graph (``IndexHNSWFlat``)."""
+
+    kind = "hnsw"
+
+    def __init__(self, metric: str = "cosine", m: int = 32, ef_search: int = 128) -> None:
+        super().__init__(metric)
+        self.m = m
+        self.ef_search = ef_search
+
+    def _build(self, codes):
+        index = faiss.IndexHNSWFlat(codes.shape[1], self.m, self._faiss_metric())
+        index.hnsw.efConstruction = 80
+        index.hnsw.efSearch = self.ef_search
+        return index
+
+    def _after_load(self) -> None:
+        self.index_.hnsw.efSearch = self.ef_search
+
+
+class SparseIndex(VectorIndex):
+    """Exact cosine search over sparse rows (the TF-IDF baseline).
+
+    FAISS has no sparse index; a CSR matrix product is exact and, for a
+    bag-of-words, touches only the query's terms.
+    """
+
+    kind = "sparse"
+    filename = "index.npz"
+
+    def __init__(self, metric: str = "cosine") -> None:
+        if metric != "cosine":
+            raise InputError(f"the sparse index supports only cosine; got {metric!r}")
+        super().__init__(metric)
+        self.matrix_: sp.csr_matrix | None = None
+
+    @staticmethod
+    def _normalize(X) -> sp.csr_matrix:
+        X = sp.csr_matrix(X, dtype=np.float32)
+        norms = np.sqrt(np.asarray(X.multiply(X).sum(axis=1)).ravel())
+        norms[norms == 0] = 1.0
+        return sp.csr_matrix(sp.diags(1.0 / norms).astype(np.float32) @ X)
+
+    def add(self, codes) -> None:
+        codes = self._normalize(codes)
+        self.matrix_ = codes if self.matrix_ is None else sp.vstack([self.matrix_, codes]).tocsr()
+        self._transposed = self.matrix_.T.tocsr()
+
+    def search(self, queries, k: int) -> tuple[np.ndarray, np.ndarray]:
+        k = min(check_k(k), len(self))
+        queries = self._normalize(queries)
+        scores = np.empty((queries.shape[0], k), np.float32)
+        positions = np.empty((queries.shape[0], k), np.int64)
+        step = 256  # bounds the dense (step x n) block of similarities
+        for start in range(0, queries.shape[0], step):
+            block = (queries[start:start + step] @ self._transposed).toarray()
+            top = np.argpartition(-block, k - 1, axis=1)[:, :k] if k < block.shape[1] else \
+                np.tile(np.arange(block.shape[1]), (block.shape[0], 1))
+            top_scores = np.take_along_axis(block, top, axis=1)
+            order = np.argsort(-top_scores, axis=1, kind="stable")
+            positions[start:start + step] = np.take_along_axis(top, order, axis=1)
+            scores[start:start + step] = np.take_along_axis(top_scores, order, axis=1)
+        return scores, positions
+
+    def __len__(self) -> int:
+        return 0 if self.matrix_ is None else self.matrix_.shape[0]
+
+    def save(self, folder: Path) -> Path:
+        path = folder / self.filename
+        sp.save_npz(path, self.matrix_, compressed=False)
+        return path
+
+    @classmethod
+    def load(cls, folder: Path, metric: str) -> "SparseIndex":
+        self = cls(metric)
+        try:
+            self.matrix_ = sp.load_npz(folder / cls.filename).tocsr()
+        except (OSError, ValueError) as exc:
+            raise IndexFormatError(f"cannot read {folder / cls.filename} ({exc}); rebuild the index") from None
+        self._transposed = self.matrix_.T.tocsr()
+        return self
+
+
+BACKENDS: dict[str, type[VectorIndex]] = {
+    cls.kind: cls for cls in (FlatIndex, IVFIndex, HNSWIndex, SparseIndex)
+}
+
+
+def make_index(kind: str, metric: str, n_items: int, sparse: bool = False) -> VectorIndex:
+    """Choose a backend.
+
+    Args:
+        kind: ``"auto"``, ``"flat"``, ``"ivf"`` or ``"hnsw"``. ``"auto"`` is
+            exact below :data:`APPROX_THRESHOLD` items and HNSW above.
+        metric: ``"cosine"`` or ``"l2"``.
+        n_items: Number of items that will be added.
+        sparse: The codes are sparse (TF-IDF): always the exact sparse index.
+
+    Returns:
+        An empty index.
+    """
+    if kind not in INDEX_KINDS:
+        raise InputError(f"unknown index kind {kind!r}; use one of {', '.join(INDEX_KINDS)}")
+    if sparse:
+        return SparseIndex(metric)
+    if kind == "auto":
+        kind = "hnsw" if n_items > APPROX_THRESHOLD else "flat"
+    return BACKENDS[kind](metric)
+
+
+def load_index(kind: str, folder: Path, metric: str) -> VectorIndex:
+    """Load a backend of the given kind from ``folder``."""
+    if kind not in BACKENDS:
+        raise IndexFormatError(f"unknown index backend {kind!r} in {folder}; rebuild the index")
+    return BACKENDS[kind].load(folder, metric)

@@ -1,0 +1,110 @@
+"""TF-IDF bag-of-words vectors, persisted as vocabulary + idf (no pickle)."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import scipy.sparse as sp
+from sklearn.feature_extraction.text import TfidfVectorizer
+
+from .errors import IndexFormatError, InputError
+
+
+class TextVectorizer:
+    """TF-IDF over a capped vocabulary, English stop words, sublinear tf.
+
+    Args:
+        max_features: Vocabulary cap: the most frequent terms are kept.
+        min_df: Minimum number of documents a term must occur in.
+        stop_words: ``"english"`` or ``None``.
+        sublinear_tf: Use ``1 + log(tf)``; long documents stop dominating.
+
+    Attributes:
+        vocabulary_: Terms in column order.
+        idf_: Inverse document frequencies, float32, one per term.
+    """
+
+    def __init__(self, max_features: int = 10_000, min_df: int = 1,
+                 stop_words: str | None = "english", sublinear_tf: bool = True) -> None:
+        self.max_features = max_features
+        self.min_df = min_df
+        self.stop_words = stop_words
+        self.sublinear_tf = sublinear_tf
+
+    def _sklearn(self, vocabulary: dict[str, int] | None = None) -> TfidfVectorizer:
+        return TfidfVectorizer(max_features=self.max_features, min_df=self.min_df,
+                               stop_words=self.stop_words, sublinear_tf=self.sublinear_tf,
+                               vocabulary=vocabulary, dtype=np.float32)
+
+    def fit(self, texts: list[str]) -> "TextVectorizer":
+        """Learn the vocabulary and idf of ``texts``; returns self."""
+        self.fit_transform(texts)
+        return self
+
+    def fit_transform(self, texts: list[str]) -> sp.csr_matrix:
+        """Fit, then return the TF-IDF matrix of ``texts``."""
+        if self.max_features is not None and self.max_features < 2:
+            raise InputError(f"vocabulary size must be >= 2; got {self.max_features}")
+        vec = self._sklearn()
+        try:
+            matrix = vec.fit_transform(texts)
+        except ValueError as exc:  # "empty vocabulary; perhaps the documents only contain stop words"
+            raise InputError(f"cannot build a vocabulary: {exc}") from None
+        self._vec = vec
+        self.vocabulary_ = vec.get_feature_names_out().tolist()
+        self.idf_ = vec.idf_.astype(np.float32)
+        return matrix.astype(np.float32).tocsr()
+
+    def transform(self, texts: list[str]) -> sp.csr_matrix:
+        """Return L2-normalised TF-IDF rows, float32 CSR ``(n, vocabulary)``.
+
+        A text without any known term gives an all-zero row; callers check
+        :func:`empty_rows` rather than dividing by zero.
+        """
+        return self._vec.transform(texts).astype(np.float32).tocsr()
+
+    @property
+    def n_features(self) -> int:
+        """The vocabulary size."""
+        return len(self.vocabulary_)
+
+    def save(self, folder: Path) -> None:
+        """Write ``vocabulary.json``, ``idf.npy`` and ``vectorizer.json``."""
+        folder.mkdir(parents=True, exist_ok=True)
+        (folder / "vocabulary.json").write_text(json.dumps(self.vocabulary_))
+        np.save(folder / "idf.npy", self.idf_)
+        params = {"max_features": self.max_features, "min_df": self.min_df,
+                  "stop_words": self.stop_words, "sublinear_tf": self.sublinear_tf}
+        (folder / "vectorizer.json").write_text(json.dumps(params))
+
+    @classmethod
+    def load(cls, folder: Path) -> "TextVectorizer":
+        """Rebuild a fitted vectorizer exactly from :meth:`save`'s files."""
+        try:
+            params = json.loads((folder / "vectorizer.json").read_text())
+            vocabulary = json.loads((folder / "vocabulary.json").read_text())
+            idf = np.load(folder / "idf.npy", allow_pickle=False)
+        except (OSError, ValueError) as exc:
+            raise IndexFormatError(f"vectorizer files in {folder} are missing or corrupt ({exc}); rebuild the index") from None
+        if len(vocabulary) != len(idf):
+            raise IndexFormatError(f"{folder}: {len(vocabulary)} terms but {len(idf)} idf values; rebuild the index")
+        self = cls(**params)
+        vec = self._sklearn({term: i for i, term in enumerate(vocabulary)})
+        vec.idf_ = idf.astype(np.float64)
+        self._vec = vec
+        self.vocabulary_ = vocabulary
+        self.idf_ = idf.astype(np.float32)
+        return self
+
+
+def empty_rows(matrix: sp.csr_matrix) -> np.ndarray:
+    """Boolean mask of rows with no non-zero entry (no known term)."""
+    return np.diff(matrix.indptr) == 0
+
+
+def word_distribution(counts: sp.csr_matrix) -> sp.csr_matrix:
+    """Normalise each row to sum 1 (rows of zeros stay zero)."""
+    sums = np.asarray(counts.sum(axis=1)).ravel()
+    sums[sums == 0] = 1.0
+    return sp.diags((1.0 / sums).astype(np.float32)) @ counts
