@@ -342,25 +342,12 @@ def main() -> None:
     warnings.simplefilter("always", RetrievalWarning)
     code = 0
     try:
-        app(standalone_mode=False)
+        # Standalone mode handles usage errors (exit 2), --help and Ctrl-C;
+        # library errors come out of it as exceptions.
+        app()
     except RetrievalError as exc:
         err.print(f"[red]error:[/] {exc}", highlight=False, soft_wrap=True)
         code = 1
-    except KeyboardInterrupt:
-        err.print("[red]error:[/] interrupted; any index being built was left untouched")
-        code = 130
-    except typer.Exit as exc:
-        code = exc.exit_code
-    except Exception as exc:  # click usage errors and the like
-        import click
-
-        if isinstance(exc, click.ClickException):
-            exc.show()
-            code = exc.exit_code
-        elif isinstance(exc, click.exceptions.Abort):
-            code = 1
-        else:
-            raise
     finally:
         printer.summary()
     sys.exit(code)

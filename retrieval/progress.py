@@ -35,7 +35,9 @@ class RichProgress:
 
         self._bars = _Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
                                TimeElapsedColumn(), TextColumn("{task.fields[info]}"),
-                               console=console, transient=False)
+                               console=console, transient=False,
+                               # Bars are for people at a terminal; logs and pipes get results only.
+                               disable=console is not None and not console.is_terminal)
         self._tasks: dict[str, int] = {}
 
     def __enter__(self) -> "RichProgress":

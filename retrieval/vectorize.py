@@ -62,7 +62,35 @@ class TextVectorizer:
         A text without any known term gives an all-zero row; callers check
         :func:`empty_rows` rather than dividing by zero.
         """
+        if len(texts) <= 8:
+            return self._transform_few(texts)
         return self._vec.transform(texts).astype(np.float32).tocsr()
+
+    def _transform_few(self, texts: list[str]) -> sp.csr_matrix:
+        # scikit-learn's transform costs ~1 ms of set-up per call; a query
+        # is one short text, so the same arithmetic done directly is ~20x faster.
+        if not hasattr(self, "_analyze"):
+            self._analyze = self._vec.build_analyzer()
+            self._columns = self._vec.vocabulary_
+        indptr, indices, data = [0], [], []
+        for text in texts:
+            counts: dict[int, int] = {}
+            for token in self._analyze(text):
+                col = self._columns.get(token)
+                if col is not None:
+                    counts[col] = counts.get(col, 0) + 1
+            cols = np.fromiter(sorted(counts), np.int64, len(counts))
+            tf = np.array([counts[c] for c in cols], np.float64)
+            if self.sublinear_tf:
+                tf = np.log(tf) + 1
+            values = tf * self.idf_[cols]
+            norm = np.sqrt(values @ values)
+            indices.append(cols)
+            data.append(values / norm if norm > 0 else values)
+            indptr.append(indptr[-1] + len(cols))
+        return sp.csr_matrix((np.concatenate(data).astype(np.float32) if data else np.zeros(0, np.float32),
+                              np.concatenate(indices) if indices else np.zeros(0, np.int64), indptr),
+                             shape=(len(texts), self.n_features))
 
     @property
     def n_features(self) -> int:

@@ -1,0 +1,938 @@
+"""Image decoding and preprocessing with guards (Pillow).
+
+Everything that turns image files into pixel arrays lives here: the magic-byte
+sniffer shared with the crawler, :func:`load_image` for one image,
+:func:`read_idx` for (Fashion-)MNIST style IDX files, :func:`read_images` for a
+whole corpus and :func:`make_contact_sheet` to look at search results.
+
+Images come from untrusted places (crawls, downloads), so every decode is
+guarded: magic bytes before parsing, a pixel cap checked on the header before
+any decoding, and every decoder failure turned into :class:`InputError` (one
+file) or a :class:`RetrievalWarning` plus a skip (corpus builds).
+"""
+from __future__ import annotations
+
+import gzip
+import io
+import json
+import math
+import struct
+import sys
+import warnings
+import zlib
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path, PurePosixPath
+from typing import BinaryIO
+
+import numpy as np
+from PIL import Image, ImageDraw, ImageFont, ImageOps
+
+from .errors import InputError, RetrievalWarning
+from .items import Item
+
+__all__ = [
+    "DEFAULT_SIZE",
+    "IMAGE_EXTENSIONS",
+    "MAX_PIXELS",
+    "MIN_SIDE",
+    "SHEET_COLUMNS",
+    "ImageCorpus",
+    "load_image",
+    "make_contact_sheet",
+    "read_idx",
+    "read_images",
+    "sniff_image_type",
+]
+
+#: Largest declared width*height accepted; checked on the header, before decoding.
+MAX_PIXELS = 64_000_000
+#: Smallest accepted side in pixels; smaller images carry no usable content.
+MIN_SIDE = 4
+#: Side of the square arrays when a folder is read without ``size``.
+DEFAULT_SIZE = 32
+#: Extensions that claim to be images: such files are warned about when broken.
+IMAGE_EXTENSIONS = frozenset(
+    {".jpg", ".jpeg", ".jpe", ".png", ".gif", ".webp", ".bmp", ".dib", ".tif", ".tiff"}
+)
+#: Hit thumbnails per row in :func:`make_contact_sheet`.
+SHEET_COLUMNS = 5
+
+# Magic numbers of the formats we accept; the crawler and the readers both
+# trust these bytes over file names and Content-Type headers.
+_MAGIC = (
+    (b"\xff\xd8\xff", "jpeg"),
+    (b"\x89PNG\r\n\x1a\n", "png"),
+    (b"GIF87a", "gif"),
+    (b"GIF89a", "gif"),
+    (b"BM", "bmp"),
+    (b"II*\x00", "tiff"),
+    (b"MM\x00*", "tiff"),
+)
+
+# Pillow format ids per sniffed kind: opening with only the sniffed plugin keeps
+# a file from being parsed by some other, less hardened decoder.
+_PIL_FORMATS = {
+    "jpeg": "JPEG",
+    "png": "PNG",
+    "gif": "GIF",
+    "webp": "WEBP",
+    "bmp": "BMP",
+    "tiff": "TIFF",
+}
+
+_GREY_MODES = frozenset({"1", "L", "LA", "La", "I", "I;16", "I;16L", "I;16B", "I;16N", "F"})
+_WIDE_MODES = frozenset({"I", "I;16", "I;16L", "I;16B", "I;16N", "F"})
+_ALPHA_MODES = frozenset({"RGBA", "RGBa", "LA", "PA"})
+_COLORS = {"grey": "grey", "gray": "grey", "rgb": "rgb"}
+_FITS = ("pad", "crop")
+
+# LANCZOS is the sharpest of Pillow's antialiasing filters; reducing_gap=3 lets
+# Pillow shrink big images by an integer factor first at no visible cost.
+_RESAMPLE = Image.Resampling.LANCZOS
+_REDUCING_GAP = 3.0
+
+# IDX type codes (third magic byte) -> big-endian numpy dtypes.
+_IDX_DTYPES = {
+    0x08: np.dtype(">u1"),
+    0x09: np.dtype(">i1"),
+    0x0B: np.dtype(">i2"),
+    0x0C: np.dtype(">i4"),
+    0x0D: np.dtype(">f4"),
+    0x0E: np.dtype(">f8"),
+}
+
+_SHEET_PAD = 6
+_SHEET_GAP = 12
+_CAPTION_LINES = 2
+
+
+def sniff_image_type(data: bytes) -> str | None:
+    """Return the image format named by the first bytes of ``data``.
+
+    Args:
+        data: At least the first 12 bytes of a file or HTTP body.
+
+    Returns:
+        One of ``"jpeg"``, ``"png"``, ``"gif"``, ``"webp"``, ``"bmp"``,
+        ``"tiff"``, or ``None`` when the bytes are not a supported image.
+    """
+    if len(data) >= 12 and data[:4] == b"RIFF" and data[8:12] == b"WEBP":
+        return "webp"
+    for magic, kind in _MAGIC:
+        if data.startswith(magic):
+            return kind
+    return None
+
+
+# --------------------------------------------------------------------------
+# Single images
+# --------------------------------------------------------------------------
+
+
+class _Reject(Exception):
+    """Internal: why one image cannot be used (reason text, without the name).
+
+    Kept apart from :class:`InputError` so corpus readers can put the bare reason
+    in ``skipped`` while :func:`load_image` prefixes the file name.
+    """
+
+
+def _check_options(size: int, color: str, fit: str, *, allow_auto: bool) -> str:
+    if isinstance(size, bool) or not isinstance(size, int) or size < 1:
+        raise InputError(f"size={size!r} is not a positive integer; pass e.g. size=32")
+    if fit not in _FITS:
+        raise InputError(f"fit={fit!r} is not supported; use 'pad' or 'crop'")
+    if allow_auto and color == "auto":
+        return "auto"
+    try:
+        return _COLORS[color]
+    except (KeyError, TypeError):
+        choices = "'auto', 'grey' or 'rgb'" if allow_auto else "'grey' or 'rgb'"
+        raise InputError(f"color={color!r} is not supported; use {choices}") from None
+
+
+def _open_checked(fp: BinaryIO) -> tuple[Image.Image, str]:
+    """Open ``fp`` lazily (header only) and apply every pre-decode guard.
+
+    Returns:
+        The lazily opened image (pixels not decoded yet) and its sniffed kind.
+
+    Raises:
+        _Reject: Not an image, unreadable header, bomb, or too small.
+    """
+    head = fp.read(16)
+    kind = sniff_image_type(head)
+    if kind is None:
+        raise _Reject(
+            "not an image (no JPEG/PNG/GIF/WebP/BMP/TIFF signature); "
+            "delete it or re-save it in one of those formats"
+        )
+    fp.seek(0)
+    try:
+        # Pillow's own bomb check fires inside open() at its (higher) limit; as
+        # an error it cannot slip through as a mere warning. The filter is
+        # scoped and restored on exit (process-wide before Python 3.14, so
+        # threads decoding concurrently may briefly share it; harmless here).
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            img = Image.open(fp, formats=[_PIL_FORMATS[kind]])
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+        raise _Reject(
+            f"declared size exceeds the decompression-bomb limit ({exc}); "
+            "downscale the image before indexing it"
+        ) from None
+    except Exception as exc:  # noqa: BLE001 - any parser failure means a corrupt file
+        raise _Reject(
+            f"corrupt {kind.upper()} header ({type(exc).__name__}: {exc}); "
+            "re-download or re-export the file"
+        ) from None
+    w, h = img.size
+    if w * h > MAX_PIXELS:
+        raise _Reject(
+            f"declared size {w}x{h} = {w * h:,} pixels exceeds the limit of "
+            f"{MAX_PIXELS:,} (decompression-bomb guard); downscale the image first"
+        )
+    if min(w, h) < MIN_SIDE:
+        raise _Reject(
+            f"{w}x{h} px is too small (each side must be at least {MIN_SIDE} px); "
+            "remove it or use a larger image"
+        )
+    return img, kind
+
+
+def _palette_is_grey(img: Image.Image) -> bool:
+    # getpalette() would decode the whole image; the raw palette parsed from the
+    # header is enough. Unknown palette layouts count as colour (the safe side).
+    pal = img.palette
+    if pal is None:
+        return False
+    data = pal.palette
+    raw = getattr(pal, "rawmode", None) or pal.mode
+    stride = {"RGB": 3, "RGBX": 4, "RGBA": 4}.get(raw, 0)
+    if not stride or not data or len(data) % stride:
+        return False
+    rgb = np.frombuffer(bytes(data), dtype=np.uint8).reshape(-1, stride)[:, :3]
+    return bool(((rgb[:, 0] == rgb[:, 1]) & (rgb[:, 1] == rgb[:, 2])).all())
+
+
+def _is_grey(img: Image.Image) -> bool:
+    """Whether ``img`` is greyscale, judged from its header (no decoding)."""
+    if img.mode in _GREY_MODES:
+        return True
+    if img.mode in ("P", "PA"):
+        return _palette_is_grey(img)
+    return False
+
+
+def _wide_to_uint8(arr: np.ndarray, mode: str) -> np.ndarray:
+    """Scale a 16/32-bit or float greyscale array to uint8 without clipping."""
+    if mode.startswith("I;16"):
+        # The full 16-bit range is known: map 0..65535 linearly onto 0..255
+        # with rounding (65535 / 257 == 255 exactly).
+        return ((arr.astype(np.uint32) * 255 + 32767) // 65535).astype(np.uint8)
+    return _to_uint8(arr)
+
+
+def _to_uint8(arr: np.ndarray) -> np.ndarray:
+    """Bring any numeric array into uint8, keeping 8-bit and 16-bit data as is.
+
+    Integer data already within 0..255 is kept; within 0..65535 it is treated as
+    16-bit; anything else (negative, float, wider) is stretched min..max.
+    """
+    if arr.dtype == np.uint8:
+        return arr
+    if arr.size == 0:
+        return arr.astype(np.uint8)
+    if np.issubdtype(arr.dtype, np.integer):
+        lo, hi = int(arr.min()), int(arr.max())
+        if lo >= 0 and hi <= 255:
+            return arr.astype(np.uint8)
+        if lo >= 0 and hi <= 65535:
+            return ((arr.astype(np.uint32) * 255 + 32767) // 65535).astype(np.uint8)
+    work = np.nan_to_num(arr.astype(np.float64), nan=0.0, posinf=0.0, neginf=0.0)
+    lo, hi = float(work.min()), float(work.max())
+    if hi <= lo:
+        return np.zeros(arr.shape, dtype=np.uint8)
+    return np.rint((work - lo) * (255.0 / (hi - lo))).astype(np.uint8)
+
+
+def _normalise_mode(img: Image.Image, color: str) -> Image.Image:
+    """Convert a decoded image of any Pillow mode to ``"L"`` or ``"RGB"``."""
+    if img.mode in _WIDE_MODES:
+        img = Image.fromarray(_wide_to_uint8(np.asarray(img), img.mode))
+    if img.mode in _ALPHA_MODES or "transparency" in img.info:
+        # Transparent areas must not turn black (Pillow's default when alpha is
+        # dropped): composite on the same white used for letterbox padding.
+        rgba = img.convert("RGBA")
+        white = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+        img = Image.alpha_composite(white, rgba).convert("RGB")
+    if color == "grey":
+        # Pillow has no direct path to L from some modes (CMYK, YCbCr, ...).
+        if img.mode not in ("1", "L", "P", "RGB"):
+            img = img.convert("RGB")
+        return img if img.mode == "L" else img.convert("L")
+    return img if img.mode == "RGB" else img.convert("RGB")
+
+
+def _fit(img: Image.Image, size: int, fit: str) -> Image.Image:
+    """Resize an ``L``/``RGB`` image to ``size`` x ``size`` by letterbox or crop."""
+    w, h = img.size
+    if fit == "crop":
+        side = min(w, h)
+        left, top = (w - side) // 2, (h - side) // 2
+        if side == size and w == h:
+            return img
+        # box= makes Pillow resample straight from the crop, with no copy.
+        return img.resize(
+            (size, size), _RESAMPLE, box=(left, top, left + side, top + side),
+            reducing_gap=_REDUCING_GAP,
+        )
+    # Scaling first and padding after is the same geometry as padding to a
+    # square and then scaling, but never resamples the padding and is cheaper.
+    scale = size / max(w, h)
+    nw, nh = max(1, round(w * scale)), max(1, round(h * scale))
+    if (nw, nh) != (w, h):
+        img = img.resize((nw, nh), _RESAMPLE, reducing_gap=_REDUCING_GAP)
+    if (nw, nh) == (size, size):
+        return img
+    canvas = Image.new(img.mode, (size, size), 255 if img.mode == "L" else (255, 255, 255))
+    canvas.paste(img, ((size - nw) // 2, (size - nh) // 2))
+    return canvas
+
+
+def _to_array(img: Image.Image) -> np.ndarray:
+    arr = np.asarray(img, dtype=np.uint8)
+    return arr[:, :, None] if arr.ndim == 2 else arr
+
+
+def _decode(img: Image.Image, kind: str, size: int, color: str, fit: str) -> np.ndarray:
+    """Decode a header-checked image and preprocess it to a square uint8 array."""
+    if kind == "jpeg":
+        # DCT-domain downscaling (1/2, 1/4, 1/8) makes big JPEGs many times
+        # cheaper to decode; asking for twice the target keeps LANCZOS some
+        # headroom so quality is unchanged.
+        try:
+            img.draft("L" if color == "grey" else None, (2 * size, 2 * size))
+        except Exception:  # noqa: BLE001 - draft is only an optimisation
+            pass
+    try:
+        # Animated GIF/WebP/APNG open on frame 0, which is the one we index.
+        img.load()
+    except Exception as exc:  # noqa: BLE001 - decoders raise many types on bad data
+        raise _Reject(
+            f"corrupt or truncated {kind.upper()} data ({type(exc).__name__}: {exc}); "
+            "re-download or re-export the file"
+        ) from None
+    try:
+        img = ImageOps.exif_transpose(img) or img
+    except Exception:  # noqa: BLE001 - broken EXIF must not lose a good image
+        pass
+    try:
+        img = _normalise_mode(img, color)
+        return _to_array(_fit(img, size, fit))
+    except Exception as exc:  # noqa: BLE001 - exotic modes/data in a corrupt file
+        raise _Reject(
+            f"cannot convert {kind.upper()} image of mode {img.mode} "
+            f"({type(exc).__name__}: {exc}); re-save it as 8-bit RGB"
+        ) from None
+
+
+def load_image(
+    source: str | Path | bytes,
+    *,
+    size: int,
+    color: str = "rgb",
+    fit: str = "pad",
+    name: str | None = None,
+) -> np.ndarray:
+    """Decode one image and preprocess it to a fixed-size square array.
+
+    The steps, in order: the magic bytes must name JPEG, PNG, GIF, WebP, BMP or
+    TIFF; the header's declared size must be at most :data:`MAX_PIXELS` pixels
+    and at least :data:`MIN_SIDE` on each side (both checked before decoding);
+    the first frame is decoded (animated GIF/WebP); EXIF orientation is
+    applied; alpha (RGBA, LA, palette transparency) is composited on white;
+    CMYK and other modes become RGB; 16-bit greyscale is scaled linearly to
+    8 bits; then the image is converted to grey or RGB and resized with LANCZOS.
+
+    Two ways to make the image square:
+
+    * ``fit="pad"`` (letterbox): keep the aspect ratio, scale the longer side
+      to ``size`` and pad the shorter one with white. The whole object stays
+      in view, at the cost of resolution spent on padding.
+    * ``fit="crop"`` (centre crop): cut the largest centred square and scale it
+      to ``size``. All pixels carry content (better resolution), but the edges
+      of elongated images are lost.
+
+    Args:
+        source: Path of the image file, or its bytes.
+        size: Side of the output square in pixels.
+        color: ``"rgb"`` (3 channels) or ``"grey"`` (1 channel).
+        fit: ``"pad"`` or ``"crop"``, see above.
+        name: Name used in error messages; defaults to the path (or
+            ``"<bytes>"``).
+
+    Returns:
+        A ``uint8`` array of shape ``(size, size, C)`` with C = 1 for grey and
+        3 for RGB.
+
+    Raises:
+        InputError: Bad options, missing file, not an image, decompression
+            bomb, image too small, or corrupt/truncated data. The message
+            names the file and says what to do.
+    """
+    color = _check_options(size, color, fit, allow_auto=False)
+    if isinstance(source, (bytes, bytearray, memoryview)):
+        label = name or "<bytes>"
+        opener: Callable[[], BinaryIO] = lambda: io.BytesIO(bytes(source))  # noqa: E731
+    else:
+        path = Path(source)
+        label = name or str(path)
+        if not path.is_file():
+            raise InputError(f"{label}: no such image file; check the path")
+        opener = lambda: path.open("rb")  # noqa: E731
+    try:
+        with opener() as fp:
+            img, kind = _open_checked(fp)
+            with img:
+                return _decode(img, kind, size, color, fit)
+    except _Reject as exc:
+        raise InputError(f"{label}: {exc}") from None
+    except OSError as exc:
+        raise InputError(f"{label}: cannot read the file ({exc}); check its permissions") from None
+
+
+# --------------------------------------------------------------------------
+# IDX files
+# --------------------------------------------------------------------------
+
+
+def _read_maybe_gzip(path: Path) -> bytes:
+    try:
+        raw = path.read_bytes()
+    except OSError as exc:
+        raise InputError(f"{path}: cannot read the file ({exc}); check the path") from None
+    # The gzip magic decides, not the suffix: downloads are often renamed.
+    if raw[:2] == b"\x1f\x8b":
+        try:
+            return gzip.decompress(raw)
+        except (OSError, EOFError, zlib.error) as exc:
+            raise InputError(
+                f"{path}: corrupt or truncated gzip data ({exc}); download the file again"
+            ) from None
+    return raw
+
+
+def _parse_idx_header(data: bytes, path: Path) -> tuple[np.dtype, tuple[int, ...], int]:
+    if len(data) < 4:
+        raise InputError(f"{path}: too short for an IDX header; download the file again")
+    zero, code, ndim = struct.unpack(">HBB", data[:4])
+    if zero != 0 or code not in _IDX_DTYPES or not 1 <= ndim <= 8:
+        raise InputError(
+            f"{path}: not an IDX file (magic {data[:4].hex()}); expected e.g. "
+            "train-images-idx3-ubyte.gz from (Fashion-)MNIST"
+        )
+    offset = 4 + 4 * ndim
+    if len(data) < offset:
+        raise InputError(f"{path}: truncated IDX header; download the file again")
+    dims = struct.unpack(f">{ndim}I", data[4:offset])
+    return _IDX_DTYPES[code], dims, offset
+
+
+def read_idx(path: Path) -> np.ndarray:
+    """Read an IDX file (the (Fashion-)MNIST format), gzipped or raw.
+
+    Args:
+        path: File such as ``train-images-idx3-ubyte.gz`` or
+            ``train-labels-idx1-ubyte``. Gzip is recognised by its magic bytes.
+
+    Returns:
+        A writable array in native byte order with the dtype and shape declared
+        by the header, e.g. ``uint8 (60000, 28, 28)`` for images and
+        ``uint8 (60000,)`` for labels.
+
+    Raises:
+        InputError: Missing file, bad magic, or data shorter or longer than the
+            header declares; the message names the file.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(f"{path}: no such IDX file; check the path")
+    data = _read_maybe_gzip(path)
+    dtype, dims, offset = _parse_idx_header(data, path)
+    count = math.prod(dims)
+    expected = count * dtype.itemsize
+    have = len(data) - offset
+    if have != expected:
+        what = "truncated" if have < expected else "has trailing bytes"
+        raise InputError(
+            f"{path}: IDX data {what} (header declares {'x'.join(map(str, dims))} "
+            f"= {expected:,} bytes, file has {have:,}); download the file again"
+        )
+    arr = np.frombuffer(data, dtype=dtype, count=count, offset=offset).reshape(dims)
+    # astype copies: the result is writable and in native byte order.
+    return arr.astype(dtype.newbyteorder("="))
+
+
+def _idx_ndim(path: Path) -> int | None:
+    """The ndim byte of an IDX file's magic, or ``None`` if it is not IDX."""
+    try:
+        with path.open("rb") as fp:
+            head = fp.read(4)
+            if head[:2] == b"\x1f\x8b":
+                fp.seek(0)
+                with gzip.GzipFile(fileobj=fp) as gz:
+                    head = gz.read(4)
+    except (OSError, EOFError):
+        return None
+    if len(head) == 4 and head[:2] == b"\x00\x00" and head[2] in _IDX_DTYPES:
+        return head[3]
+    return None
+
+
+# --------------------------------------------------------------------------
+# Corpora
+# --------------------------------------------------------------------------
+
+
+@dataclass
+class ImageCorpus:
+    """Images of a corpus as one array, with one :class:`Item` per image.
+
+    Attributes:
+        items: One item per image, in the order of ``pixels``.
+        pixels: ``uint8`` array of shape ``(n, size, size, C)``.
+        size: Side of each square image in pixels.
+        color: ``"grey"`` (C = 1) or ``"rgb"`` (C = 3).
+        skipped: ``(path, reason)`` of every file or line that was left out.
+    """
+
+    items: list[Item]
+    pixels: np.ndarray
+    size: int
+    color: str
+    skipped: list[tuple[str, str]] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        channels = {"grey": 1, "rgb": 3}.get(self.color)
+        expected = (len(self.items), self.size, self.size, channels)
+        if self.pixels.dtype != np.uint8 or self.pixels.shape != expected:
+            raise ValueError(
+                f"pixels must be uint8 {expected}, got {self.pixels.dtype} {self.pixels.shape}"
+            )
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+
+def _skip(skipped: list[tuple[str, str]], where: str, reason: str) -> None:
+    skipped.append((where, reason))
+    # Attribute the warning to the first frame outside this module (the caller
+    # of read_images), so users can filter it by their own module.
+    frame, level = sys._getframe(1), 2
+    while frame is not None and frame.f_code.co_filename == __file__:
+        frame, level = frame.f_back, level + 1
+    warnings.warn(f"skipped {where}: {reason}", RetrievalWarning, stacklevel=level)
+
+
+def _report(on_progress: Callable[[int, int], None] | None, done: int, total: int) -> None:
+    if on_progress is not None:
+        on_progress(done, total)
+
+
+def _read_idx_corpus(
+    source: Path,
+    size: int | None,
+    color: str,
+    fit: str,
+    limit: int | None,
+    on_progress: Callable[[int, int], None] | None,
+) -> ImageCorpus:
+    skipped: list[tuple[str, str]] = []
+    arr = read_idx(source)
+    if arr.ndim == 3:
+        arr = arr[..., None]
+    if arr.ndim != 4 or arr.shape[3] not in (1, 3):
+        raise InputError(
+            f"{source}: IDX shape {arr.shape} is not images (n, rows, cols[, 1|3]); "
+            "pass the *-images-idx3-* file"
+        )
+    total = arr.shape[0]
+    n = total if limit is None else min(limit, total)
+    if n == 0:
+        raise InputError(f"no readable images in {source}: the IDX file holds 0 images")
+    arr = _to_uint8(arr[:n])
+    rows, cols, channels = arr.shape[1:]
+
+    labels: list[str | None] = [None] * n
+    sibling = source.with_name(source.name.replace("images-idx3", "labels-idx1"))
+    if sibling != source and sibling.is_file():
+        try:
+            lab = read_idx(sibling)
+            if lab.ndim != 1 or lab.shape[0] != total:
+                raise InputError(
+                    f"{sibling}: holds {lab.shape} labels for {total} images; "
+                    "use the labels file of the same split"
+                )
+            labels = [str(v) for v in lab[:n].astype(np.int64).tolist()]
+        except InputError as exc:
+            # Unlabelled images are still searchable; only evaluate loses.
+            _skip(skipped, str(sibling), str(exc))
+
+    want = ("grey" if channels == 1 else "rgb") if color == "auto" else color
+    if want == "grey" and channels == 3:
+        # ITU-R 601 luma, the same weights Pillow's convert("L") uses.
+        luma = arr.astype(np.float32) @ np.array([0.299, 0.587, 0.114], np.float32)
+        arr = np.rint(luma).astype(np.uint8)[..., None]
+    elif want == "rgb" and channels == 1:
+        arr = np.repeat(arr, 3, axis=3)
+
+    if size is None and rows == cols:
+        size = rows
+        pixels = np.ascontiguousarray(arr)
+        _report(on_progress, n, n)
+    else:
+        size = size or max(rows, cols)
+        c = arr.shape[3]
+        pixels = np.empty((n, size, size, c), dtype=np.uint8)
+        step = max(1, n // 100)
+        for i in range(n):
+            img = Image.fromarray(arr[i, :, :, 0] if c == 1 else arr[i])
+            pixels[i] = _to_array(_fit(img, size, fit))
+            if (i + 1) % step == 0 or i + 1 == n:
+                _report(on_progress, i + 1, n)
+
+    name = source.name
+    items = [
+        Item(
+            id=str(i),
+            title=f"{name}#{i}",
+            label=labels[i],
+            path=name,
+            extra={"width": cols, "height": rows},
+        )
+        for i in range(n)
+    ]
+    return ImageCorpus(items=items, pixels=pixels, size=size, color=want, skipped=skipped)
+
+
+def _read_manifest(source: Path, skipped: list[tuple[str, str]]) -> dict[str, dict]:
+    """Records of the crawler's ``manifest.jsonl`` keyed by relative posix path."""
+    path = source / "manifest.jsonl"
+    if not path.is_file():
+        return {}
+    records: dict[str, dict] = {}
+    try:
+        lines = path.read_text(encoding="utf-8", errors="replace").splitlines()
+    except OSError as exc:
+        _skip(skipped, str(path), f"cannot read the manifest ({exc}); items get no URLs")
+        return {}
+    for lineno, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        where = f"{path}:{lineno}"
+        try:
+            rec = json.loads(line)
+        except json.JSONDecodeError as exc:
+            _skip(skipped, where, f"invalid JSON ({exc.msg}); fix or delete the line")
+            continue
+        file = rec.get("file") if isinstance(rec, dict) else None
+        if not isinstance(file, str) or not file.strip():
+            _skip(skipped, where, "no 'file' field naming the image; fix or delete the line")
+            continue
+        records[PurePosixPath(file.replace("\\", "/")).as_posix()] = rec
+    return records
+
+
+def _list_candidates(source: Path, skipped: list[tuple[str, str]]) -> list[tuple[Path, str]]:
+    """Image files under ``source`` as ``(path, relative posix id)``, sorted."""
+    found = []
+    for path in source.rglob("*"):
+        rel = path.relative_to(source)
+        # Hidden files (.DS_Store, macOS "._x.jpg" forks, .git) are never content.
+        if any(part.startswith(".") for part in rel.parts) or not path.is_file():
+            continue
+        found.append((rel.as_posix(), path))
+    found.sort()
+    out = []
+    for rel, path in found:
+        claims = path.suffix.lower() in IMAGE_EXTENSIONS
+        try:
+            with path.open("rb") as fp:
+                kind = sniff_image_type(fp.read(16))
+        except OSError as exc:
+            if claims:
+                _skip(skipped, str(path), f"cannot read the file ({exc}); check its permissions")
+            continue
+        if kind is not None:
+            out.append((path, rel))
+        elif claims:
+            _skip(
+                skipped, str(path),
+                "not an image (no JPEG/PNG/GIF/WebP/BMP/TIFF signature); "
+                "delete it or re-save it in one of those formats",
+            )
+    return out
+
+
+def _read_folder(
+    source: Path,
+    size: int,
+    color: str,
+    fit: str,
+    labels_from_folders: bool,
+    limit: int | None,
+    on_progress: Callable[[int, int], None] | None,
+) -> ImageCorpus:
+    skipped: list[tuple[str, str]] = []
+    manifest = _read_manifest(source, skipped)
+    candidates = _list_candidates(source, skipped)
+
+    if color == "auto":
+        # Header-only pass: the output mode must be known before the first
+        # decode, and reading headers costs a few KB per file.
+        probed, all_grey = [], True
+        for path, rel in candidates:
+            if limit is not None and len(probed) >= limit:
+                break
+            try:
+                with path.open("rb") as fp:
+                    img, _ = _open_checked(fp)
+                    with img:
+                        all_grey = all_grey and _is_grey(img)
+            except _Reject as exc:
+                _skip(skipped, str(path), str(exc))
+                continue
+            except OSError as exc:
+                _skip(skipped, str(path), f"cannot read the file ({exc}); check its permissions")
+                continue
+            probed.append((path, rel))
+        candidates = probed
+        color = "grey" if probed and all_grey else "rgb"
+
+    total = len(candidates) if limit is None else min(limit, len(candidates))
+    channels = 1 if color == "grey" else 3
+    pixels = np.empty((total, size, size, channels), dtype=np.uint8)
+    items: list[Item] = []
+    for done, (path, rel) in enumerate(candidates, 1):
+        if len(items) >= total:
+            break
+        try:
+            with path.open("rb") as fp:
+                img, kind = _open_checked(fp)
+                with img:
+                    w, h = img.size
+                    pixels[len(items)] = _decode(img, kind, size, color, fit)
+        except _Reject as exc:
+            _skip(skipped, str(path), str(exc))
+            _report(on_progress, min(done, total), total)
+            continue
+        except OSError as exc:
+            _skip(skipped, str(path), f"cannot read the file ({exc}); check its permissions")
+            _report(on_progress, min(done, total), total)
+            continue
+        rec = manifest.get(rel, {})
+        alt, url = rec.get("alt"), rec.get("url")
+        extra: dict = {"width": w, "height": h}
+        for key in ("page_url", "sha256"):
+            if rec.get(key):
+                extra[key] = rec[key]
+        parts = PurePosixPath(rel).parts
+        items.append(
+            Item(
+                id=rel,
+                title=alt.strip() if isinstance(alt, str) and alt.strip() else path.name,
+                label=parts[0] if labels_from_folders and len(parts) > 1 else None,
+                path=rel,
+                url=url if isinstance(url, str) else "",
+                extra=extra,
+            )
+        )
+        _report(on_progress, min(done, total), total)
+
+    if not items:
+        why = f"{len(skipped)} file(s) skipped" if skipped else "no JPEG/PNG/GIF/WebP/BMP/TIFF files found"
+        raise InputError(
+            f"no readable images in {source} ({why}); add image files or check the path"
+        )
+    return ImageCorpus(
+        items=items, pixels=pixels[: len(items)], size=size, color=color, skipped=skipped
+    )
+
+
+def read_images(
+    source: Path,
+    *,
+    size: int | None = None,
+    color: str = "auto",
+    fit: str = "pad",
+    labels_from_folders: bool = False,
+    limit: int | None = None,
+    on_progress: Callable[[int, int], None] | None = None,
+) -> ImageCorpus:
+    """Read an image corpus: a folder of image files or an IDX images file.
+
+    **IDX** (``source`` is a file whose name contains ``idx3`` or whose magic
+    says 3 dimensions): all images are read at once; labels come from the
+    sibling file named with ``labels-idx1`` instead of ``images-idx3`` when it
+    exists. Item ids are positions (``"0"``, ``"1"``, ...), titles
+    ``"<file name>#<i>"``. ``size=None`` keeps the native size.
+
+    **Folder**: every file below ``source`` (recursively, sorted by relative
+    path, hidden files ignored) whose magic bytes name JPEG, PNG, GIF, WebP,
+    BMP or TIFF. Files with an image extension but no image signature are
+    skipped with a warning; other files (``.txt``, ``.json``, ...) silently.
+    Item ids and paths are the posix paths relative to ``source``;
+    ``extra`` holds the original ``width``/``height``. A crawler
+    ``manifest.jsonl`` in ``source`` supplies ``url``, the ``alt`` text as
+    title (else the file name) and ``page_url``/``sha256`` in ``extra``.
+    ``size=None`` means :data:`DEFAULT_SIZE`.
+
+    Every unusable file (corrupt, truncated, bomb, too small, ...) and every bad
+    manifest line is skipped with a :class:`RetrievalWarning` naming it and
+    recorded in ``skipped``; one bad file never stops the build.
+
+    Args:
+        source: Folder of images or IDX images file (``.gz`` or raw).
+        size: Side of the square output images; see above for ``None``.
+        color: ``"grey"``, ``"rgb"`` or ``"auto"``: grey when every readable
+            image is greyscale by its header's mode (L, LA, I, I;16, 1, or a
+            palette of greys), else RGB (grey images then get 3 equal channels).
+        fit: ``"pad"`` (letterbox) or ``"crop"`` (centre crop); see
+            :func:`load_image`.
+        labels_from_folders: Use the first-level sub-folder name as label
+            (files directly in ``source`` get no label). Folders only.
+        limit: Read at most this many images (the first in sorted order).
+        on_progress: Called as ``on_progress(done, total)`` while decoding.
+
+    Returns:
+        The :class:`ImageCorpus`.
+
+    Raises:
+        InputError: Missing source, bad options, a file that is neither a
+            folder nor an IDX images file, or no readable image at all.
+    """
+    source = Path(source)
+    color = _check_options(size if size is not None else 1, color, fit, allow_auto=True)
+    if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit < 1):
+        raise InputError(f"limit={limit!r} is not a positive integer; pass e.g. limit=1000")
+    if not source.exists():
+        raise InputError(f"{source}: no such file or folder; check the path")
+    if source.is_dir():
+        return _read_folder(
+            source, size or DEFAULT_SIZE, color, fit, labels_from_folders, limit, on_progress
+        )
+    ndim = _idx_ndim(source)
+    if "idx3" in source.name or ndim == 3:
+        return _read_idx_corpus(source, size, color, fit, limit, on_progress)
+    if ndim == 1:
+        raise InputError(
+            f"{source}: is an IDX labels file; pass the matching *-images-idx3-* file "
+            "(labels are picked up from beside it)"
+        )
+    raise InputError(
+        f"{source}: not a folder of images or an IDX images file; pass a folder "
+        "or e.g. train-images-idx3-ubyte.gz"
+    )
+
+
+# --------------------------------------------------------------------------
+# Contact sheets
+# --------------------------------------------------------------------------
+
+
+def _thumbnail(arr: np.ndarray, thumb: int, what: str) -> Image.Image:
+    arr = np.asarray(arr)
+    if arr.dtype != np.uint8 or arr.ndim != 3 or arr.shape[2] not in (1, 3):
+        raise InputError(
+            f"{what}: expected a uint8 array (s, s, 1) or (s, s, 3), got "
+            f"{arr.dtype} {arr.shape}; pass rows of ImageCorpus.pixels"
+        )
+    img = Image.fromarray(arr[:, :, 0] if arr.shape[2] == 1 else arr).convert("RGB")
+    # Small images (MNIST's 28 px) are shown with crisp pixels, not blurred.
+    scale = thumb / max(img.size)
+    new = (max(1, round(img.width * scale)), max(1, round(img.height * scale)))
+    return img.resize(new, Image.Resampling.NEAREST if scale > 1 else _RESAMPLE)
+
+
+def _fit_text(draw: ImageDraw.ImageDraw, text: str, font, width: int) -> str:
+    if draw.textlength(text, font=font) <= width:
+        return text
+    while text and draw.textlength(text + "...", font=font) > width:
+        text = text[:-1]
+    return text + "..."
+
+
+def make_contact_sheet(
+    query: np.ndarray,
+    hits: list[np.ndarray],
+    captions: list[str],
+    out: Path,
+    query_caption: str = "query",
+    thumb: int = 96,
+) -> Path:
+    """Draw a query and its hits side by side and save the sheet as PNG.
+
+    Layout: the query in its own column on the left, a separator, then the hits
+    in rank order, :data:`SHEET_COLUMNS` per row. Every cell is a
+    ``thumb`` x ``thumb`` thumbnail (small images enlarged with nearest
+    neighbour so pixels stay crisp) over up to two caption lines (split at
+    ``"\\n"``, shortened with ``...`` to the cell width) in Pillow's default font.
+
+    Args:
+        query: The query image, ``uint8`` ``(s, s, 1)`` or ``(s, s, 3)``.
+        hits: The top-k images, same format, best first.
+        captions: One caption per hit, e.g. ``"0.93 shirt"``.
+        out: Where to write the PNG; parent folders are created.
+        query_caption: Caption under the query.
+        thumb: Side of each thumbnail in pixels.
+
+    Returns:
+        ``out``.
+
+    Raises:
+        InputError: Bad array shapes/dtypes, or captions not matching hits.
+    """
+    if len(captions) != len(hits):
+        raise InputError(
+            f"make_contact_sheet: {len(hits)} hits but {len(captions)} captions; "
+            "pass one caption per hit"
+        )
+    if isinstance(thumb, bool) or not isinstance(thumb, int) or thumb < 8:
+        raise InputError(f"thumb={thumb!r} is too small; pass at least 8 (default 96)")
+    thumbs = [_thumbnail(query, thumb, "query")]
+    thumbs += [_thumbnail(h, thumb, f"hit {i}") for i, h in enumerate(hits)]
+
+    font = ImageFont.load_default()
+    bbox = font.getbbox("Ag|")
+    line_h = int(bbox[3] - bbox[1]) + 3
+    cell_w = thumb + 2 * _SHEET_PAD
+    cell_h = thumb + 2 * _SHEET_PAD + _CAPTION_LINES * line_h
+    cols = min(len(hits), SHEET_COLUMNS)
+    rows = max(1, math.ceil(len(hits) / SHEET_COLUMNS))
+    sheet = Image.new("RGB", (cell_w * (1 + cols) + _SHEET_GAP, cell_h * rows), "white")
+    draw = ImageDraw.Draw(sheet)
+
+    def cell(img: Image.Image, text: str, x: int, y: int) -> None:
+        # Centre the thumbnail so non-square hits still line up.
+        ox = x + _SHEET_PAD + (thumb - img.width) // 2
+        oy = y + _SHEET_PAD + (thumb - img.height) // 2
+        sheet.paste(img, (ox, oy))
+        ty = y + _SHEET_PAD + thumb + 2
+        for line in str(text).split("\n")[:_CAPTION_LINES]:
+            draw.text((x + _SHEET_PAD, ty), _fit_text(draw, line, font, thumb),
+                      fill=(0, 0, 0), font=font)
+            ty += line_h
+
+    cell(thumbs[0], query_caption, 0, 0)
+    sep_x = cell_w + _SHEET_GAP // 2
+    draw.line([(sep_x, 0), (sep_x, sheet.height)], fill=(160, 160, 160), width=1)
+    for rank, (img, text) in enumerate(zip(thumbs[1:], captions)):
+        r, c = divmod(rank, SHEET_COLUMNS)
+        cell(img, text, cell_w + _SHEET_GAP + c * cell_w, r * cell_h)
+
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    sheet.save(out, format="PNG")
+    return out

@@ -1,0 +1,125 @@
+"""The encoder contract, checked on every encoder."""
+import numpy as np
+import pytest
+import scipy.sparse as sp
+
+from retrieval.encoders import LSAEncoder, PCAEncoder, PixelEncoder, TfidfEncoder, encoder_class, load_encoder
+from retrieval.encoders.autoencoder import ConvAutoencoder, TextAutoencoder, _neighbour_targets
+from retrieval.errors import IndexFormatError, InputError
+from retrieval.vectorize import TextVectorizer
+from conftest import synthetic_docs
+
+DOCS = synthetic_docs(15)
+TFIDF = TextVectorizer().fit_transform([t for _, t in DOCS])
+IMAGES = np.random.default_rng(0).integers(0, 256, size=(40, 16, 16, 1), dtype=np.uint8)
+
+FACTORIES = {
+    "text_autoencoder": (lambda: TextAutoencoder(hidden=(16,), code_dim=4, epochs=2, batch_size=16, neighbours=3,
+                                                 noise=0.1), TFIDF),
+    "text_autoencoder_layerwise": (lambda: TextAutoencoder(hidden=(16, 8), code_dim=4, epochs=1, batch_size=16,
+                                                           neighbours=0, pretrain="layerwise", pretrain_epochs=1),
+                                   TFIDF),
+    "lsa": (lambda: LSAEncoder(5), TFIDF),
+    "tfidf": (TfidfEncoder, TFIDF),
+    "conv_autoencoder": (lambda: ConvAutoencoder(filters=(4, 8), code_dim=4, epochs=1, batch_size=16), IMAGES),
+    "pca": (lambda: PCAEncoder(5), IMAGES),
+    "pixels": (PixelEncoder, IMAGES),
+}
+
+
+@pytest.fixture(scope="module", params=list(FACTORIES))
+def fitted(request):
+    make, X = FACTORIES[request.param]
+    encoder = make()
+    returned = encoder.fit(X)
+    return encoder, returned, X
+
+
+def _dense(codes):
+    return codes.toarray() if sp.issparse(codes) else codes
+
+
+def test_fit_returns_self_and_learned_state(fitted):
+    encoder, returned, _ = fitted
+    assert returned is encoder
+    learned = [k for k in vars(encoder) if k.endswith("_") and not k.startswith("_")]
+    assert learned, "fit must set attributes ending in _"
+    # __init__ stores parameters only: a fresh encoder has no learned state
+    fresh = type(encoder)(**encoder.get_params())
+    assert not [k for k in vars(fresh) if k.endswith("_") and not k.startswith("_")]
+
+
+def test_transform_shape_and_dtype(fitted):
+    encoder, _, X = fitted
+    codes = encoder.transform(X)
+    assert codes.shape == (X.shape[0], encoder.dim)
+    assert codes.dtype == np.float32
+    assert np.isfinite(_dense(codes)).all()
+
+
+def test_save_load_gives_identical_codes(fitted, tmp_path):
+    encoder, _, X = fitted
+    encoder.save(tmp_path)
+    loaded = load_encoder(encoder.name, tmp_path)
+    assert type(loaded) is type(encoder)
+    assert np.allclose(_dense(loaded.transform(X)), _dense(encoder.transform(X)), atol=1e-5)
+
+
+def test_single_row_equals_batch(fitted):
+    """The fast single-query path gives the batch path's codes."""
+    encoder, _, X = fitted
+    batch = _dense(encoder.transform(X[:20]))
+    rows = np.vstack([_dense(encoder.transform(X[i:i + 1])) for i in range(3)])
+    assert np.allclose(rows, batch[:3], atol=1e-4)
+
+
+def test_fit_transform_equals_fit_then_transform():
+    a = LSAEncoder(5, seed=3).fit_transform(TFIDF)
+    b = LSAEncoder(5, seed=3).fit(TFIDF).transform(TFIDF)
+    assert np.allclose(a, b)
+
+
+def test_autoencoder_is_deterministic_with_a_seed():
+    a = TextAutoencoder(hidden=(8,), code_dim=3, epochs=1, neighbours=0, seed=7).fit(TFIDF).transform(TFIDF)
+    b = TextAutoencoder(hidden=(8,), code_dim=3, epochs=1, neighbours=0, seed=7).fit(TFIDF).transform(TFIDF)
+    assert np.allclose(a, b, atol=1e-5)
+
+
+def test_autoencoder_keeps_only_standard_layers(tmp_path):
+    """encoder.keras must load in safe mode: no Lambda or custom layers."""
+    enc = TextAutoencoder(hidden=(8,), code_dim=3, epochs=1, neighbours=0, noise=0.2).fit(TFIDF)
+    assert enc.encoder_.name == "encoder" and enc.decoder_.name == "decoder"
+    assert enc.decoder_.layers[-1].name == "words"  # softmax over the vocabulary
+    enc.save(tmp_path)
+    assert (tmp_path / "encoder.keras").exists() and not list(tmp_path.glob("*.pkl"))
+
+
+def test_neighbour_targets_mix_in_neighbours():
+    X = sp.csr_matrix(np.array([[1, 0, 0], [0.9, 0.1, 0], [0, 0, 1], [0, 0.1, 0.9]], np.float32))
+    P = sp.csr_matrix(np.eye(4, dtype=np.float32))  # each row a distribution
+    T = _neighbour_targets(X, P, k=1, weight=0.5).toarray()
+    assert np.allclose(T[0], 0.5 * P[0].toarray() + 0.5 * P[1].toarray())  # row 1 is row 0's neighbour
+    assert np.allclose(T[2], [0, 0, 0.5, 0.5])
+    assert np.allclose(T.sum(axis=1), 1)  # still distributions
+
+
+@pytest.mark.parametrize("bad", [dict(code_dim=0), dict(pretrain="greedy"), dict(noise=1.5)])
+def test_autoencoder_rejects_bad_params(bad):
+    with pytest.raises(InputError):
+        TextAutoencoder(**{"hidden": (8,), "epochs": 1, **bad}).fit(TFIDF)
+
+
+def test_lsa_dimension_too_large():
+    with pytest.raises(InputError, match="code dimension must be <"):
+        LSAEncoder(10_000).fit(TFIDF)
+
+
+def test_conv_autoencoder_odd_size():
+    X = np.random.default_rng(1).integers(0, 256, size=(12, 10, 10, 3), dtype=np.uint8)
+    codes = ConvAutoencoder(filters=(4, 8), code_dim=3, epochs=1).fit(X).transform(X)
+    assert codes.shape == (12, 3)
+
+
+def test_unknown_encoder_name():
+    with pytest.raises(IndexFormatError, match="unknown encoder"):
+        encoder_class("word2vec")

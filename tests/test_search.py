@@ -1,0 +1,69 @@
+"""Queries against a built document index."""
+import numpy as np
+import pytest
+
+from retrieval import Retriever, run_evaluation
+from retrieval.errors import EmptyQueryError, InputError
+
+
+@pytest.fixture(scope="module")
+def retriever(built_docs):
+    store, name, _ = built_docs
+    return Retriever(name, store)
+
+
+@pytest.mark.parametrize("method", ["ae", "lsa", "tfidf"])
+def test_item_queried_with_itself_ranks_first(retriever, method):
+    encoder, index = retriever.method(method)
+    X = retriever.inputs()
+    _, positions = index.search(encoder.transform(X), 1)
+    assert (positions[:, 0] == np.arange(X.shape[0])).mean() >= 0.95
+
+
+@pytest.mark.parametrize("method", ["ae", "lsa", "tfidf"])
+def test_query_text_finds_topic(retriever, method):
+    hits = retriever.query_text("nasa rocket launch into orbit around the moon", k=5, method=method)
+    assert len(hits) == 5 and [h.rank for h in hits] == [1, 2, 3, 4, 5]
+    assert all(np.isfinite(h.score) for h in hits)
+    assert hits[0].score >= hits[-1].score
+    if method != "ae":  # tiny 3-epoch autoencoder: no quality claim
+        assert sum(h.label == "space" for h in hits) >= 4
+
+
+def test_query_like_excludes_itself(retriever):
+    first = retriever.metadata.rows([0])[0]["id"]
+    hits = retriever.query_like(first, k=4, method="tfidf")
+    assert len(hits) == 4 and first not in [h.id for h in hits]
+
+
+@pytest.mark.parametrize("text", ["the and of to is", "zzzz qqqq", "   "])
+def test_stop_words_or_unknown_words_give_clear_error(retriever, text):
+    with pytest.raises(EmptyQueryError):
+        retriever.query_text(text, k=3)
+
+
+def test_unknown_method_and_id(retriever):
+    with pytest.raises(InputError, match="no method 'bm25'"):
+        retriever.query_text("orbit", method="bm25")
+    with pytest.raises(InputError, match="no item with id"):
+        retriever.query_like("nope")
+
+
+@pytest.mark.parametrize("k", [0, -1])
+def test_bad_k(retriever, k):
+    with pytest.raises(InputError, match="-k"):
+        retriever.query_text("orbit", k=k)
+
+
+def test_evaluation_report(built_docs, queries_dir, tmp_path):
+    store, name, _ = built_docs
+    report = run_evaluation(store, name, str(queries_dir), labels_from_folders=True, k=10,
+                            plot=tmp_path / "pr.png")
+    assert report["queries"] == 20 and report["k"] == 10
+    assert set(report["methods"]) == {"ae", "lsa", "tfidf"}
+    for row in report["methods"].values():
+        assert 0 <= row["precision@10"] <= 1 and 0 <= row["map@10"] <= 1
+        assert row["query_ms_p50"] > 0 and row["bytes_per_item"] > 0
+    assert report["methods"]["tfidf"]["precision@10"] > 0.6  # synthetic topics are easy for TF-IDF
+    assert (tmp_path / "pr.png").stat().st_size > 1000
+    assert store.read_manifest(name)["evaluation"]["queries"] == 20
