@@ -79,3 +79,40 @@ def built_docs(tmp_path_factory):
     store = Store(base / "home")
     build_docs_index(root, "tiny", TINY_DOCS, store=store)
     return store, "tiny", root
+
+
+def synthetic_images(root, n_per_class: int = 12, size: int = 24, seed: int = 0) -> None:
+    """Write PNGs of three drawn shapes (labels: disc, square, bars) with noise."""
+    from PIL import Image, ImageDraw
+
+    rng = np.random.default_rng(seed)
+    for label in ("disc", "square", "bars"):
+        folder = root / label
+        folder.mkdir(parents=True, exist_ok=True)
+        for i in range(n_per_class):
+            img = Image.new("RGB", (size, size), tuple(int(v) for v in rng.integers(200, 256, 3)))
+            draw = ImageDraw.Draw(img)
+            colour = tuple(int(v) for v in rng.integers(0, 120, 3))
+            o = int(rng.integers(1, 5))
+            if label == "disc":
+                draw.ellipse([o, o, size - o, size - o], fill=colour)
+            elif label == "square":
+                draw.rectangle([o, o, size - o, size - o], fill=colour)
+            else:
+                for x in range(o, size, 6):
+                    draw.rectangle([x, 0, x + 2, size], fill=colour)
+            noisy = np.asarray(img, np.int16) + rng.integers(-10, 10, (size, size, 3))
+            Image.fromarray(np.clip(noisy, 0, 255).astype(np.uint8)).save(folder / f"{label}{i:02d}.png")
+
+
+@pytest.fixture(scope="session")
+def built_images(tmp_path_factory):
+    """One tiny image index shared by read-only tests: (store, name, image dir)."""
+    from retrieval import Store, build_images_index
+
+    base = tmp_path_factory.mktemp("built_images")
+    root = base / "images"
+    synthetic_images(root)
+    store = Store(base / "home")
+    build_images_index(root, "pics", TINY_IMAGES, store=store)
+    return store, "pics", root
