@@ -46,6 +46,7 @@ class DocsConfig(_Config):
         batch_size: Mini-batch size.
         learning_rate: Adam learning rate.
         noise: Input dropout (denoising) rate.
+        decoder_hidden: Decoder hidden widths (empty: code -> softmax directly).
         neighbours: Neighbours mixed into the reconstruction target (0: off).
         neighbour_weight: Their weight in the target.
         pretrain: ``"none"`` or ``"layerwise"``.
@@ -64,8 +65,9 @@ class DocsConfig(_Config):
     batch_size: int = 128
     learning_rate: float = 1e-3
     noise: float = 0.0
-    neighbours: int = 10
-    neighbour_weight: float = 0.5
+    decoder_hidden: tuple[int, ...] = ()
+    neighbours: int = 20
+    neighbour_weight: float = 0.8
     pretrain: str = "none"
     baselines: tuple[str, ...] = DOC_BASELINES
     baseline_dim: int | None = None

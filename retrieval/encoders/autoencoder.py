@@ -61,6 +61,29 @@ class _Batches(keras.utils.PyDataset):
             self.rng.shuffle(self.order)
 
 
+def _sparse_tensor(matrix: sp.csr_matrix):
+    import tensorflow as tf
+
+    coo = matrix.tocoo()
+    indices = np.stack([coo.row, coo.col], axis=1).astype(np.int64)
+    return tf.sparse.reorder(tf.SparseTensor(indices, coo.data.astype(np.float32), coo.shape))
+
+
+def _sparse_dataset(inputs, targets, batch_size: int, shuffle: bool, seed: int):
+    """A tf.data pipeline that keeps TF-IDF inputs sparse into the first layer.
+
+    A document has ~100 of 10,000 terms: a sparse first layer does ~1 % of
+    the dense multiply-adds. Targets are densified per batch.
+    """
+    import tensorflow as tf
+
+    data = tf.data.Dataset.from_tensor_slices((_sparse_tensor(sp.csr_matrix(inputs)),
+                                               _sparse_tensor(sp.csr_matrix(targets))))
+    if shuffle:
+        data = data.shuffle(inputs.shape[0], seed=seed, reshuffle_each_iteration=True)
+    return data.batch(batch_size).map(lambda x, t: (x, tf.sparse.to_dense(t))).prefetch(2)
+
+
 class _EpochProgress(keras.callbacks.Callback):
     def __init__(self, progress: Progress | None, task: str, epochs: int) -> None:
         super().__init__()
@@ -86,18 +109,20 @@ class KerasAutoencoder(Encoder):
         return np.sort(order[n_val:]), np.sort(order[:n_val])
 
     def _train(self, model, inputs, targets, loss, epochs: int, task: str,
-               progress: Progress | None, learning_rate: float | None = None) -> dict:
+               progress: Progress | None, sparse_input: bool = False) -> dict:
         """Fit ``model`` with early stopping on a held-out slice."""
         train, val = self._split(inputs.shape[0])
-        model.compile(optimizer=keras.optimizers.Adam(learning_rate or self.learning_rate), loss=loss)
+        model.compile(optimizer=keras.optimizers.Adam(self.learning_rate), loss=loss)
         callbacks = [_EpochProgress(progress, task, epochs)]
+        data = _sparse_dataset if sparse_input else _Batches
         val_data = None
         if len(val):
-            val_data = _Batches(inputs[val], targets[val], 1024, False, self.seed)
+            val_data = data(inputs[val], targets[val], 1024, False, self.seed)
             callbacks.append(keras.callbacks.EarlyStopping(
                 monitor="val_loss", patience=self.patience, restore_best_weights=True))
-        history = model.fit(_Batches(inputs[train], targets[train], self.batch_size, True, self.seed),
-                            validation_data=val_data, epochs=epochs, verbose=0, callbacks=callbacks)
+        history = model.fit(data(inputs[train], targets[train], self.batch_size, True, self.seed),
+                            validation_data=val_data, epochs=epochs, verbose=0, callbacks=callbacks,
+                            shuffle=False)  # the data sources shuffle themselves, seeded
         return {k: [float(x) for x in v] for k, v in history.history.items()}
 
     def _finish(self, inputs, seconds: float, history: dict) -> None:
@@ -135,7 +160,8 @@ class KerasAutoencoder(Encoder):
 
     def _predict_few(self, part) -> np.ndarray:
         # A single query through TensorFlow costs ~2 ms of dispatch for
-        # ~0.1 ms of arithmetic; the same MLP in NumPy is exact to float32.
+        # ~0.1 ms of arithmetic; the same MLP in NumPy/SciPy is exact to
+        # float32 and keeps sparse TF-IDF rows sparse.
         h = part  # sparse rows stay sparse: the first product touches only their terms
         for w, b, relu in self._stack:
             h = np.asarray(h @ w) + b
@@ -144,7 +170,7 @@ class KerasAutoencoder(Encoder):
         return np.asarray(h, dtype=np.float32)
 
     def _predict(self, inputs, batch: int = 2048) -> np.ndarray:
-        if inputs.shape[0] <= 16 and self._stack is not None:
+        if self._stack is not None and (sp.issparse(inputs) or inputs.shape[0] <= 16):
             part = inputs if sp.issparse(inputs) else self._prepare_input(inputs)
             return self._predict_few(part.astype(np.float32))
         out = []
@@ -218,7 +244,12 @@ class TextAutoencoder(KerasAutoencoder):
         epochs: Maximum training epochs (early stopping may end sooner).
         batch_size: Mini-batch size.
         learning_rate: Adam learning rate.
-        noise: Input dropout rate (denoising); 0 disables it.
+        noise: Input dropout rate (denoising); 0 disables it. Training with
+            noise feeds dense inputs (dropout needs them), which is slower.
+        decoder_hidden: Hidden widths of the decoder between code and softmax;
+            empty (the default, chosen by measurement) maps the code straight
+            to the word distribution, a log-linear "topic" decoder that
+            forces the code itself to carry the topics.
         neighbours: k nearest TF-IDF neighbours mixed into the target; 0 disables.
         neighbour_weight: Weight of the neighbours' mean distribution in the target.
         pretrain: ``"none"`` or ``"layerwise"`` (greedy shallow autoencoders, then
@@ -241,8 +272,8 @@ class TextAutoencoder(KerasAutoencoder):
 
     def __init__(self, hidden: tuple[int, ...] | list[int] = (500, 250), code_dim: int = 32,
                  epochs: int = 20, batch_size: int = 128, learning_rate: float = 1e-3,
-                 noise: float = 0.0, neighbours: int = 10, neighbour_weight: float = 0.5,
-                 pretrain: str = "none", pretrain_epochs: int = 3, patience: int = 2,
+                 noise: float = 0.0, decoder_hidden: tuple[int, ...] | list[int] = (),
+                 neighbours: int = 20, neighbour_weight: float = 0.8, pretrain: str = "none", pretrain_epochs: int = 3, patience: int = 2,
                  validation_fraction: float = 0.05, center: bool = True, seed: int = 0) -> None:
         self.hidden = list(hidden)
         self.code_dim = code_dim
@@ -250,6 +281,7 @@ class TextAutoencoder(KerasAutoencoder):
         self.batch_size = batch_size
         self.learning_rate = learning_rate
         self.noise = noise
+        self.decoder_hidden = list(decoder_hidden)
         self.neighbours = neighbours
         self.neighbour_weight = neighbour_weight
         self.pretrain = pretrain
@@ -269,8 +301,8 @@ class TextAutoencoder(KerasAutoencoder):
         if X.shape[0] < 4:
             raise InputError(f"an autoencoder needs at least 4 documents; got {X.shape[0]}")
 
-    def _build(self, n_words: int):
-        inp = keras.Input((n_words,), name="tfidf")
+    def _build(self, n_words: int, sparse: bool = False):
+        inp = keras.Input((n_words,), name="tfidf", sparse=sparse)
         h = layers.Dropout(self.noise, name="masking_noise")(inp) if self.noise else inp
         for i, units in enumerate(self.hidden):
             h = layers.Dense(units, activation="relu", name=f"enc_{i}")(h)
@@ -278,7 +310,7 @@ class TextAutoencoder(KerasAutoencoder):
         encoder = keras.Model(inp, code, name="encoder")
         dec_in = keras.Input((self.code_dim,), name="code_in")
         h = dec_in
-        for i, units in reversed(list(enumerate(self.hidden))):
+        for i, units in reversed(list(enumerate(self.decoder_hidden))):
             h = layers.Dense(units, activation="relu", name=f"dec_{i}")(h)
         words = layers.Dense(n_words, activation="softmax", name="words")(h)
         decoder = keras.Model(dec_in, words, name="decoder")
@@ -305,46 +337,51 @@ class TextAutoencoder(KerasAutoencoder):
         report(progress, "ae: neighbours", 0, 1)
         targets = _neighbour_targets(X, targets, self.neighbours, self.neighbour_weight)
         report(progress, "ae: neighbours", 1, 1)
-        self.encoder_, self.decoder_, autoencoder = self._build(X.shape[1])
+        sparse = self.noise == 0
+        self.encoder_, self.decoder_, autoencoder = self._build(X.shape[1], sparse)
         history = {}
         if self.pretrain == "layerwise":
-            history["pretrain"] = self._pretrain(X, targets, progress)
+            history["pretrain"] = self._pretrain(X, targets, progress, sparse)
         history.update(self._train(autoencoder, X, targets, keras.losses.CategoricalCrossentropy(),
-                                   self.epochs, "ae: epoch", progress))
+                                   self.epochs, "ae: epoch", progress, sparse_input=sparse))
+        if sparse:  # the saved encoder takes dense rows, like every Keras model users know
+            dense_encoder, _, _ = self._build(X.shape[1], sparse=False)
+            dense_encoder.set_weights(self.encoder_.get_weights())
+            self.encoder_ = dense_encoder
         self._finish(X, time.perf_counter() - started, history)
         return self
 
-    def _pretrain(self, X, targets, progress: Progress | None) -> list:
+    def _pretrain(self, X, targets, progress: Progress | None, sparse: bool) -> list:
         """Greedy layer-wise pre-training (Hinton & Salakhutdinov 2006).
 
         Layer 0 is a shallow multinomial autoencoder of the documents; each
         deeper layer (and the code) is a shallow linear-output autoencoder of
-        the previous layer's activations. Their weights seed the deep model.
+        the previous layer's activations. Their encoding weights seed the deep
+        encoder, which is then fine-tuned end to end.
         """
         widths = self.hidden + [self.code_dim]
         inputs, losses = X, []
         for level, units in enumerate(widths):
-            n_in = inputs.shape[1]
-            act = None if level == len(widths) - 1 else "relu"
-            inp = keras.Input((n_in,))
-            hidden = layers.Dense(units, activation=act)(inp)
+            last = level == len(widths) - 1
+            inp = keras.Input((inputs.shape[1],), sparse=sparse and level == 0)
+            hidden = layers.Dense(units, activation=None if last else "relu")(inp)
             if level == 0:
-                out = layers.Dense(n_in, activation="softmax")(hidden)
+                out = layers.Dense(inputs.shape[1], activation="softmax")(hidden)
                 target, loss = targets, keras.losses.CategoricalCrossentropy()
             else:
-                out = layers.Dense(n_in)(hidden)
+                out = layers.Dense(inputs.shape[1])(hidden)
                 target, loss = inputs, keras.losses.MeanSquaredError()
-            shallow = keras.Model(inp, out)
-            hist = self._train(shallow, inputs, target, loss, self.pretrain_epochs,
-                               f"ae: pretrain layer {level + 1}/{len(widths)}", progress)
+            hist = self._train(keras.Model(inp, out), inputs, target, loss, self.pretrain_epochs,
+                               f"ae: pretrain layer {level + 1}/{len(widths)}", progress,
+                               sparse_input=sparse and level == 0)
             losses.append(hist)
-            enc_layer = self.encoder_.get_layer("code" if level == len(widths) - 1 else f"enc_{level}")
-            enc_layer.set_weights(shallow.layers[1].get_weights())
-            dec_layer = self.decoder_.get_layer("words" if level == 0 else f"dec_{level - 1}")
-            dec_layer.set_weights(shallow.layers[2].get_weights())
-            encode = keras.Model(inp, hidden)
-            inputs = np.concatenate([encode.predict_on_batch(_Batches._take(inputs, slice(s, s + 2048)))
-                                     for s in range(0, inputs.shape[0], 2048)])
+            weights = keras.Model(inp, hidden).layers[-1].get_weights()
+            self.encoder_.get_layer("code" if last else f"enc_{level}").set_weights(weights)
+            # The next level learns from this level's activations (NumPy: exact and fast).
+            w, b = weights
+            inputs = np.asarray(inputs @ w) + b
+            if not last:
+                np.maximum(inputs, 0, out=inputs)
         return losses
 
 

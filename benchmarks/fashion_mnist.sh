@@ -1,0 +1,17 @@
+#!/usr/bin/env bash
+# Protocol "Fashion-MNIST" (issue 3): index the 60,000 training images, query
+# with the 10,000 test images, k = 100, every method side by side.
+# Needs: apt-get install -y dataset-fashion-mnist
+set -euo pipefail
+DATA=${1:-/usr/share/datasets/fashion-mnist}
+export RETRIEVAL_HOME=${RETRIEVAL_HOME:-$(mktemp -d)}
+OUT=${OUT:-benchmarks/results}
+mkdir -p "$OUT"
+/usr/bin/time -f "%e" -o "$OUT/fashion.build_seconds" \
+  retrieval index images "$DATA/train-images-idx3-ubyte.gz" --name fashion --force --json > "$OUT/fashion.manifest.json"
+retrieval evaluate fashion --queries "$DATA/t10k-images-idx3-ubyte.gz" -k 100 --plot "$OUT/fashion-pr.png" --json \
+  > "$OUT/fashion.eval.json"
+echo "== fashion (build $(cat "$OUT/fashion.build_seconds") s wall)"
+cat "$OUT/fashion.eval.json"
+retrieval query fashion --like 0 -k 12 --show "$OUT/fashion-neighbours.png" > /dev/null
+retrieval plot fashion --out "$OUT/fashion-map.png"
