@@ -48,6 +48,11 @@ class _Server(ThreadingHTTPServer):
     daemon_threads = True
     request_queue_size = 512  # the default of 5 drops connections under load
 
+    def handle_error(self, request: object, client_address: object) -> None:
+        # The crawler hangs up on purpose (size cap, timeout, interruption).
+        if not isinstance(sys.exc_info()[1], ConnectionError):
+            super().handle_error(request, client_address)
+
 
 class Site:
     """An in-memory site with per-path hit counts and an in-flight gauge."""

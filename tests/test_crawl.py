@@ -10,6 +10,7 @@ import hashlib
 import io
 import json
 import socket
+import sys
 import threading
 import time
 from collections import Counter
@@ -60,6 +61,11 @@ class _Server(ThreadingHTTPServer):
     daemon_threads = True
     # The default backlog of 5 drops connections under a concurrent crawl.
     request_queue_size = 128
+
+    def handle_error(self, request: object, client_address: object) -> None:
+        # The crawler hangs up on purpose (size cap, timeout, interruption).
+        if not isinstance(sys.exc_info()[1], ConnectionError):
+            super().handle_error(request, client_address)
 
 
 class Site:
@@ -187,6 +193,11 @@ def skip_reason(report: CrawlReport, url: str) -> str:
     reasons = [reason for skipped_url, reason in report.skipped if skipped_url == url]
     assert len(reasons) == 1, f"{url} skipped {len(reasons)} times: {report.skipped}"
     return reasons[0]
+
+
+def route(path: str, resp: Resp) -> Callable[[Site], None]:
+    """A site setup step that installs one canned response."""
+    return lambda s: s.routes.update({path: resp})
 
 
 def closed_port() -> int:
@@ -497,7 +508,6 @@ def test_robots_txt_crawl_delay_spaces_requests(site, tmp_path):
     assert len(starts) == 4
     gaps = [b - a for a, b in zip(starts, starts[1:])]
     assert min(gaps) >= 0.2, gaps  # 0.25 s minus scheduling jitter
-    assert report.max_in_flight == 1
 
 
 def test_unreachable_robots_txt_disallows_the_host_with_a_warning(site, other_site, tmp_path):
@@ -688,7 +698,7 @@ def test_bad_start_urls_raise_input_error(start, tmp_path):
 @pytest.mark.parametrize("setup, needle", [
     (lambda s: None, "HTTP 404"),
     (lambda s: s.image("/", make_image(1)), "not an HTML page"),
-    (lambda s: s.routes.update({"/robots.txt": Resp(b"User-agent: *\nDisallow: /\n", "text/plain")}),
+    (route("/robots.txt", Resp(b"User-agent: *\nDisallow: /\n", "text/plain")),
      "disallowed by robots.txt"),
 ])
 def test_start_page_failures_raise_fetch_error_naming_it(site, tmp_path, setup, needle):
@@ -745,18 +755,22 @@ def test_fetch_image_bytes_returns_the_body(site):
     assert site.user_agents[-1] == DEFAULT_USER_AGENT
 
 
+PADDED = make_image(1) + b"\0" * 5000  # a real PNG header, over the 4000-byte cap
+
 FAILURES: dict[str, tuple[Callable[[Site], None], str]] = {
     "404": (lambda s: None, "HTTP 404"),
-    "500": (lambda s: s.routes.update({"/x": Resp(b"", "image/png", status=500)}), "HTTP 500"),
+    "500": (route("/x", Resp(b"", "image/png", status=500)), "HTTP 500"),
     "html": (lambda s: s.page("/x", "<p>hi</p>"), "text/html is not image/*"),
     "not-image": (lambda s: s.image("/x", b"GIF00 nope"), "not a supported image"),
-    "declared-too-large": (lambda s: s.image("/x", make_image(1) + b"\0" * 5000), "Content-Length"),
+    "declared-too-large": (lambda s: s.image("/x", PADDED), "Content-Length"),
     "streamed-too-large": (
-        lambda s: s.routes.update({"/x": Resp(make_image(1) + b"\0" * 5000, "image/png", send_length=False)}),
-        "exceeds max_bytes"),
-    "stall": (lambda s: s.routes.update({"/x": Resp(make_image(1), "image/png", stall=10)}), "timed out"),
+        route("/x", Resp(PADDED, "image/png", send_length=False)), "exceeds max_bytes"
+    ),
+    "stall": (route("/x", Resp(make_image(1), "image/png", stall=10)), "timed out"),
     "loop": (lambda s: (s.redirect("/x", "/y"), s.redirect("/y", "/x")), "redirect loop"),
-    "too-many": (lambda s: [s.redirect(p, p + "x") for p in ("/x", "/xx", "/xxx")], "too many redirects"),
+    "too-many": (
+        lambda s: [s.redirect(p, p + "x") for p in ("/x", "/xx", "/xxx")], "too many redirects"
+    ),
 }
 
 
