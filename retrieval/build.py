@@ -65,6 +65,12 @@ def _fit_methods(encoders: dict[str, Encoder], X, folder: Path, index_kind: str,
             "bytes_per_item": index_file.stat().st_size / n,
             "fit_seconds": round(seconds, 3),
         }
+        history = getattr(encoder, "history_", None)
+        if history and history.get("loss"):
+            methods[method]["training"] = {
+                "epochs": len(history["loss"]), "loss": history["loss"][-1],
+                "val_loss": history.get("val_loss", [None])[-1],
+                "pretrain_layers": len(history.get("pretrain", []))}
     return methods
 
 
