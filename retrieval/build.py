@@ -126,7 +126,7 @@ def build_docs_index(source: str | Path | DocumentCorpus, name: str, config: Doc
     encoders: dict[str, Encoder] = {"ae": TextAutoencoder(
         hidden=config.hidden, code_dim=config.code_dim, epochs=config.epochs,
         batch_size=config.batch_size, learning_rate=config.learning_rate, noise=config.noise,
-        decoder_hidden=config.decoder_hidden, neighbours=config.neighbours, neighbour_weight=config.neighbour_weight,
+        decoder_hidden=config.decoder_hidden, code_norm=config.code_norm, neighbours=config.neighbours, neighbour_weight=config.neighbour_weight,
         pretrain=config.pretrain, seed=config.seed)}
     if "lsa" in config.baselines:
         encoders["lsa"] = LSAEncoder(config.baseline_dim or config.code_dim, seed=config.seed)

@@ -47,6 +47,7 @@ class DocsConfig(_Config):
         learning_rate: Adam learning rate.
         noise: Input dropout (denoising) rate.
         decoder_hidden: Decoder hidden widths (empty: code -> softmax directly).
+        code_norm: Batch-normalise the code.
         neighbours: Neighbours mixed into the reconstruction target (0: off).
         neighbour_weight: Their weight in the target.
         pretrain: ``"none"`` or ``"layerwise"``.
@@ -62,10 +63,11 @@ class DocsConfig(_Config):
     code_dim: int = 32
     hidden: tuple[int, ...] = (500, 250)
     epochs: int = 20
-    batch_size: int = 128
-    learning_rate: float = 1e-3
+    batch_size: int = 256
+    learning_rate: float = 2e-3
     noise: float = 0.0
     decoder_hidden: tuple[int, ...] = ()
+    code_norm: bool = True
     neighbours: int = 20
     neighbour_weight: float = 0.8
     pretrain: str = "none"

@@ -123,3 +123,12 @@ def test_conv_autoencoder_odd_size():
 def test_unknown_encoder_name():
     with pytest.raises(IndexFormatError, match="unknown encoder"):
         encoder_class("word2vec")
+
+
+def test_numpy_fast_path_matches_keras_with_batchnorm():
+    """The NumPy inference path (BatchNorm folded into the code layer) equals Keras' own forward pass."""
+    enc = TextAutoencoder(hidden=(16,), code_dim=4, epochs=2, neighbours=2, code_norm=True).fit(TFIDF)
+    assert any(layer.name == "code_norm" for layer in enc.encoder_.layers)
+    ours = enc._predict_few(TFIDF[:7])
+    keras_codes = enc.encoder_(TFIDF[:7].toarray(), training=False).numpy()
+    assert np.allclose(ours, keras_codes, atol=1e-4)

@@ -143,11 +143,21 @@ class KerasAutoencoder(Encoder):
         self._stack = self._dense_stack()
 
     def _dense_stack(self) -> list | None:
-        """The encoder as (weights, bias, relu?) triples when it is a plain MLP."""
+        """The encoder as (weights, bias, relu?) steps when it is a plain MLP.
+
+        Dropout is the identity at inference; a BatchNormalization after a
+        linear Dense is folded into that layer's weights.
+        """
         stack = []
         for layer in self.encoder_.layers:
             if isinstance(layer, (keras.layers.InputLayer, keras.layers.Dropout)):
-                continue  # dropout is the identity at inference
+                continue
+            if isinstance(layer, keras.layers.BatchNormalization) and stack and not stack[-1][2]:
+                gamma, beta, mean, var = (np.asarray(v, np.float64) for v in layer.get_weights())
+                scale = gamma / np.sqrt(var + layer.epsilon)
+                w, b, _ = stack[-1]
+                stack[-1] = ((w * scale).astype(np.float32), ((b - mean) * scale + beta).astype(np.float32), False)
+                continue
             if not isinstance(layer, keras.layers.Dense):
                 return None
             act = keras.activations.serialize(layer.activation)
@@ -250,6 +260,8 @@ class TextAutoencoder(KerasAutoencoder):
             empty (the default, chosen by measurement) maps the code straight
             to the word distribution, a log-linear "topic" decoder that
             forces the code itself to carry the topics.
+        code_norm: Batch normalisation of the code (measured: higher
+            precision, especially in the first ranks).
         neighbours: k nearest TF-IDF neighbours mixed into the target; 0 disables.
         neighbour_weight: Weight of the neighbours' mean distribution in the target.
         pretrain: ``"none"`` or ``"layerwise"`` (greedy shallow autoencoders, then
@@ -271,9 +283,10 @@ class TextAutoencoder(KerasAutoencoder):
     modality = "docs"
 
     def __init__(self, hidden: tuple[int, ...] | list[int] = (500, 250), code_dim: int = 32,
-                 epochs: int = 20, batch_size: int = 128, learning_rate: float = 1e-3,
+                 epochs: int = 20, batch_size: int = 256, learning_rate: float = 2e-3,
                  noise: float = 0.0, decoder_hidden: tuple[int, ...] | list[int] = (),
-                 neighbours: int = 20, neighbour_weight: float = 0.8, pretrain: str = "none", pretrain_epochs: int = 3, patience: int = 2,
+                 code_norm: bool = True, neighbours: int = 20, neighbour_weight: float = 0.8,
+                 pretrain: str = "none", pretrain_epochs: int = 3, patience: int = 2,
                  validation_fraction: float = 0.05, center: bool = True, seed: int = 0) -> None:
         self.hidden = list(hidden)
         self.code_dim = code_dim
@@ -282,6 +295,7 @@ class TextAutoencoder(KerasAutoencoder):
         self.learning_rate = learning_rate
         self.noise = noise
         self.decoder_hidden = list(decoder_hidden)
+        self.code_norm = code_norm
         self.neighbours = neighbours
         self.neighbour_weight = neighbour_weight
         self.pretrain = pretrain
@@ -307,6 +321,8 @@ class TextAutoencoder(KerasAutoencoder):
         for i, units in enumerate(self.hidden):
             h = layers.Dense(units, activation="relu", name=f"enc_{i}")(h)
         code = layers.Dense(self.code_dim, name="code")(h)
+        if self.code_norm:
+            code = layers.BatchNormalization(name="code_norm")(code)
         encoder = keras.Model(inp, code, name="encoder")
         dec_in = keras.Input((self.code_dim,), name="code_in")
         h = dec_in
