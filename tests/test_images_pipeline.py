@@ -117,3 +117,27 @@ def test_idx_source(tmp_path):
     m = build_images_index(tmp_path / "train-images-idx3-ubyte.gz", "idx",
                            ImagesConfig(code_dim=3, filters=(4,), epochs=1), store=store)
     assert m["counts"]["items"] == 30 and m["counts"]["labels"] == 3 and m["images"]["size"] == 12
+
+
+def test_query_by_url(retriever, built_images):
+    """Query images are downloaded with the crawler's guards (local server, no network)."""
+    import threading
+    from functools import partial
+    from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
+
+    _, _, root = built_images
+    handler = partial(SimpleHTTPRequestHandler, directory=str(root))
+    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        base = f"http://127.0.0.1:{server.server_address[1]}"
+        hits = retriever.query_image(f"{base}/square/square05.png", k=1, method="pixels")
+        assert hits[0].id == "square/square05.png"
+        from retrieval.errors import FetchError
+
+        with pytest.raises(FetchError):
+            retriever.query_image(f"{base}/square/missing.png", k=1)
+    finally:
+        server.shutdown()
+        server.server_close()
