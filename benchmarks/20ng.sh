@@ -13,13 +13,15 @@ queries=(--queries "$DATA/20news-bydate-test" --labels-from-folders --strip emai
 run() {  # name, extra build options...
   local name=$1; shift
   local start=$SECONDS
-  retrieval index docs "$DATA/20news-bydate-train" --name "$name" "${common[@]}" "$@" > "$OUT/$name.manifest.json"
-  retrieval evaluate "$name" "${queries[@]}" "${PLOT[@]}" > "$OUT/$name.eval.json"
+  if [ "${SKIP_BUILD:-}" != 1 ]; then
+    retrieval index docs "$DATA/20news-bydate-train" --name "$name" "${common[@]}" "$@" > "$OUT/$name.manifest.json"
+  fi
+  retrieval evaluate "$name" "${queries[@]}" --plot "$OUT/$name-pr.png" > "$OUT/$name.eval.json"
   echo "== $name (build + evaluate: $((SECONDS - start)) s wall; build alone: see build_seconds in $OUT/$name.manifest.json)"
   cat "$OUT/$name.eval.json"
 }
 
-PLOT=(--plot "$OUT/20ng-pr.png") run 20ng-32                                  # AE-32 vs LSA-32 vs TF-IDF
-PLOT=() run 20ng-10 --code-dim 10 --baseline-dim 50 --baselines lsa           # AE-10 vs LSA-50
-PLOT=() run 20ng-32-layerwise --pretrain layerwise --baselines none           # layer-wise pre-training
+run 20ng-32                                                    # AE-32 vs LSA-32 vs TF-IDF
+run 20ng-10 --code-dim 10 --baseline-dim 50 --baselines lsa    # AE-10 vs LSA-50
+run 20ng-32-layerwise --pretrain layerwise --baselines none    # layer-wise pre-training
 retrieval plot 20ng-32 --out "$OUT/20ng-map.png"

@@ -59,7 +59,29 @@ class LSAEncoder(Encoder):
         return self.n_components
 
 
-class TfidfEncoder(Encoder):
+class _IdentityEncoder(Encoder):
+    """An encoder that learns nothing but the input width (``n_features_``)."""
+
+    def __init__(self) -> None:
+        pass
+
+    def fit(self, X, **kwargs) -> "_IdentityEncoder":
+        """Record the input width; returns self."""
+        self.n_features_ = int(np.prod(X.shape[1:]))
+        return self
+
+    @property
+    def dim(self) -> int:
+        return self.n_features_
+
+    def _save_extra(self, folder) -> None:
+        (folder / "n_features.txt").write_text(str(self.n_features_))
+
+    def _load_extra(self, folder) -> None:
+        self.n_features_ = int((folder / "n_features.txt").read_text())
+
+
+class TfidfEncoder(_IdentityEncoder):
     """Raw TF-IDF cosine: the identity on the (sparse) TF-IDF matrix.
 
     ``transform`` returns a float32 CSR matrix; the sparse index backend
@@ -74,27 +96,9 @@ class TfidfEncoder(Encoder):
     sparse = True
     modality = "docs"
 
-    def __init__(self) -> None:
-        pass
-
-    def fit(self, X, **kwargs) -> "TfidfEncoder":
-        """Record the vocabulary size; returns self."""
-        self.n_features_ = int(X.shape[1])
-        return self
-
     def transform(self, X) -> sp.csr_matrix:
         """Return ``X`` as float32 CSR."""
         return sp.csr_matrix(X, dtype=np.float32)
-
-    @property
-    def dim(self) -> int:
-        return self.n_features_
-
-    def _save_extra(self, folder) -> None:
-        (folder / "n_features.txt").write_text(str(self.n_features_))
-
-    def _load_extra(self, folder) -> None:
-        self.n_features_ = int((folder / "n_features.txt").read_text())
 
 
 def flatten_pixels(X: np.ndarray) -> np.ndarray:
@@ -103,7 +107,7 @@ def flatten_pixels(X: np.ndarray) -> np.ndarray:
     return X.reshape(len(X), -1).astype(np.float32) * np.float32(1 / 255)
 
 
-class PixelEncoder(Encoder):
+class PixelEncoder(_IdentityEncoder):
     """Raw pixels in [0, 1]: the Euclidean pixel-distance baseline.
 
     Attributes:
@@ -114,27 +118,9 @@ class PixelEncoder(Encoder):
     metric = "l2"
     modality = "images"
 
-    def __init__(self) -> None:
-        pass
-
-    def fit(self, X, **kwargs) -> "PixelEncoder":
-        """Record the input size; returns self."""
-        self.n_features_ = int(np.prod(np.asarray(X).shape[1:]))
-        return self
-
     def transform(self, X) -> np.ndarray:
         """Flatten and scale the images."""
         return flatten_pixels(X)
-
-    @property
-    def dim(self) -> int:
-        return self.n_features_
-
-    def _save_extra(self, folder) -> None:
-        (folder / "n_features.txt").write_text(str(self.n_features_))
-
-    def _load_extra(self, folder) -> None:
-        self.n_features_ = int((folder / "n_features.txt").read_text())
 
 
 class PCAEncoder(Encoder):
