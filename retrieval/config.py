@@ -96,10 +96,12 @@ class ImagesConfig(_Config):
         labels_from_folders: Label = first-level sub-folder.
         code_dim: Autoencoder code dimension.
         filters: Channels of the strided convolutions.
+        decoder: ``dense`` or ``deconv`` (transposed convolutions).
         epochs: Maximum training epochs.
         batch_size: Mini-batch size.
         learning_rate: Adam learning rate.
         noise: Input dropout (denoising) rate.
+        whiten: Partial whitening exponent of the codes.
         baselines: Baselines built beside the autoencoder (``pca``, ``pixels``).
         baseline_dim: PCA dimension (default: the code dimension).
         index_kind: ``auto``, ``flat``, ``ivf`` or ``hnsw``.
@@ -112,11 +114,13 @@ class ImagesConfig(_Config):
     fit: str = "pad"
     labels_from_folders: bool = False
     code_dim: int = 32
-    filters: tuple[int, ...] = (32, 64)
-    epochs: int = 10
-    batch_size: int = 128
+    filters: tuple[int, ...] = (32, 64, 128)
+    decoder: str = "dense"
+    epochs: int = 12
+    batch_size: int = 256
     learning_rate: float = 1e-3
     noise: float = 0.0
+    whiten: float = 0.25
     baselines: tuple[str, ...] = IMAGE_BASELINES
     baseline_dim: int | None = None
     index_kind: str = "auto"

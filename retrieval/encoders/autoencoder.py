@@ -97,7 +97,9 @@ class _EpochProgress(keras.callbacks.Callback):
 class KerasAutoencoder(Encoder):
     """Shared training, persistence and fast inference of the autoencoders."""
 
-    _arrays = ("code_mean",)
+    _arrays = ("code_mean", "code_projection")
+    #: Partial whitening exponent of the codes (0: centring only); see _finish.
+    whiten: float = 0.0
 
     # -- training ---------------------------------------------------------
     def _split(self, n: int) -> tuple[np.ndarray, np.ndarray]:
@@ -130,6 +132,7 @@ class KerasAutoencoder(Encoder):
         codes = self._predict(inputs)
         self.code_mean_ = codes.mean(axis=0).astype(np.float32) if self.center else \
             np.zeros(codes.shape[1], np.float32)
+        self.code_projection_ = _partial_whitening(codes - self.code_mean_, self.whiten)
         self.history_ = history
         self.fit_seconds_ = seconds
 
@@ -196,7 +199,7 @@ class KerasAutoencoder(Encoder):
         """Encode ``X`` into float32 codes ``(n, code_dim)`` (mean code removed)."""
         if not hasattr(self, "encoder_"):
             raise RuntimeError(f"{type(self).__name__} is not fitted; call fit() first")
-        return self._predict(self._input_matrix(X)) - self.code_mean_
+        return (self._predict(self._input_matrix(X)) - self.code_mean_) @ self.code_projection_
 
     def _input_matrix(self, X):
         return X
@@ -215,6 +218,22 @@ class KerasAutoencoder(Encoder):
             raise IndexFormatError(f"cannot load {folder / 'encoder.keras'} ({type(exc).__name__}: {exc}); "
                                    "rebuild the index") from None
         self._compile_inference()
+
+
+def _partial_whitening(codes: np.ndarray, power: float) -> np.ndarray:
+    """Projection onto the codes' principal axes, each scaled by variance**-power.
+
+    ``power`` 0 leaves the codes unchanged, 0.5 is full whitening. Between
+    the two, dominant directions (lighting, size) stop drowning the others
+    in the cosine; measured on Fashion-MNIST codes, 0.25 gave +0.01
+    precision@100 over centring alone, full whitening +0.003.
+    """
+    dim = codes.shape[1]
+    if power == 0 or len(codes) <= dim:
+        return np.eye(dim, dtype=np.float32)
+    values, vectors = np.linalg.eigh(np.cov(codes.T.astype(np.float64)))
+    values = np.maximum(values, values.max() * 1e-6)
+    return (vectors * values ** -power).astype(np.float32)
 
 
 def _neighbour_targets(X: sp.csr_matrix, targets: sp.csr_matrix, k: int, weight: float,
@@ -402,15 +421,19 @@ class TextAutoencoder(KerasAutoencoder):
 
 
 class ConvAutoencoder(KerasAutoencoder):
-    """Convolutional autoencoder of images ("deconvolution" decoder).
+    """Convolutional autoencoder of images.
 
-    The encoder is a stack of strided 3x3 convolutions and a dense bottleneck;
-    the decoder mirrors it with transposed convolutions and a sigmoid output
-    trained with binary cross-entropy on pixels in [0, 1].
+    The encoder stacks strided 3x3 convolutions (each followed by batch
+    normalisation and ReLU, each halving the size) and a dense bottleneck.
+    The decoder is either ``"deconv"``, transposed convolutions mirroring the
+    encoder (the "deconvolution" autoencoder), or ``"dense"``, two dense
+    layers back to the pixels (cheaper per epoch on small images). The output
+    is a sigmoid trained with binary cross-entropy on pixels in [0, 1].
 
     Args:
-        filters: Channels of the strided convolutions (each halves the size).
+        filters: Channels of the strided convolutions.
         code_dim: Code dimension.
+        decoder: ``"deconv"`` or ``"dense"``.
         epochs: Maximum training epochs.
         batch_size: Mini-batch size.
         learning_rate: Adam learning rate.
@@ -418,23 +441,26 @@ class ConvAutoencoder(KerasAutoencoder):
         patience: Early-stopping patience.
         validation_fraction: Held-out slice for early stopping.
         center: Subtract the mean training code.
+        whiten: Partial whitening exponent of the codes (0 = none, 0.5 = full).
         seed: Seed of weights, noise and shuffling.
 
     Attributes:
         encoder_: The Keras encoder model (image -> code).
         code_mean_: Mean training code.
+        code_projection_: Partial-whitening projection of centred codes.
     """
 
     name = "conv_autoencoder"
     metric = "cosine"
     modality = "images"
 
-    def __init__(self, filters: tuple[int, ...] | list[int] = (32, 64), code_dim: int = 32,
-                 epochs: int = 10, batch_size: int = 128, learning_rate: float = 1e-3,
-                 noise: float = 0.0, patience: int = 2, validation_fraction: float = 0.05,
-                 center: bool = True, seed: int = 0) -> None:
+    def __init__(self, filters: tuple[int, ...] | list[int] = (32, 64, 128), code_dim: int = 32,
+                 decoder: str = "dense", epochs: int = 12, batch_size: int = 256, learning_rate: float = 1e-3,
+                 noise: float = 0.0, patience: int = 3, validation_fraction: float = 0.05,
+                 center: bool = True, whiten: float = 0.25, seed: int = 0) -> None:
         self.filters = list(filters)
         self.code_dim = code_dim
+        self.decoder = decoder
         self.epochs = epochs
         self.batch_size = batch_size
         self.learning_rate = learning_rate
@@ -442,6 +468,7 @@ class ConvAutoencoder(KerasAutoencoder):
         self.patience = patience
         self.validation_fraction = validation_fraction
         self.center = center
+        self.whiten = whiten
         self.seed = seed
 
     def _prepare_input(self, part):
@@ -452,19 +479,26 @@ class ConvAutoencoder(KerasAutoencoder):
         inp = keras.Input(shape, name="pixels")
         h = layers.Dropout(self.noise, name="masking_noise")(inp) if self.noise else inp
         for i, f in enumerate(self.filters):
-            h = layers.Conv2D(f, 3, strides=2, padding="same", activation="relu", name=f"conv_{i}")(h)
-        inner = h.shape[1:]
-        h = layers.Flatten()(h)
-        code = layers.Dense(self.code_dim, name="code")(h)
+            h = layers.Conv2D(f, 3, strides=2, padding="same", use_bias=False, name=f"conv_{i}")(h)
+            h = layers.BatchNormalization(name=f"conv_{i}_bn")(h)
+            h = layers.Activation("relu", name=f"conv_{i}_relu")(h)
+        inner = tuple(h.shape[1:])
+        code = layers.Dense(self.code_dim, name="code")(layers.Flatten()(h))
         encoder = keras.Model(inp, code, name="encoder")
         dec_in = keras.Input((self.code_dim,), name="code_in")
-        h = layers.Dense(int(np.prod(inner)), activation="relu")(dec_in)
-        h = layers.Reshape(tuple(inner))(h)
-        for i, f in reversed(list(enumerate(self.filters))):
-            h = layers.Conv2DTranspose(f, 3, strides=2, padding="same", activation="relu", name=f"deconv_{i}")(h)
-        h = layers.Conv2D(channels, 3, padding="same", activation="sigmoid", name="pixels_out")(h)
-        if h.shape[1] != size:  # sizes not divisible by 2**len(filters)
-            h = layers.Resizing(size, size, name="resize")(h)
+        if self.decoder == "dense":
+            h = layers.Dense(512, activation="relu", name="dec_hidden")(dec_in)
+            h = layers.Dense(size * size * channels, activation="sigmoid", name="dec_pixels")(h)
+            h = layers.Reshape((size, size, channels), name="pixels_out")(h)
+        else:
+            h = layers.Dense(int(np.prod(inner)), activation="relu")(dec_in)
+            h = layers.Reshape(inner)(h)
+            for i, f in reversed(list(enumerate(self.filters))):
+                h = layers.Conv2DTranspose(f, 3, strides=2, padding="same", activation="relu",
+                                           name=f"deconv_{i}")(h)
+            h = layers.Conv2D(channels, 3, padding="same", activation="sigmoid", name="pixels_out")(h)
+            if h.shape[1] != size:  # sizes not divisible by 2**len(filters)
+                h = layers.Resizing(size, size, name="resize")(h)
         decoder = keras.Model(dec_in, h, name="decoder")
         return encoder, decoder, keras.Model(inp, decoder(encoder(inp)), name="autoencoder")
 
@@ -475,6 +509,8 @@ class ConvAutoencoder(KerasAutoencoder):
             raise InputError(f"images must be (n, size, size, channels); got shape {X.shape}")
         if len(X) < 4:
             raise InputError(f"an autoencoder needs at least 4 images; got {len(X)}")
+        if self.decoder not in ("dense", "deconv"):
+            raise InputError(f"decoder must be 'dense' or 'deconv'; got {self.decoder!r}")
         started = time.perf_counter()
         keras.utils.set_random_seed(self.seed)
         self.encoder_, self.decoder_, autoencoder = self._build(X.shape[1:])
