@@ -118,6 +118,7 @@ def index_images(
     filters: Annotated[str, typer.Option(help="Channels of the strided convolutions.")] = ",".join(map(str, api.ImagesConfig.filters)),
     decoder: Annotated[str, typer.Option(help="dense or deconv (transposed convolutions).")] = api.ImagesConfig.decoder,
     whiten: Annotated[float, typer.Option(help="Partial whitening of the codes (0 = off, 0.5 = full).")] = api.ImagesConfig.whiten,
+    augment: Annotated[float, typer.Option(help="Denoising by random shifts (fraction of the side) and mirroring; 0 = off.")] = api.ImagesConfig.augment,
     epochs: Annotated[int, typer.Option(help="Maximum training epochs.")] = api.ImagesConfig.epochs,
     noise: Annotated[float, typer.Option(help="Denoising: input dropout rate.")] = api.ImagesConfig.noise,
     baselines: Annotated[str, typer.Option(help="Comma-separated: pca,pixels or none.")] = "pca,pixels",
@@ -133,7 +134,7 @@ def index_images(
     """Build an image index: pixels -> convolutional autoencoder codes -> FAISS, plus baselines."""
     config = api.ImagesConfig(size=size, color=color, fit=fit, labels_from_folders=labels_from_folders,
                               code_dim=code_dim, filters=_csv_ints(filters, "--filters"), decoder=decoder,
-                              whiten=whiten, epochs=epochs,
+                              whiten=whiten, augment=augment, epochs=epochs,
                               noise=noise, baselines=baselines, baseline_dim=baseline_dim,
                               index_kind=index_kind, limit=limit, seed=seed)
     store = api.Store(index_dir)

@@ -176,7 +176,7 @@ def build_images_index(source, name: str, config: ImagesConfig = ImagesConfig(),
     encoders: dict[str, Encoder] = {"ae": ConvAutoencoder(
         filters=config.filters, code_dim=config.code_dim, decoder=config.decoder, epochs=config.epochs,
         batch_size=config.batch_size, learning_rate=config.learning_rate, noise=config.noise,
-        whiten=config.whiten, seed=config.seed)}
+        whiten=config.whiten, augment=config.augment, seed=config.seed)}
     if "pca" in config.baselines:
         encoders["pca"] = PCAEncoder(config.baseline_dim or config.code_dim, seed=config.seed)
     if "pixels" in config.baselines:

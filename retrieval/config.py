@@ -102,6 +102,7 @@ class ImagesConfig(_Config):
         learning_rate: Adam learning rate.
         noise: Input dropout (denoising) rate.
         whiten: Partial whitening exponent of the codes.
+        augment: Shift/mirror corruption in training (fraction of the side).
         baselines: Baselines built beside the autoencoder (``pca``, ``pixels``).
         baseline_dim: PCA dimension (default: the code dimension).
         index_kind: ``auto``, ``flat``, ``ivf`` or ``hnsw``.
@@ -121,6 +122,7 @@ class ImagesConfig(_Config):
     learning_rate: float = 1e-3
     noise: float = 0.0
     whiten: float = 0.25
+    augment: float = 0.1
     baselines: tuple[str, ...] = IMAGE_BASELINES
     baseline_dim: int | None = None
     index_kind: str = "auto"

@@ -100,6 +100,8 @@ class KerasAutoencoder(Encoder):
     _arrays = ("code_mean", "code_projection")
     #: Partial whitening exponent of the codes (0: centring only); see _finish.
     whiten: float = 0.0
+    #: Cosine learning-rate decay over the planned epochs.
+    lr_decay: bool = False
 
     # -- training ---------------------------------------------------------
     def _split(self, n: int) -> tuple[np.ndarray, np.ndarray]:
@@ -114,7 +116,13 @@ class KerasAutoencoder(Encoder):
                progress: Progress | None, sparse_input: bool = False) -> dict:
         """Fit ``model`` with early stopping on a held-out slice."""
         train, val = self._split(inputs.shape[0])
-        model.compile(optimizer=keras.optimizers.Adam(self.learning_rate), loss=loss)
+        rate = self.learning_rate
+        if self.lr_decay:
+            # Cosine decay to 5 % over the planned epochs: the last epochs
+            # settle into a minimum instead of bouncing around it.
+            steps = epochs * -(-len(train) // self.batch_size)
+            rate = keras.optimizers.schedules.CosineDecay(self.learning_rate, steps, alpha=0.05)
+        model.compile(optimizer=keras.optimizers.Adam(rate), loss=loss)
         callbacks = [_EpochProgress(progress, task, epochs)]
         data = _sparse_dataset if sparse_input else _Batches
         val_data = None
@@ -442,6 +450,9 @@ class ConvAutoencoder(KerasAutoencoder):
         validation_fraction: Held-out slice for early stopping.
         center: Subtract the mean training code.
         whiten: Partial whitening exponent of the codes (0 = none, 0.5 = full).
+        augment: Denoising by geometric corruption: random shifts up to this
+            fraction of the side, and mirroring, in training only (0 = off).
+        lr_decay: Cosine learning-rate decay over the planned epochs.
         seed: Seed of weights, noise and shuffling.
 
     Attributes:
@@ -457,7 +468,8 @@ class ConvAutoencoder(KerasAutoencoder):
     def __init__(self, filters: tuple[int, ...] | list[int] = (32, 64, 128), code_dim: int = 32,
                  decoder: str = "dense", epochs: int = 12, batch_size: int = 256, learning_rate: float = 1e-3,
                  noise: float = 0.0, patience: int = 3, validation_fraction: float = 0.05,
-                 center: bool = True, whiten: float = 0.25, seed: int = 0) -> None:
+                 center: bool = True, whiten: float = 0.25, augment: float = 0.1, lr_decay: bool = True,
+                 seed: int = 0) -> None:
         self.filters = list(filters)
         self.code_dim = code_dim
         self.decoder = decoder
@@ -469,6 +481,8 @@ class ConvAutoencoder(KerasAutoencoder):
         self.validation_fraction = validation_fraction
         self.center = center
         self.whiten = whiten
+        self.augment = augment
+        self.lr_decay = lr_decay
         self.seed = seed
 
     def _prepare_input(self, part):
@@ -478,6 +492,12 @@ class ConvAutoencoder(KerasAutoencoder):
         size, _, channels = shape
         inp = keras.Input(shape, name="pixels")
         h = layers.Dropout(self.noise, name="masking_noise")(inp) if self.noise else inp
+        if self.augment:
+            # Geometric corruption (active in training only): the decoder must
+            # restore the original from a shifted, mirrored view.
+            h = layers.RandomTranslation(self.augment, self.augment, fill_mode="constant", seed=self.seed,
+                                         name="jitter")(h)
+            h = layers.RandomFlip("horizontal", seed=self.seed, name="mirror")(h)
         for i, f in enumerate(self.filters):
             h = layers.Conv2D(f, 3, strides=2, padding="same", use_bias=False, name=f"conv_{i}")(h)
             h = layers.BatchNormalization(name=f"conv_{i}_bn")(h)
