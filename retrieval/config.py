@@ -122,7 +122,7 @@ class ImagesConfig(_Config):
     learning_rate: float = 1e-3
     noise: float = 0.0
     whiten: float = 0.25
-    augment: float = 0.1
+    augment: float = 0.07
     baselines: tuple[str, ...] = IMAGE_BASELINES
     baseline_dim: int | None = None
     index_kind: str = "auto"

@@ -468,7 +468,7 @@ class ConvAutoencoder(KerasAutoencoder):
     def __init__(self, filters: tuple[int, ...] | list[int] = (32, 64, 128), code_dim: int = 32,
                  decoder: str = "dense", epochs: int = 12, batch_size: int = 256, learning_rate: float = 1e-3,
                  noise: float = 0.0, patience: int = 3, validation_fraction: float = 0.05,
-                 center: bool = True, whiten: float = 0.25, augment: float = 0.1, lr_decay: bool = True,
+                 center: bool = True, whiten: float = 0.25, augment: float = 0.07, lr_decay: bool = True,
                  seed: int = 0) -> None:
         self.filters = list(filters)
         self.code_dim = code_dim
