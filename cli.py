@@ -33,6 +33,10 @@ IndexDir = Annotated[Optional[Path], typer.Option("--index-dir", help="Home of i
 JsonOut = Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")]
 Force = Annotated[bool, typer.Option("--force", help="Replace an existing index of that name.")]
 Labels = Annotated[bool, typer.Option("--labels-from-folders", help="Label = first-level sub-folder name.")]
+Bits = Annotated[Optional[int], typer.Option("--bits", help="Learn binary codes of this many bits (multiple of 8; semantic hashing) instead of float codes.")]
+BinaryEpochs = Annotated[Optional[int], typer.Option("--binary-epochs", help="Epochs of binarised training after the float phase.")]
+KeepInputs = Annotated[bool, typer.Option("--keep-inputs/--no-keep-inputs", help="Keep the TF-IDF matrix / pixels (for --like, --rerank, plot).")]
+Shortlist = Annotated[Optional[int], typer.Option("--shortlist", help="Two-stage: Hamming shortlist size re-ranked (default 1000).")]
 
 
 def _csv_ints(value: str, option: str) -> tuple[int, ...]:
@@ -40,6 +44,11 @@ def _csv_ints(value: str, option: str) -> tuple[int, ...]:
         return tuple(int(v) for v in value.split(",") if v.strip())
     except ValueError:
         raise RetrievalError(f"{option} must be comma-separated integers like 500,250; got {value!r}") from None
+
+
+def _given(**options) -> dict:
+    """The options the user set (the config's defaults apply to the rest)."""
+    return {k: v for k, v in options.items() if v is not None}
 
 
 # -- printing -------------------------------------------------------------------
@@ -87,7 +96,10 @@ def index_docs(
     neighbours: Annotated[int, typer.Option(help="Neighbour reconstruction: k TF-IDF neighbours (0 = off).")] = api.DocsConfig.neighbours,
     neighbour_weight: Annotated[float, typer.Option(help="Weight of the neighbours in the target.")] = api.DocsConfig.neighbour_weight,
     pretrain: Annotated[str, typer.Option(help="'none' or 'layerwise'.")] = "none",
-    baselines: Annotated[str, typer.Option(help="Comma-separated: lsa,tfidf or none.")] = "lsa,tfidf",
+    baselines: Annotated[Optional[str], typer.Option(help="Comma-separated: lsa,tfidf (and itq,lsh with --bits) or none; default all.")] = None,
+    bits: Bits = None,
+    binary_epochs: BinaryEpochs = None,
+    keep_inputs: KeepInputs = True,
     baseline_dim: Annotated[Optional[int], typer.Option(help="LSA dimension (default: --code-dim).")] = None,
     index_kind: Annotated[str, typer.Option("--index", help="auto, flat, ivf or hnsw.")] = "auto",
     seed: int = 0,
@@ -99,7 +111,8 @@ def index_docs(
     config = api.DocsConfig(vocab_size=vocab_size, strip=strip, labels_from_folders=labels_from_folders,
                             code_dim=code_dim, hidden=_csv_ints(hidden, "--hidden"), epochs=epochs, noise=noise,
                             neighbours=neighbours, neighbour_weight=neighbour_weight, pretrain=pretrain,
-                            baselines=baselines, baseline_dim=baseline_dim, index_kind=index_kind, seed=seed)
+                            baselines=baselines, baseline_dim=baseline_dim, index_kind=index_kind, seed=seed,
+                            bits=bits, keep_inputs=keep_inputs, **_given(binary_epochs=binary_epochs))
     with api.RichProgress(err) as progress:
         manifest = api.build_docs_index(source, name, config, store=api.Store(index_dir), force=force,
                                         progress=progress)
@@ -121,7 +134,10 @@ def index_images(
     augment: Annotated[float, typer.Option(help="Denoising by random shifts (fraction of the side) and mirroring; 0 = off.")] = api.ImagesConfig.augment,
     epochs: Annotated[int, typer.Option(help="Maximum training epochs.")] = api.ImagesConfig.epochs,
     noise: Annotated[float, typer.Option(help="Denoising: input dropout rate.")] = api.ImagesConfig.noise,
-    baselines: Annotated[str, typer.Option(help="Comma-separated: pca,pixels or none.")] = "pca,pixels",
+    baselines: Annotated[Optional[str], typer.Option(help="Comma-separated: pca,pixels (and itq,lsh with --bits) or none; default all.")] = None,
+    bits: Bits = None,
+    binary_epochs: BinaryEpochs = None,
+    keep_inputs: KeepInputs = True,
     baseline_dim: Annotated[Optional[int], typer.Option(help="PCA dimension (default: --code-dim).")] = None,
     index_kind: Annotated[str, typer.Option("--index", help="auto, flat, ivf or hnsw.")] = "auto",
     limit: Annotated[Optional[int], typer.Option(help="Index at most this many images.")] = None,
@@ -136,7 +152,8 @@ def index_images(
                               code_dim=code_dim, filters=_csv_ints(filters, "--filters"), decoder=decoder,
                               whiten=whiten, augment=augment, epochs=epochs,
                               noise=noise, baselines=baselines, baseline_dim=baseline_dim,
-                              index_kind=index_kind, limit=limit, seed=seed)
+                              index_kind=index_kind, limit=limit, seed=seed, bits=bits, keep_inputs=keep_inputs,
+                              **_given(binary_epochs=binary_epochs))
     store = api.Store(index_dir)
     with api.RichProgress(err) as progress:
         if source.startswith(("http://", "https://")):
@@ -157,8 +174,8 @@ def _print_built(manifest: dict, as_json: bool) -> None:
     out.print(f"built index [bold]{manifest['name']}[/] ({manifest['modality']}): {counts['items']} items, "
               f"{counts['skipped']} skipped, {manifest['build_seconds']:.1f} s")
     for method, info in manifest["methods"].items():
-        out.print(f"  {method:7s} {info['encoder']:17s} dim {info['dim']:>5}  {info['metric']:6s} "
-                  f"{info['index']:6s} {info['bytes_per_item']:.0f} B/item  fit {info['fit_seconds']:.1f} s")
+        out.print(f"  {method:9s} {info['encoder']:17s} dim {info['dim']:>5}  {info['metric']:7s} "
+                  f"{info['index']:11s} {info['bytes_per_item']:.0f} B/item  fit {info['fit_seconds']:.1f} s")
 
 
 @app.command()
@@ -171,12 +188,15 @@ def query(
     method: Annotated[Optional[str], typer.Option(help="ae (default) or a baseline of the index.")] = None,
     show: Annotated[Optional[Path], typer.Option("--show", help="Image index: write a contact sheet PNG.")] = None,
     strip: Annotated[Optional[str], typer.Option("--strip", help="'email' for a mail query file.")] = None,
+    rerank: Annotated[Optional[str], typer.Option("--rerank", help="Binary index: re-rank a Hamming shortlist by tfidf|float|tfidf+float (documents), pixels|float (images) or none.")] = None,
+    shortlist: Shortlist = None,
+    radius: Annotated[Optional[int], typer.Option("--radius", help="Binary index: shortlist every item within this Hamming distance.")] = None,
     index_dir: IndexDir = None,
     as_json: JsonOut = False,
 ) -> None:
     """Find the items most similar to a text, an image, or an indexed item."""
     hits = api.run_query(api.Store(index_dir), name, query_, file=file, like=like, k=k, method=method,
-                         show=show, strip=strip)
+                         show=show, strip=strip, rerank=rerank, shortlist=shortlist, radius=radius)
     _print_hits(hits, as_json)
     if show and not as_json:
         err.print(f"contact sheet written to {show}")
@@ -192,14 +212,18 @@ def evaluate(
     methods: Annotated[Optional[str], typer.Option(help="Comma-separated subset of the index's methods.")] = None,
     limit: Annotated[Optional[int], typer.Option(help="Use at most this many queries.")] = None,
     plot: Annotated[Optional[Path], typer.Option("--plot", help="Write precision-recall curves to this PNG.")] = None,
+    shortlist: Shortlist = None,
     index_dir: IndexDir = None,
     as_json: JsonOut = False,
 ) -> None:
-    """Compare every method of an index on labelled queries: precision, mAP, latency, bytes."""
+    """Compare every method of an index on labelled queries: precision, mAP, latency, bytes.
+
+    A binary index also gets two-stage rows: 'ae>tfidf' is the Hamming shortlist re-ranked by TF-IDF cosine.
+    """
     with api.RichProgress(err) as progress:
         report = api.run_evaluation(api.Store(index_dir), name, queries, labels_from_folders=labels_from_folders,
                                     strip=strip, k=k, methods=methods.split(",") if methods else None,
-                                    limit=limit, plot=plot, progress=progress)
+                                    limit=limit, plot=plot, shortlist=shortlist, progress=progress)
     if as_json:
         print(json.dumps({key: report[key] for key in ("index", "queries", "k", "methods")}, indent=2))
     else:

@@ -2,7 +2,7 @@
 
 Usage: python benchmarks/conv_ae_ablation.py '{"epochs": 12, "augment": 0.07}'
 (keyword arguments of retrieval.encoders.autoencoder.ConvAutoencoder, as JSON).
-Prints the figures with the variant's own whitening and with centring only.
+Prints the figures for several whitening exponents of the same codes (0 = centring only).
 """
 import json
 import sys
@@ -27,7 +27,7 @@ encoder = ConvAutoencoder(**kwargs).fit(train.pixels)
 seconds = time.perf_counter() - started
 undo = np.linalg.inv(encoder.code_projection_)
 centred_train, centred_test = encoder.transform(train.pixels) @ undo, encoder.transform(test.pixels) @ undo
-for power in sorted({0.0, encoder.whiten}):
+for power in sorted({0.0, 0.15, 0.25, 0.35, 0.5, encoder.whiten}):
     project = _partial_whitening(centred_train, power)
     index = FlatIndex("cosine")
     index.add(centred_train @ project)

@@ -22,25 +22,29 @@ __all__ = ["CrawlConfig", "DocsConfig", "ImagesConfig", "Retriever", "RichProgre
 
 def run_query(store: Store, name: str, query: str | None = None, *, file: Path | None = None,
               like: str | None = None, k: int = 10, method: str | None = None, show: Path | None = None,
-              strip: str | None = None) -> list[Hit]:
+              strip: str | None = None, rerank: str | None = None, shortlist: int | None = None,
+              radius: int | None = None) -> list[Hit]:
     """Answer one query given exactly one of text/image, ``file`` or ``like``.
 
     For image indexes ``query`` is a path or http(s) URL; ``show`` writes a
-    contact sheet of the query and its hits.
+    contact sheet of the query and its hits. ``rerank``, ``shortlist`` and
+    ``radius`` drive two-stage search on binary codes (see
+    :meth:`Retriever.rank`).
     """
+    two_stage = {"rerank": rerank, "shortlist": shortlist, "radius": radius}
     given = [x for x in (query, file, like) if x is not None]
     if len(given) != 1:
         raise InputError("give exactly one query: QUERY (text, image path or URL), --file PATH or --like ID")
     retriever = Retriever(name, store)
     if like is not None:
-        hits = retriever.query_like(like, k, method)
+        hits = retriever.query_like(like, k, method, **two_stage)
     elif retriever.modality == "docs":
         from .corpus import read_text_file
 
         text = read_text_file(file, strip=strip) if file is not None else query
-        hits = retriever.query_text(text, k, method)
+        hits = retriever.query_text(text, k, method, **two_stage)
     else:
-        hits = retriever.query_image(str(file if file is not None else query), k, method)
+        hits = retriever.query_image(str(file if file is not None else query), k, method, **two_stage)
     if show is not None:
         _contact_sheet(retriever, hits, show, query=None if like is not None else str(file or query), like=like)
     return hits
@@ -62,7 +66,7 @@ def _contact_sheet(retriever: Retriever, hits: list[Hit], out: Path, query: str 
 
 def run_evaluation(store: Store, name: str, queries: str, *, labels_from_folders: bool = False,
                    strip: str | None = None, k: int = 100, methods: list[str] | None = None,
-                   limit: int | None = None, plot: Path | None = None,
+                   limit: int | None = None, plot: Path | None = None, shortlist: int | None = None,
                    progress: Progress | None = None) -> dict:
     """Evaluate index ``name`` on labelled queries, record it in the manifest.
 
@@ -75,7 +79,8 @@ def run_evaluation(store: Store, name: str, queries: str, *, labels_from_folders
 
         _check_png(plot)  # fail before the evaluation, not after
     q = load_queries(retriever, queries, labels_from_folders=labels_from_folders, strip=strip, limit=limit)
-    report = evaluate_index(retriever, q, k=k, methods=methods, curves=plot is not None, progress=progress)
+    report = evaluate_index(retriever, q, k=k, methods=methods, curves=plot is not None, shortlist=shortlist,
+                            progress=progress)
     if plot is not None:
         plot_pr_curves(report, plot)
     record = {key: report[key] for key in ("index", "queries", "k", "methods")}

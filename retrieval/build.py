@@ -39,39 +39,72 @@ def library_versions() -> dict[str, str]:
     return out
 
 
+def _save_method(method: str, encoder: Encoder, X, folder: Path, index_kind: str, started: float) -> dict:
+    """Index a fitted encoder's codes and save both; returns the manifest entry."""
+    n = X.shape[0]
+    index = make_index(index_kind, encoder.metric, n, sparse=encoder.sparse)
+    index.add(encoder.transform(X))
+    out = folder / "methods" / method
+    encoder.save(out)
+    index_file = index.save(out)
+    entry = {
+        "encoder": encoder.name,
+        "params": encoder.get_params(),
+        "dim": int(encoder.dim),
+        "metric": encoder.metric,
+        "binary": bool(encoder.binary),
+        "index": index.kind,
+        "index_bytes": index_file.stat().st_size,
+        "bytes_per_item": index_file.stat().st_size / n,
+        "fit_seconds": round(time.perf_counter() - started, 3),
+    }
+    history = getattr(encoder, "history_", None)
+    if history and history.get("loss"):
+        entry["training"] = {
+            "epochs": len(history["loss"]), "loss": history["loss"][-1],
+            "val_loss": history.get("val_loss", [None])[-1],
+            "pretrain_layers": len(history.get("pretrain", [])),
+            "binary_epochs": len(history.get("binary", {}).get("loss", []))}
+    return entry
+
+
+#: Methods derived from the float phase of a learned binary autoencoder:
+#: its float codes and their median thresholding (the baseline of learned bits).
+DERIVED = (("float", "none"), ("median", "median"))
+
+
 def _fit_methods(encoders: dict[str, Encoder], X, folder: Path, index_kind: str,
                  progress: Progress | None) -> dict[str, dict]:
-    """Fit each encoder, index its codes, save both; returns manifest entries."""
+    """Fit each encoder, index its codes, save both; returns manifest entries.
+
+    A learned binary autoencoder ``ae`` also yields ``ae-float`` and
+    ``ae-median`` from its float phase, at no extra training.
+    """
     methods = {}
-    n = X.shape[0]
     for method, encoder in encoders.items():
         started = time.perf_counter()
         report(progress, f"{method}: fit", 0, 1)
-        codes = encoder.fit(X, progress=progress).transform(X)
-        index = make_index(index_kind, encoder.metric, n, sparse=encoder.sparse)
-        index.add(codes)
-        out = folder / "methods" / method
-        encoder.save(out)
-        index_file = index.save(out)
-        seconds = time.perf_counter() - started
+        encoder.fit(X, progress=progress)
+        methods[method] = _save_method(method, encoder, X, folder, index_kind, started)
         report(progress, f"{method}: fit", 1, 1)
-        methods[method] = {
-            "encoder": encoder.name,
-            "params": encoder.get_params(),
-            "dim": int(encoder.dim),
-            "metric": encoder.metric,
-            "index": index.kind,
-            "index_bytes": index_file.stat().st_size,
-            "bytes_per_item": index_file.stat().st_size / n,
-            "fit_seconds": round(seconds, 3),
-        }
-        history = getattr(encoder, "history_", None)
-        if history and history.get("loss"):
-            methods[method]["training"] = {
-                "epochs": len(history["loss"]), "loss": history["loss"][-1],
-                "val_loss": history.get("val_loss", [None])[-1],
-                "pretrain_layers": len(history.get("pretrain", []))}
+        if getattr(encoder, "binarize", "none") == "learned":
+            for suffix, mode in DERIVED:
+                started = time.perf_counter()
+                entry = _save_method(f"{method}-{suffix}", encoder.derive(mode, X), X, folder, index_kind, started)
+                methods[f"{method}-{suffix}"] = entry | {"derived_from": method}
     return methods
+
+
+def _hashing_baselines(config) -> dict[str, Encoder]:
+    """ITQ and LSH at the learned codes' bit count, when asked for."""
+    from .encoders.hashing import ITQEncoder, LSHEncoder
+
+    out: dict[str, Encoder] = {}
+    if "itq" in config.baselines:
+        out["itq"] = ITQEncoder(config.bits, seed=config.seed)
+    if "lsh" in config.baselines:
+        out["lsh"] = LSHEncoder(config.bits, seed=config.seed)
+    return out
 
 
 def _manifest(name: str, modality: str, source, config, items, skipped: int, methods: dict,
@@ -124,18 +157,21 @@ def build_docs_index(source: str | Path | DocumentCorpus, name: str, config: Doc
     vectorizer = TextVectorizer(max_features=config.vocab_size)
     X = vectorizer.fit_transform([it.text for it in corpus.items])
     encoders: dict[str, Encoder] = {"ae": TextAutoencoder(
-        hidden=config.hidden, code_dim=config.code_dim, epochs=config.epochs,
+        hidden=config.hidden, code_dim=config.bits or config.code_dim, epochs=config.epochs,
         batch_size=config.batch_size, learning_rate=config.learning_rate, noise=config.noise,
-        decoder_hidden=config.decoder_hidden, code_norm=config.code_norm, neighbours=config.neighbours, neighbour_weight=config.neighbour_weight,
-        pretrain=config.pretrain, seed=config.seed)}
+        decoder_hidden=config.decoder_hidden, code_norm=config.code_norm, neighbours=config.neighbours,
+        neighbour_weight=config.neighbour_weight, pretrain=config.pretrain,
+        binarize="learned" if config.bits else "none", binary_epochs=config.binary_epochs, seed=config.seed)}
     if "lsa" in config.baselines:
         encoders["lsa"] = LSAEncoder(config.baseline_dim or config.code_dim, seed=config.seed)
     if "tfidf" in config.baselines:
         encoders["tfidf"] = TfidfEncoder()
+    encoders.update(_hashing_baselines(config))
     with store.writer(name, force) as folder:
         methods = _fit_methods(encoders, X, folder, config.index_kind, progress)
         vectorizer.save(folder / "vectorizer")
-        sp.save_npz(folder / DOC_INPUTS, X, compressed=True)
+        if config.keep_inputs:
+            sp.save_npz(folder / DOC_INPUTS, X, compressed=True)
         write_metadata(folder, corpus.items, [snippet(it.text) for it in corpus.items])
         manifest = _manifest(name, "docs", source, config, corpus.items, len(corpus.skipped), methods,
                              started, vectorizer={"vocabulary": vectorizer.n_features})
@@ -174,16 +210,19 @@ def build_images_index(source, name: str, config: ImagesConfig = ImagesConfig(),
     report(progress, "read", 1, 1, items=len(corpus.items))
     pixels = corpus.pixels
     encoders: dict[str, Encoder] = {"ae": ConvAutoencoder(
-        filters=config.filters, code_dim=config.code_dim, decoder=config.decoder, epochs=config.epochs,
-        batch_size=config.batch_size, learning_rate=config.learning_rate, noise=config.noise,
-        whiten=config.whiten, augment=config.augment, seed=config.seed)}
+        filters=config.filters, code_dim=config.bits or config.code_dim, decoder=config.decoder,
+        epochs=config.epochs, batch_size=config.batch_size, learning_rate=config.learning_rate,
+        noise=config.noise, whiten=config.whiten, augment=config.augment,
+        binarize="learned" if config.bits else "none", binary_epochs=config.binary_epochs, seed=config.seed)}
     if "pca" in config.baselines:
         encoders["pca"] = PCAEncoder(config.baseline_dim or config.code_dim, seed=config.seed)
     if "pixels" in config.baselines:
         encoders["pixels"] = PixelEncoder()
+    encoders.update(_hashing_baselines(config))
     with store.writer(name, force) as folder:
         methods = _fit_methods(encoders, pixels, folder, config.index_kind, progress)
-        np.save(folder / IMAGE_INPUTS, pixels)
+        if config.keep_inputs:
+            np.save(folder / IMAGE_INPUTS, pixels)
         write_metadata(folder, corpus.items, [it.title for it in corpus.items])
         manifest = _manifest(name, "images", source, config, corpus.items, len(corpus.skipped), methods,
                              started, images={"size": int(pixels.shape[1]), "color": corpus.color,

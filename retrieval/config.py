@@ -7,6 +7,26 @@ from .errors import InputError
 
 DOC_BASELINES = ("lsa", "tfidf")
 IMAGE_BASELINES = ("pca", "pixels")
+#: Hashing baselines, built beside learned binary codes (``--bits``).
+HASH_BASELINES = ("itq", "lsh")
+
+
+def _resolve_baselines(config, floats: tuple[str, ...]) -> None:
+    """Fill in the default baselines and check them against ``--bits``."""
+    value = config.baselines
+    if value is None:
+        value = floats + (HASH_BASELINES if config.bits else ())
+    value = _parse_baselines(value, floats + HASH_BASELINES)
+    hashing = [v for v in value if v in HASH_BASELINES]
+    if hashing and not config.bits:
+        raise InputError(f"baseline {hashing[0]!r} makes binary codes; give --bits (e.g. --bits 64) or drop it")
+    object.__setattr__(config, "baselines", value)
+    if config.bits is not None:
+        from .encoders.hashing import check_bits
+
+        check_bits(config.bits)
+    if config.binary_epochs < 1:
+        raise InputError(f"--binary-epochs must be >= 1; got {config.binary_epochs}")
 
 
 def _parse_baselines(value, allowed: tuple[str, ...]) -> tuple[str, ...]:
@@ -51,7 +71,13 @@ class DocsConfig(_Config):
         neighbours: Neighbours mixed into the reconstruction target (0: off).
         neighbour_weight: Their weight in the target.
         pretrain: ``"none"`` or ``"layerwise"``.
-        baselines: Baselines built beside the autoencoder (``lsa``, ``tfidf``).
+        bits: Learn binary codes of this many bits (semantic hashing) instead
+            of float codes; ``None`` for float codes.
+        binary_epochs: Epochs of binarised training after the float phase.
+        keep_inputs: Keep the TF-IDF matrix in the index (needed by
+            ``--like``, ``--rerank tfidf`` and ``plot``).
+        baselines: Baselines built beside the autoencoder (``lsa``, ``tfidf``,
+            and with ``bits`` also ``itq``, ``lsh``); ``None`` for all.
         baseline_dim: LSA dimension (default: the code dimension).
         index_kind: ``auto``, ``flat``, ``ivf`` or ``hnsw``.
         seed: Random seed of everything.
@@ -71,13 +97,16 @@ class DocsConfig(_Config):
     neighbours: int = 20
     neighbour_weight: float = 0.8
     pretrain: str = "none"
-    baselines: tuple[str, ...] = DOC_BASELINES
+    bits: int | None = None
+    binary_epochs: int = 5
+    keep_inputs: bool = True
+    baselines: tuple[str, ...] | None = None
     baseline_dim: int | None = None
     index_kind: str = "auto"
     seed: int = 0
 
     def __post_init__(self):
-        object.__setattr__(self, "baselines", _parse_baselines(self.baselines, DOC_BASELINES))
+        _resolve_baselines(self, DOC_BASELINES)
         if self.code_dim < 1:
             raise InputError(f"--code-dim must be >= 1; got {self.code_dim}")
         if self.epochs < 1:
@@ -103,7 +132,12 @@ class ImagesConfig(_Config):
         noise: Input dropout (denoising) rate.
         whiten: Partial whitening exponent of the codes.
         augment: Shift/mirror corruption in training (fraction of the side).
-        baselines: Baselines built beside the autoencoder (``pca``, ``pixels``).
+        bits: Learn binary codes of this many bits instead of float codes.
+        binary_epochs: Epochs of binarised training after the float phase.
+        keep_inputs: Keep the pixels in the index (needed by ``--like``,
+            ``--show``, ``--rerank pixels`` and ``plot``).
+        baselines: Baselines built beside the autoencoder (``pca``, ``pixels``,
+            and with ``bits`` also ``itq``, ``lsh``); ``None`` for all.
         baseline_dim: PCA dimension (default: the code dimension).
         index_kind: ``auto``, ``flat``, ``ivf`` or ``hnsw``.
         limit: Index at most this many images (``None``: all).
@@ -123,14 +157,17 @@ class ImagesConfig(_Config):
     noise: float = 0.0
     whiten: float = 0.25
     augment: float = 0.07
-    baselines: tuple[str, ...] = IMAGE_BASELINES
+    bits: int | None = None
+    binary_epochs: int = 4
+    keep_inputs: bool = True
+    baselines: tuple[str, ...] | None = None
     baseline_dim: int | None = None
     index_kind: str = "auto"
     limit: int | None = None
     seed: int = 0
 
     def __post_init__(self):
-        object.__setattr__(self, "baselines", _parse_baselines(self.baselines, IMAGE_BASELINES))
+        _resolve_baselines(self, IMAGE_BASELINES)
         if self.code_dim < 1:
             raise InputError(f"--code-dim must be >= 1; got {self.code_dim}")
         if self.size is not None and not 8 <= self.size <= 512:

@@ -15,6 +15,7 @@ import numpy as np
 from .errors import InputError, RetrievalWarning
 from .index import check_k
 from .progress import Progress, report
+from .build import DOC_INPUTS, IMAGE_INPUTS
 from .search import Retriever
 from .vectorize import empty_rows
 
@@ -122,9 +123,9 @@ def _require_labels(items, source) -> None:
                          "(a sub-folder per label) or a 'label' field in JSONL")
 
 
-def _latency_ms(retriever: Retriever, method: str, raw: list, k: int, samples: int) -> float:
-    """Median in-process time of one query: vectorize/decode + encode + search."""
-    encoder, index = retriever.method(method)
+def _latency_ms(retriever: Retriever, method: str, raw: list, k: int, samples: int,
+                shortlist: int | None = None) -> float:
+    """Median in-process time of one query: vectorize/decode + encode + search (+ re-rank)."""
     times = []
     for i in range(samples):
         query = raw[i]
@@ -133,13 +134,35 @@ def _latency_ms(retriever: Retriever, method: str, raw: list, k: int, samples: i
             inputs = retriever.vectorizer.transform([query])
         else:
             inputs = retriever.load_query_image(query)
-        index.search(encoder.transform(inputs), k)
+        retriever.rank(inputs, k, method, shortlist=shortlist)
         times.append(time.perf_counter() - started)
     return float(np.median(times) * 1000)
 
 
+def default_methods(retriever: Retriever) -> list[str]:
+    """Every method of the index, plus two-stage search behind each binary autoencoder.
+
+    ``ae>tfidf`` is the Hamming shortlist of ``ae`` re-ranked by TF-IDF
+    cosine; ``ae>float`` re-ranked by ``ae-float``; ``ae>tfidf+float`` by
+    the sum of both; ``ae>pixels`` by pixel distance (images).
+    """
+    from .search import RERANKERS
+
+    methods = list(retriever.methods)
+    have_inputs = (retriever.folder / (DOC_INPUTS if retriever.modality == "docs" else IMAGE_INPUTS)).exists()
+    for method, info in retriever.manifest["methods"].items():
+        if not info.get("binary") or "derived_from" in info or info["encoder"] in ("itq", "lsh"):
+            continue
+        has_float = f"{method}-float" in retriever.manifest["methods"]
+        for rerank in RERANKERS[retriever.modality]:
+            parts = rerank.split("+")
+            if rerank != "none" and all(has_float if p == "float" else have_inputs for p in parts):
+                methods.append(f"{method}>{rerank}")
+    return methods
+
+
 def evaluate_index(retriever: Retriever, queries: Queries, *, k: int = 100, methods: list[str] | None = None,
-                   latency_samples: int = 200, curves: bool = False,
+                   latency_samples: int = 200, curves: bool = False, shortlist: int | None = None,
                    progress: Progress | None = None) -> dict:
     """Evaluate every method of an index on labelled queries.
 
@@ -149,9 +172,12 @@ def evaluate_index(retriever: Retriever, queries: Queries, *, k: int = 100, meth
         retriever: The opened index.
         queries: Labelled queries from :func:`load_queries`.
         k: Depth of the ranking scored (precision@k, mAP@k).
-        methods: Methods to compare (default: all in the index).
+        methods: Methods to compare (default: :func:`default_methods`);
+            ``"METHOD>RERANKER"`` is two-stage search.
         latency_samples: Single queries timed per method.
-        curves: Also compute precision-recall curves over the whole ranking.
+        curves: Also compute precision-recall curves over the whole ranking
+            (single-stage methods only).
+        shortlist: Hamming shortlist size of two-stage methods.
         progress: Progress callback.
 
     Returns:
@@ -168,29 +194,44 @@ def evaluate_index(retriever: Retriever, queries: Queries, *, k: int = 100, meth
     depth = min(k, n_items)
     counts = {label: int(c) for label, c in zip(*np.unique(index_labels[index_labels != None], return_counts=True))}  # noqa: E711
     n_relevant = np.array([counts.get(label, 0) for label in queries.labels])
-    methods = methods or retriever.methods
+    methods = methods or default_methods(retriever)
     result = {"index": retriever.name, "queries": int(len(queries.labels)), "k": k, "methods": {}}
     if curves:
         result["curves"] = {}
     for step, method in enumerate(methods):
         report(progress, "evaluate", step, len(methods), method=method)
-        encoder, index = retriever.method(method)
-        codes = encoder.transform(queries.inputs)
-        _, positions = index.search(codes, depth)
+        base, rerank = retriever.split_method(method)
+        _, positions = retriever.rank(queries.inputs, depth, method, shortlist=shortlist)
         rel = relevance(queries.labels, positions, index_labels)
         row = {"precision@10": float(precision_at(rel, 10).mean())}
         row[f"precision@{k}"] = float(precision_at(rel, k).mean())
         row[f"map@{k}"] = float(average_precision_at(rel, n_relevant, k).mean())
         row["query_ms_p50"] = _latency_ms(retriever, method, queries.raw,
-                                          k, min(latency_samples, len(queries.labels)))
-        row["bytes_per_item"] = float(retriever.manifest["methods"][method]["bytes_per_item"])
+                                          k, min(latency_samples, len(queries.labels)), shortlist)
+        row["bytes_per_item"] = _bytes_per_item(retriever, base or retriever.manifest.get("default_method", "ae"),
+                                                rerank)
         result["methods"][method] = row
-        if curves:
+        if curves and rerank is None:
+            encoder, index = retriever.method(method)
             sample = _curve_sample(len(queries.labels))
-            result["curves"][method] = _curve(index, codes[sample], queries.labels[sample], index_labels,
+            codes = encoder.transform(queries.inputs[sample])
+            result["curves"][method] = _curve(index, codes, queries.labels[sample], index_labels,
                                               n_relevant[sample])
     report(progress, "evaluate", len(methods), len(methods))
     return result
+
+
+def _bytes_per_item(retriever: Retriever, method: str, rerank: str | None) -> float:
+    """Index bytes per item; two-stage methods add what their re-ranker reads."""
+    methods = retriever.manifest["methods"]
+    size = float(methods[method]["bytes_per_item"])
+    for part in (rerank or "none").split("+"):
+        if part == "float":
+            size += float(methods[f"{method}-float"]["bytes_per_item"])
+        elif part != "none":
+            stored = retriever.folder / (DOC_INPUTS if retriever.modality == "docs" else IMAGE_INPUTS)
+            size += stored.stat().st_size / max(1, retriever.manifest["counts"]["items"])
+    return size
 
 
 #: Precision-recall curves rank the whole index for each query; a seeded

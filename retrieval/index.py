@@ -3,7 +3,8 @@
 Every backend answers ``search(queries, k) -> (scores, positions)`` with
 *higher scores better*: cosine similarity for ``metric="cosine"`` (vectors are
 L2-normalised, then FAISS inner product), minus the Euclidean distance for
-``metric="l2"``. Positions index the rows added, in order; the store maps them
+``metric="l2"``, minus the Hamming distance for ``metric="hamming"`` (packed
+binary codes). Positions index the rows added, in order; the store maps them
 to item ids.
 """
 from __future__ import annotations
@@ -22,9 +23,13 @@ from .errors import IndexFormatError, InputError
 #: below it a flat scan of 32-d codes takes well under a millisecond.
 APPROX_THRESHOLD = 200_000
 INDEX_KINDS = ("auto", "flat", "ivf", "hnsw")
+#: Above this many items ``kind="auto"`` switches binary codes from an exact
+#: Hamming scan to a binary IVF. Measured (BENCHMARKS.md, scale table): the
+#: exact scan of 64-bit codes costs ~1 ms per million items on one core.
+BINARY_APPROX_THRESHOLD = 1_000_000
 #: Batches up to this size are searched on one thread (see FaissIndex.search).
 SINGLE_THREAD_QUERIES = 16
-METRICS = ("cosine", "l2")
+METRICS = ("cosine", "l2", "hamming")
 
 
 def check_k(k: int) -> int:
@@ -70,17 +75,30 @@ class VectorIndex:
         raise NotImplementedError
 
 
-class FaissIndex(VectorIndex):
-    """Shared code of the FAISS float backends."""
+def _faiss_search(index, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    if len(queries) <= SINGLE_THREAD_QUERIES:
+        # Measured: one query through FAISS' OpenMP pool right after a
+        # BLAS product waits ~15 ms for threads; alone it takes 0.2 ms.
+        threads = faiss.omp_get_max_threads()
+        faiss.omp_set_num_threads(1)
+        try:
+            return index.search(queries, k)
+        finally:
+            faiss.omp_set_num_threads(threads)
+    return index.search(queries, k)
+
+
+class _FaissBacked(VectorIndex):
+    """A FAISS index object built on the first ``add``, persisted in one file."""
+
+    _write = staticmethod(faiss.write_index)
+    _read = staticmethod(faiss.read_index)
 
     def __init__(self, metric: str = "cosine") -> None:
         super().__init__(metric)
-        self.index_: faiss.Index | None = None
+        self.index_ = None
 
-    def _faiss_metric(self) -> int:
-        return faiss.METRIC_INNER_PRODUCT if self.metric == "cosine" else faiss.METRIC_L2
-
-    def _build(self, codes: np.ndarray) -> faiss.Index:  # pragma: no cover - abstract
+    def _build(self, codes: np.ndarray):  # pragma: no cover - abstract
         raise NotImplementedError
 
     def add(self, codes) -> None:
@@ -89,37 +107,19 @@ class FaissIndex(VectorIndex):
             self.index_ = self._build(codes)
         self.index_.add(codes)
 
-    def search(self, queries, k: int) -> tuple[np.ndarray, np.ndarray]:
-        k = min(check_k(k), len(self))
-        queries = self._prepare(queries)
-        if len(queries) <= SINGLE_THREAD_QUERIES:
-            # Measured: one query through FAISS' OpenMP pool right after a
-            # BLAS product waits ~15 ms for threads; alone it takes 0.2 ms.
-            threads = faiss.omp_get_max_threads()
-            faiss.omp_set_num_threads(1)
-            try:
-                scores, positions = self.index_.search(queries, k)
-            finally:
-                faiss.omp_set_num_threads(threads)
-        else:
-            scores, positions = self.index_.search(queries, k)
-        if self.metric == "l2":  # FAISS returns squared distances, lower better
-            scores = -np.sqrt(np.maximum(scores, 0))
-        return scores, positions
-
     def __len__(self) -> int:
         return 0 if self.index_ is None else int(self.index_.ntotal)
 
     def save(self, folder: Path) -> Path:
         path = folder / self.filename
-        faiss.write_index(self.index_, str(path))
+        self._write(self.index_, str(path))
         return path
 
     @classmethod
-    def load(cls, folder: Path, metric: str) -> "FaissIndex":
+    def load(cls, folder: Path, metric: str):
         self = cls(metric)
         try:
-            self.index_ = faiss.read_index(str(folder / cls.filename))
+            self.index_ = cls._read(str(folder / cls.filename))
         except RuntimeError as exc:
             raise IndexFormatError(f"cannot read {folder / cls.filename} ({str(exc).splitlines()[0]}); rebuild the index") from None
         self._after_load()
@@ -127,6 +127,28 @@ class FaissIndex(VectorIndex):
 
     def _after_load(self) -> None:
         pass
+
+
+class FaissIndex(_FaissBacked):
+    """Shared code of the FAISS float backends."""
+
+    def _faiss_metric(self) -> int:
+        return faiss.METRIC_INNER_PRODUCT if self.metric == "cosine" else faiss.METRIC_L2
+
+    def search(self, queries, k: int) -> tuple[np.ndarray, np.ndarray]:
+        k = min(check_k(k), len(self))
+        queries = self._prepare(queries)
+        scores, positions = _faiss_search(self.index_, queries, k)
+        if self.metric == "l2":  # FAISS returns squared distances, lower better
+            scores = -np.sqrt(np.maximum(scores, 0))
+        return scores, positions
+
+    def vectors(self, positions) -> np.ndarray:
+        """The stored (normalised, for cosine) vectors at ``positions``, float32."""
+        positions = np.asarray(positions, dtype=np.int64)
+        if isinstance(self.index_, faiss.IndexIVF) and not self.index_.direct_map.type:
+            self.index_.make_direct_map()  # IVF lists are unordered without it
+        return self.index_.reconstruct_batch(positions)
 
 
 class FlatIndex(FaissIndex):
@@ -251,8 +273,89 @@ class SparseIndex(VectorIndex):
         return self
 
 
+class BinaryIndex(_FaissBacked):
+    """Shared code of the Hamming backends over packed ``uint8`` codes.
+
+    Scores are minus the Hamming distance (higher is better, like the float
+    backends).
+    """
+
+    filename = "index.faissb"
+    _write = staticmethod(faiss.write_index_binary)
+    _read = staticmethod(faiss.read_index_binary)
+
+    def __init__(self, metric: str = "hamming") -> None:
+        if metric != "hamming":
+            raise InputError(f"binary indexes search Hamming distances; got metric {metric!r}")
+        super().__init__(metric)
+
+    def _prepare(self, codes) -> np.ndarray:
+        codes = np.ascontiguousarray(codes)
+        if codes.dtype != np.uint8 or codes.ndim != 2:
+            raise InputError(f"binary indexes take packed uint8 codes (n, bits/8); got {codes.dtype} {codes.shape}")
+        return codes
+
+    def search(self, queries, k: int) -> tuple[np.ndarray, np.ndarray]:
+        k = min(check_k(k), len(self))
+        distances, positions = _faiss_search(self.index_, self._prepare(queries), k)
+        return -distances.astype(np.float32), positions
+
+    def within(self, query, radius: int) -> tuple[np.ndarray, np.ndarray]:
+        """Every code within Hamming ``radius`` of one query: (scores, positions), nearest first."""
+        lims, distances, positions = self.index_.range_search(self._prepare(query)[:1], int(radius) + 1)
+        order = np.argsort(distances[lims[0]:lims[1]], kind="stable")
+        return (-distances[lims[0]:lims[1]][order].astype(np.float32),
+                positions[lims[0]:lims[1]][order].astype(np.int64))
+
+    @property
+    def bits(self) -> int:
+        """Code length in bits."""
+        return 0 if self.index_ is None else int(self.index_.d)
+
+
+class BinaryFlatIndex(BinaryIndex):
+    """Exact Hamming scan (``IndexBinaryFlat``): popcounts over every code."""
+
+    kind = "binary-flat"
+
+    def _build(self, codes):
+        return faiss.IndexBinaryFlat(codes.shape[1] * 8)
+
+
+class BinaryIVFIndex(BinaryIndex):
+    """Sub-linear Hamming search: binary k-means cells, ``nprobe`` scanned per query.
+
+    Args:
+        metric: Must be ``"hamming"``.
+        nprobe: Cells scanned per query (recall against speed).
+        nlist: Number of cells (default: ``4 * sqrt(n)``, at most ``n / 39``).
+    """
+
+    kind = "binary-ivf"
+
+    def __init__(self, metric: str = "hamming", nprobe: int = 32, nlist: int | None = None) -> None:
+        super().__init__(metric)
+        self.nprobe = nprobe
+        self.nlist = nlist
+
+    def _build(self, codes):
+        n, width = codes.shape
+        nlist = self.nlist or int(max(1, min(4 * np.sqrt(n), n // 39)))
+        index = faiss.IndexBinaryIVF(faiss.IndexBinaryFlat(width * 8), width * 8, nlist)
+        # Binary k-means is trained on a sample: 64 points per cell are plenty
+        # and keep the build of a million codes in seconds.
+        rng = np.random.default_rng(0)
+        sample = codes if n <= 64 * nlist else codes[np.sort(rng.choice(n, 64 * nlist, replace=False))]
+        index.train(sample)
+        index.nprobe = min(self.nprobe, nlist)
+        return index
+
+    def _after_load(self) -> None:
+        self.index_.nprobe = min(self.nprobe, self.index_.nlist)
+
+
 BACKENDS: dict[str, type[VectorIndex]] = {
-    cls.kind: cls for cls in (FlatIndex, IVFIndex, HNSWIndex, SparseIndex)
+    cls.kind: cls for cls in (FlatIndex, IVFIndex, HNSWIndex, SparseIndex, BinaryFlatIndex, BinaryIVFIndex)
 }
 
 
@@ -261,8 +364,10 @@ def make_index(kind: str, metric: str, n_items: int, sparse: bool = False) -> Ve
 
     Args:
         kind: ``"auto"``, ``"flat"``, ``"ivf"`` or ``"hnsw"``. ``"auto"`` is
-            exact below :data:`APPROX_THRESHOLD` items and HNSW above.
-        metric: ``"cosine"`` or ``"l2"``.
+            exact below :data:`APPROX_THRESHOLD` items and HNSW above; for
+            binary codes exact below :data:`BINARY_APPROX_THRESHOLD` and
+            binary IVF above.
+        metric: ``"cosine"``, ``"l2"`` or ``"hamming"`` (packed binary codes).
         n_items: Number of items that will be added.
         sparse: The codes are sparse (TF-IDF): always the exact sparse index.
 
@@ -273,6 +378,12 @@ def make_index(kind: str, metric: str, n_items: int, sparse: bool = False) -> Ve
         raise InputError(f"unknown index kind {kind!r}; use one of {', '.join(INDEX_KINDS)}")
     if sparse:
         return SparseIndex(metric)
+    if metric == "hamming":
+        if kind == "hnsw":
+            raise InputError("--index hnsw is for float codes; binary codes use flat, ivf or auto")
+        if kind == "auto":
+            kind = "ivf" if n_items > BINARY_APPROX_THRESHOLD else "flat"
+        return BACKENDS[f"binary-{kind}"](metric)
     if kind == "auto":
         kind = "hnsw" if n_items > APPROX_THRESHOLD else "flat"
     return BACKENDS[kind](metric)

@@ -6,6 +6,7 @@ from pathlib import Path
 from ..errors import IndexFormatError
 from .base import Encoder, l2_normalize
 from .baselines import LSAEncoder, PCAEncoder, PixelEncoder, TfidfEncoder
+from .hashing import ITQEncoder, LSHEncoder
 
 
 def _autoencoders():
@@ -17,7 +18,8 @@ def _autoencoders():
 
 def encoder_class(name: str) -> type[Encoder]:
     """Return the encoder class registered under ``name`` (manifest key)."""
-    light = {cls.name: cls for cls in (LSAEncoder, TfidfEncoder, PCAEncoder, PixelEncoder)}
+    light = {cls.name: cls for cls in (LSAEncoder, TfidfEncoder, PCAEncoder, PixelEncoder,
+                                       LSHEncoder, ITQEncoder)}
     if name in light:
         return light[name]
     heavy = _autoencoders()
@@ -31,5 +33,5 @@ def load_encoder(name: str, folder: Path) -> Encoder:
     return encoder_class(name).load(folder)
 
 
-__all__ = ["Encoder", "LSAEncoder", "PCAEncoder", "PixelEncoder", "TfidfEncoder",
+__all__ = ["Encoder", "ITQEncoder", "LSAEncoder", "LSHEncoder", "PCAEncoder", "PixelEncoder", "TfidfEncoder",
            "encoder_class", "load_encoder", "l2_normalize"]

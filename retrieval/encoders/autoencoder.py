@@ -23,6 +23,35 @@ from ..vectorize import word_distribution  # noqa: E402
 from .base import Encoder, l2_normalize  # noqa: E402
 
 PRETRAIN_MODES = ("none", "layerwise")
+#: ``none``: float codes; ``learned``: binary codes trained as such (a float
+#: phase, then straight-through stochastic binarisation); ``median``: the float
+#: code thresholded at each unit's median after training (the baseline).
+BINARIZE_MODES = ("none", "learned", "median")
+
+
+class _StochasticSign(layers.Layer):
+    """Binarise codes to +-1 in the forward pass, straight-through backwards.
+
+    In training each unit is +1 with probability ``(1 + tanh z) / 2``: the
+    sampling noise only leaves the decoder a clean signal when units saturate,
+    which is what pushes the code to be binary (as the noise injected in the
+    semantic-hashing papers did). The gradient is that of ``tanh``. At
+    inference the bit is ``z > 0``. This layer lives only in the training
+    graph, never in the saved encoder.
+    """
+
+    def __init__(self, seed: int = 0, **kwargs) -> None:
+        super().__init__(**kwargs)
+        self.seed_generator = keras.random.SeedGenerator(seed)
+
+    def call(self, z, training=None):
+        t = keras.ops.tanh(z)
+        if training:
+            u = keras.random.uniform(keras.ops.shape(z), seed=self.seed_generator)
+            b = keras.ops.where(u < (t + 1) / 2, 1.0, -1.0)
+        else:
+            b = keras.ops.where(z > 0, 1.0, -1.0)
+        return t + keras.ops.stop_gradient(b - t)
 
 
 class _Batches(keras.utils.PyDataset):
@@ -95,13 +124,43 @@ class _EpochProgress(keras.callbacks.Callback):
 
 
 class KerasAutoencoder(Encoder):
-    """Shared training, persistence and fast inference of the autoencoders."""
+    """Shared training, persistence and fast inference of the autoencoders.
 
-    _arrays = ("code_mean", "code_projection")
+    With ``binarize="learned"`` the code has ``code_dim`` bits: training runs
+    the float phase, then ``binary_epochs`` more with the decoder fed
+    binarised codes; ``transform`` returns packed bits. :meth:`derive` turns
+    the float phase's model into the ``none`` (float) and ``median``
+    (thresholded) encoders compared against it.
+    """
+
+    binarize: str = "none"
+    binary_epochs: int = 0
     #: Partial whitening exponent of the codes (0: centring only); see _finish.
     whiten: float = 0.0
     #: Cosine learning-rate decay over the planned epochs.
     lr_decay: bool = False
+
+    @property
+    def binary(self) -> bool:
+        """True when the codes are packed bits (``binarize`` is not ``none``)."""
+        return self.binarize != "none"
+
+    @property
+    def metric(self) -> str:
+        """``hamming`` for binary codes, else ``cosine``."""
+        return "hamming" if self.binary else "cosine"
+
+    @property
+    def _arrays(self) -> tuple[str, ...]:
+        return ("code_mean", "code_projection") + (("thresholds",) if self.binary else ())
+
+    def _check_binarize(self) -> None:
+        if self.binarize not in BINARIZE_MODES:
+            raise InputError(f"binarize must be one of {', '.join(BINARIZE_MODES)}; got {self.binarize!r}")
+        if self.binary:
+            from .hashing import check_bits
+
+            check_bits(self.code_dim)
 
     # -- training ---------------------------------------------------------
     def _split(self, n: int) -> tuple[np.ndarray, np.ndarray]:
@@ -113,11 +172,11 @@ class KerasAutoencoder(Encoder):
         return np.sort(order[n_val:]), np.sort(order[:n_val])
 
     def _train(self, model, inputs, targets, loss, epochs: int, task: str,
-               progress: Progress | None, sparse_input: bool = False) -> dict:
+               progress: Progress | None, sparse_input: bool = False, decay: bool | None = None) -> dict:
         """Fit ``model`` with early stopping on a held-out slice."""
         train, val = self._split(inputs.shape[0])
         rate = self.learning_rate
-        if self.lr_decay:
+        if self.lr_decay if decay is None else decay:
             # Cosine decay to 5 % over the planned epochs: the last epochs
             # settle into a minimum instead of bouncing around it.
             steps = epochs * -(-len(train) // self.batch_size)
@@ -135,12 +194,54 @@ class KerasAutoencoder(Encoder):
                             shuffle=False)  # the data sources shuffle themselves, seeded
         return {k: [float(x) for x in v] for k, v in history.history.items()}
 
+    def _binary_phase(self, inputs, targets, loss, progress: Progress | None, sparse_input: bool = False) -> dict:
+        """Keep the float phase's encoder, then train on binarised codes.
+
+        The decoder, trained on float codes, now receives +-1 bits; a fresh
+        cosine-decayed schedule lets both adapt without undoing the float
+        phase.
+        """
+        self.phase_one_ = self.encoder_.get_weights()
+        spec = self.encoder_.inputs[0]
+        inp = keras.Input(batch_shape=spec.shape, sparse=spec.sparse)
+        bits = _StochasticSign(seed=self.seed, name="binarize")(self.encoder_(inp))
+        model = keras.Model(inp, self.decoder_(bits), name="binary_autoencoder")
+        return self._train(model, inputs, targets, loss, self.binary_epochs, "ae: binary epoch", progress,
+                           sparse_input=sparse_input, decay=True)
+
+    def derive(self, binarize: str, X) -> "KerasAutoencoder":
+        """An encoder from the float phase of a ``learned`` binary fit.
+
+        Args:
+            binarize: ``"none"`` (the float codes) or ``"median"`` (the float
+                codes thresholded at each unit's training median).
+            X: The inputs ``fit`` was given (to compute means and medians).
+
+        Returns:
+            A fitted encoder of the same class sharing no state with self.
+        """
+        if not hasattr(self, "phase_one_"):
+            raise RuntimeError("derive() needs an encoder fitted with binarize='learned'")
+        other = type(self)(**{**self.get_params(), "binarize": binarize})
+        other.encoder_ = keras.models.clone_model(self.encoder_)
+        other.encoder_.set_weights(self.phase_one_)
+        other._finish(self._fit_input(X), self.fit_seconds_, self.history_)
+        return other
+
+    def _fit_input(self, X):
+        return X
+
     def _finish(self, inputs, seconds: float, history: dict) -> None:
         self._compile_inference()
         codes = self._predict(inputs)
         self.code_mean_ = codes.mean(axis=0).astype(np.float32) if self.center else \
             np.zeros(codes.shape[1], np.float32)
         self.code_projection_ = _partial_whitening(codes - self.code_mean_, self.whiten)
+        if self.binary:
+            # Learned bits are the signs the network was trained with; the
+            # median baseline splits every unit's training values in half.
+            self.thresholds_ = (np.median(codes, axis=0) if self.binarize == "median"
+                                else np.zeros(codes.shape[1])).astype(np.float32)
         self.history_ = history
         self.fit_seconds_ = seconds
 
@@ -204,10 +305,14 @@ class KerasAutoencoder(Encoder):
         return np.asarray(part, dtype=np.float32)
 
     def transform(self, X) -> np.ndarray:
-        """Encode ``X`` into float32 codes ``(n, code_dim)`` (mean code removed)."""
+        """Encode ``X``: float32 codes ``(n, code_dim)`` (mean code removed, partially
+        whitened), or packed ``uint8`` bits ``(n, code_dim / 8)`` for binary codes."""
         if not hasattr(self, "encoder_"):
             raise RuntimeError(f"{type(self).__name__} is not fitted; call fit() first")
-        return (self._predict(self._input_matrix(X)) - self.code_mean_) @ self.code_projection_
+        raw = self._predict(self._input_matrix(X))
+        if self.binary:
+            return np.packbits(raw > self.thresholds_, axis=1)
+        return (raw - self.code_mean_) @ self.code_projection_
 
     def _input_matrix(self, X):
         return X
@@ -298,15 +403,18 @@ class TextAutoencoder(KerasAutoencoder):
         validation_fraction: Held-out slice for early stopping.
         center: Subtract the mean training code (cosine then compares
             directions around the corpus centre, not around the origin).
+        binarize: ``"none"`` (float codes), ``"learned"`` (``code_dim`` bits
+            trained as bits) or ``"median"`` (float codes thresholded).
+        binary_epochs: Epochs of binarised training after the float phase.
         seed: Seed of weights, noise and shuffling.
 
     Attributes:
         encoder_: The Keras encoder model (TF-IDF -> code).
         code_mean_: Mean training code, subtracted by ``transform``.
+        thresholds_: Per-unit bit thresholds (binary codes only).
     """
 
     name = "text_autoencoder"
-    metric = "cosine"
     modality = "docs"
 
     def __init__(self, hidden: tuple[int, ...] | list[int] = (500, 250), code_dim: int = 32,
@@ -314,7 +422,8 @@ class TextAutoencoder(KerasAutoencoder):
                  noise: float = 0.0, decoder_hidden: tuple[int, ...] | list[int] = (),
                  code_norm: bool = True, neighbours: int = 20, neighbour_weight: float = 0.8,
                  pretrain: str = "none", pretrain_epochs: int = 3, patience: int = 2,
-                 validation_fraction: float = 0.05, center: bool = True, seed: int = 0) -> None:
+                 validation_fraction: float = 0.05, center: bool = True, binarize: str = "none",
+                 binary_epochs: int = 5, seed: int = 0) -> None:
         self.hidden = list(hidden)
         self.code_dim = code_dim
         self.epochs = epochs
@@ -330,9 +439,12 @@ class TextAutoencoder(KerasAutoencoder):
         self.patience = patience
         self.validation_fraction = validation_fraction
         self.center = center
+        self.binarize = binarize
+        self.binary_epochs = binary_epochs
         self.seed = seed
 
     def _check(self, X) -> None:
+        self._check_binarize()
         if self.code_dim < 1 or any(h < 1 for h in self.hidden):
             raise InputError(f"layer sizes must be positive; got hidden={self.hidden}, code_dim={self.code_dim}")
         if self.pretrain not in PRETRAIN_MODES:
@@ -385,14 +497,20 @@ class TextAutoencoder(KerasAutoencoder):
         history = {}
         if self.pretrain == "layerwise":
             history["pretrain"] = self._pretrain(X, targets, progress, sparse)
-        history.update(self._train(autoencoder, X, targets, keras.losses.CategoricalCrossentropy(),
-                                   self.epochs, "ae: epoch", progress, sparse_input=sparse))
+        loss = keras.losses.CategoricalCrossentropy()
+        history.update(self._train(autoencoder, X, targets, loss, self.epochs, "ae: epoch", progress,
+                                   sparse_input=sparse))
+        if self.binarize == "learned":
+            history["binary"] = self._binary_phase(X, targets, loss, progress, sparse_input=sparse)
         if sparse:  # the saved encoder takes dense rows, like every Keras model users know
             dense_encoder, _, _ = self._build(X.shape[1], sparse=False)
             dense_encoder.set_weights(self.encoder_.get_weights())
             self.encoder_ = dense_encoder
         self._finish(X, time.perf_counter() - started, history)
         return self
+
+    def _fit_input(self, X):
+        return sp.csr_matrix(X, dtype=np.float32)
 
     def _pretrain(self, X, targets, progress: Progress | None, sparse: bool) -> list:
         """Greedy layer-wise pre-training (Hinton & Salakhutdinov 2006).
@@ -453,6 +571,9 @@ class ConvAutoencoder(KerasAutoencoder):
         augment: Denoising by geometric corruption: random shifts up to this
             fraction of the side, and mirroring, in training only (0 = off).
         lr_decay: Cosine learning-rate decay over the planned epochs.
+        binarize: ``"none"`` (float codes), ``"learned"`` (``code_dim`` bits
+            trained as bits) or ``"median"`` (float codes thresholded).
+        binary_epochs: Epochs of binarised training after the float phase.
         seed: Seed of weights, noise and shuffling.
 
     Attributes:
@@ -462,14 +583,13 @@ class ConvAutoencoder(KerasAutoencoder):
     """
 
     name = "conv_autoencoder"
-    metric = "cosine"
     modality = "images"
 
     def __init__(self, filters: tuple[int, ...] | list[int] = (32, 64, 128), code_dim: int = 32,
                  decoder: str = "dense", epochs: int = 12, batch_size: int = 256, learning_rate: float = 1e-3,
                  noise: float = 0.0, patience: int = 3, validation_fraction: float = 0.05,
                  center: bool = True, whiten: float = 0.25, augment: float = 0.07, lr_decay: bool = True,
-                 seed: int = 0) -> None:
+                 binarize: str = "none", binary_epochs: int = 4, seed: int = 0) -> None:
         self.filters = list(filters)
         self.code_dim = code_dim
         self.decoder = decoder
@@ -483,6 +603,8 @@ class ConvAutoencoder(KerasAutoencoder):
         self.whiten = whiten
         self.augment = augment
         self.lr_decay = lr_decay
+        self.binarize = binarize
+        self.binary_epochs = binary_epochs
         self.seed = seed
 
     def _prepare_input(self, part):
@@ -504,6 +626,8 @@ class ConvAutoencoder(KerasAutoencoder):
             h = layers.Activation("relu", name=f"conv_{i}_relu")(h)
         inner = tuple(h.shape[1:])
         code = layers.Dense(self.code_dim, name="code")(layers.Flatten()(h))
+        if self.binary:  # standardised units: each bit splits the collection near its middle
+            code = layers.BatchNormalization(name="code_norm")(code)
         encoder = keras.Model(inp, code, name="encoder")
         dec_in = keras.Input((self.code_dim,), name="code_in")
         if self.decoder == "dense":
@@ -531,11 +655,14 @@ class ConvAutoencoder(KerasAutoencoder):
             raise InputError(f"an autoencoder needs at least 4 images; got {len(X)}")
         if self.decoder not in ("dense", "deconv"):
             raise InputError(f"decoder must be 'dense' or 'deconv'; got {self.decoder!r}")
+        self._check_binarize()
         started = time.perf_counter()
         keras.utils.set_random_seed(self.seed)
         self.encoder_, self.decoder_, autoencoder = self._build(X.shape[1:])
         scaled = X.astype(np.float32) * np.float32(1 / 255)
-        history = self._train(autoencoder, scaled, scaled, keras.losses.BinaryCrossentropy(),
-                              self.epochs, "ae: epoch", progress)
+        loss = keras.losses.BinaryCrossentropy()
+        history = self._train(autoencoder, scaled, scaled, loss, self.epochs, "ae: epoch", progress)
+        if self.binarize == "learned":
+            history["binary"] = self._binary_phase(scaled, scaled, loss, progress)
         self._finish(X, time.perf_counter() - started, history)
         return self

@@ -25,12 +25,16 @@ class Encoder:
         metric: ``"cosine"`` (normalised inner product) or ``"l2"``.
         sparse: True when ``transform`` returns a sparse matrix.
         modality: ``"docs"`` or ``"images"``.
+        binary: True when ``transform`` returns packed ``uint8`` bit codes
+            ``(n, bits / 8)`` searched by Hamming distance (``metric`` is
+            then ``"hamming"`` and ``dim`` the number of bits).
     """
 
     name: ClassVar[str] = ""
     metric: ClassVar[str] = "cosine"
     sparse: ClassVar[bool] = False
     modality: ClassVar[str] = ""
+    binary: ClassVar[bool] = False
     #: Learned arrays saved as ``<attr>.npy`` (without the trailing ``_``).
     _arrays: ClassVar[tuple[str, ...]] = ()
 
@@ -78,7 +82,7 @@ class Encoder:
         try:
             params = json.loads((folder / "params.json").read_text())
             self = cls(**params)
-            for attr in cls._arrays:
+            for attr in self._arrays:
                 setattr(self, attr + "_", np.load(folder / f"{attr}.npy", allow_pickle=False))
         except (OSError, ValueError, TypeError) as exc:
             raise IndexFormatError(f"encoder files in {folder} are missing or corrupt ({exc}); rebuild the index") from None
