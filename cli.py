@@ -195,9 +195,13 @@ def query(
     as_json: JsonOut = False,
 ) -> None:
     """Find the items most similar to a text, an image, or an indexed item."""
-    hits = api.run_query(api.Store(index_dir), name, query_, file=file, like=like, k=k, method=method,
-                         show=show, strip=strip, rerank=rerank, shortlist=shortlist, radius=radius)
-    _print_hits(hits, as_json)
+    result = api.search(api.Store(index_dir), name, query_, file=file, like=like, k=k, method=method,
+                        show=show, strip=strip, rerank=rerank, shortlist=shortlist, radius=radius)
+    _print_hits(result.hits, as_json)
+    if result.novelty is not None:
+        err.print(f"novelty of the query: reconstruction error {result.novelty['score']:.3f}, "
+                  f"{result.novelty['percentile']:.0f}th percentile of the indexed items"
+                  + (" (nothing like it is indexed)" if result.novelty["percentile"] >= 99 else ""))
     if show and not as_json:
         err.print(f"contact sheet written to {show}")
 
@@ -230,6 +234,103 @@ def evaluate(
         _print_report(report)
         if plot:
             err.print(f"precision-recall curves written to {plot}")
+
+
+def _print_update(report, as_json: bool) -> None:
+    if as_json:
+        print(json.dumps(report.to_dict(), indent=2))
+        return
+    out.print(f"added {report.added}, replaced {report.replaced}, unchanged {report.unchanged}, "
+              f"removed {report.removed}, skipped {report.skipped}; {report.items} items now ({report.seconds:.1f} s)")
+    _print_drift(report.drift)
+
+
+def _print_drift(drift: dict) -> None:
+    if drift.get("retrain_recommended"):
+        for reason in drift["reasons"]:
+            err.print(f"[yellow]retrain recommended:[/] {reason}; run 'retrieval retrain NAME'")
+
+
+@app.command()
+def add(
+    name: Annotated[str, typer.Argument(help="Index name.")],
+    source: Annotated[str, typer.Argument(help="Documents or images to add (same kinds of source as index).")],
+    labels_from_folders: Annotated[Optional[bool], typer.Option("--labels-from-folders/--no-labels-from-folders", help="Label = sub-folder (default: as built).")] = None,
+    index_dir: IndexDir = None,
+    as_json: JsonOut = False,
+) -> None:
+    """Add items with the stored models (no retraining); changed items are replaced, unchanged skipped."""
+    with api.RichProgress(err) as progress:
+        report = api.add_items(api.Store(index_dir), name, source, labels_from_folders=labels_from_folders,
+                               progress=progress)
+    _print_update(report, as_json)
+
+
+@app.command("remove-items")
+def remove_items(
+    name: Annotated[str, typer.Argument(help="Index name.")],
+    ids: Annotated[Optional[list[str]], typer.Option("--id", help="Item id to remove (repeatable).")] = None,
+    path_prefix: Annotated[Optional[str], typer.Option("--path-prefix", help="Remove every item whose path starts with this.")] = None,
+    index_dir: IndexDir = None,
+    as_json: JsonOut = False,
+) -> None:
+    """Remove items from every method of an index."""
+    report = api.remove_items(api.Store(index_dir), name, ids=list(ids or ()), path_prefix=path_prefix)
+    _print_update(report, as_json)
+
+
+@app.command()
+def sync(
+    name: Annotated[str, typer.Argument(help="Index name.")],
+    source: Annotated[str, typer.Argument(help="The folder the index should mirror.")],
+    allow_empty: Annotated[bool, typer.Option("--allow-empty", help="Allow removing every item when SOURCE is gone or empty.")] = False,
+    labels_from_folders: Annotated[Optional[bool], typer.Option("--labels-from-folders/--no-labels-from-folders", help="Label = sub-folder (default: as built).")] = None,
+    index_dir: IndexDir = None,
+    as_json: JsonOut = False,
+) -> None:
+    """Add new and changed files, drop deleted ones."""
+    with api.RichProgress(err) as progress:
+        report = api.sync_items(api.Store(index_dir), name, source, allow_empty=allow_empty,
+                                labels_from_folders=labels_from_folders, progress=progress)
+    _print_update(report, as_json)
+
+
+@app.command()
+def retrain(
+    name: Annotated[str, typer.Argument(help="Index name.")],
+    index_dir: IndexDir = None,
+    as_json: JsonOut = False,
+) -> None:
+    """Refit the models on every item now indexed; swapped in atomically (the old index answers meanwhile)."""
+    with api.RichProgress(err) as progress:
+        manifest = api.retrain(api.Store(index_dir), name, progress=progress)
+    _print_built(manifest, as_json)
+
+
+@app.command()
+def outliers(
+    name: Annotated[str, typer.Argument(help="Index name.")],
+    k: Annotated[int, typer.Option("-k", help="Number of items.")] = 20,
+    show: Annotated[Optional[Path], typer.Option("--show", help="Image index: originals beside reconstructions, as a PNG.")] = None,
+    index_dir: IndexDir = None,
+    as_json: JsonOut = False,
+) -> None:
+    """The items the autoencoder reconstructs worst: the least typical of the collection."""
+    store = api.Store(index_dir)
+    rows = api.outliers(store, name, k)
+    if show is not None:
+        api.outlier_sheet(store, name, rows, show)
+        err.print(f"originals and reconstructions written to {show}")
+    if as_json:
+        print(json.dumps(rows, indent=2))
+        return
+    table = Table()
+    for col in ("rank", "novelty", "percentile", "id", "label", "title"):
+        table.add_column(col, overflow="fold")
+    for r in rows:
+        table.add_row(str(r["rank"]), f"{r['novelty']:.3f}", f"{r['percentile']:.1f}", r["id"], r["label"] or "",
+                      r["title"][:60])
+    out.print(table)
 
 
 @app.command("list")
@@ -270,6 +371,13 @@ def info(name: Annotated[str, typer.Argument(help="Index name.")], index_dir: In
         table.add_row(method, i["encoder"], str(i["dim"]), i["metric"], i["index"],
                       f"{i['bytes_per_item']:.0f}", f"{i['fit_seconds']:.1f}")
     out.print(table)
+    drift = m.get("drift")
+    if drift:
+        mean = drift.get("added_novelty_percentile_mean")
+        out.print(f"trained on {drift['trained_items']} items; since then added {drift['added_since_training']}, "
+                  f"removed {drift['removed_since_training']}"
+                  + (f"; additions' mean novelty percentile {mean:.0f}" if mean is not None else ""))
+        _print_drift(drift)
     if "evaluation" in m:
         _print_report(m["evaluation"])
 

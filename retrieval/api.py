@@ -2,34 +2,50 @@
 from __future__ import annotations
 
 import hashlib
+from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlparse
 
 from .build import build_docs_index, build_images_index
 from .config import DocsConfig, ImagesConfig
 from .crawl import CrawlConfig, crawl
-from .errors import InputError
+from .errors import IndexFormatError, InputError
 from .evaluate import evaluate_index, load_queries
 from .plots import corpus_map, plot_pr_curves
 from .progress import Progress, RichProgress
 from .search import Hit, Retriever
 from .store import Store
+from .update import UpdateReport, add_items, outliers, remove_items, retrain, sync_items
 
-__all__ = ["CrawlConfig", "DocsConfig", "ImagesConfig", "Retriever", "RichProgress", "Store",
-           "build_docs_index", "build_images_index", "corpus_map", "crawl", "crawl_cache_folder",
-           "index_info", "list_indexes", "run_demo", "run_evaluation", "run_query"]
+__all__ = ["CrawlConfig", "DocsConfig", "ImagesConfig", "QueryResult", "Retriever", "RichProgress", "Store",
+           "UpdateReport", "add_items", "build_docs_index", "build_images_index", "corpus_map", "crawl",
+           "crawl_cache_folder", "index_info", "list_indexes", "outliers", "outlier_sheet", "remove_items",
+           "retrain", "run_demo", "run_evaluation", "run_query", "search", "sync_items"]
 
 
-def run_query(store: Store, name: str, query: str | None = None, *, file: Path | None = None,
-              like: str | None = None, k: int = 10, method: str | None = None, show: Path | None = None,
-              strip: str | None = None, rerank: str | None = None, shortlist: int | None = None,
-              radius: int | None = None) -> list[Hit]:
+@dataclass
+class QueryResult:
+    """Hits of a query and how novel the query is (see :meth:`Retriever.novelty`)."""
+
+    hits: list[Hit]
+    novelty: dict | None
+
+
+def run_query(store: Store, name: str, query: str | None = None, **options) -> list[Hit]:
+    """The hits of :func:`search` (same arguments)."""
+    return search(store, name, query, **options).hits
+
+
+def search(store: Store, name: str, query: str | None = None, *, file: Path | None = None,
+           like: str | None = None, k: int = 10, method: str | None = None, show: Path | None = None,
+           strip: str | None = None, rerank: str | None = None, shortlist: int | None = None,
+           radius: int | None = None) -> QueryResult:
     """Answer one query given exactly one of text/image, ``file`` or ``like``.
 
     For image indexes ``query`` is a path or http(s) URL; ``show`` writes a
     contact sheet of the query and its hits. ``rerank``, ``shortlist`` and
     ``radius`` drive two-stage search on binary codes (see
-    :meth:`Retriever.rank`).
+    :meth:`Retriever.rank`). The result also says how novel the query is.
     """
     two_stage = {"rerank": rerank, "shortlist": shortlist, "radius": radius}
     given = [x for x in (query, file, like) if x is not None]
@@ -38,16 +54,31 @@ def run_query(store: Store, name: str, query: str | None = None, *, file: Path |
     retriever = Retriever(name, store)
     if like is not None:
         hits = retriever.query_like(like, k, method, **two_stage)
+        novelty = _stored_novelty(retriever, like)
     elif retriever.modality == "docs":
         from .corpus import read_text_file
 
         text = read_text_file(file, strip=strip) if file is not None else query
         hits = retriever.query_text(text, k, method, **two_stage)
+        novelty = next(iter(retriever.novelty(retriever.vectorize([text]), [text])), None)
     else:
-        hits = retriever.query_image(str(file if file is not None else query), k, method, **two_stage)
+        image = retriever.load_query_image(str(file if file is not None else query))
+        hits = retriever.search_inputs(image, k, method, **two_stage)[0]
+        novelty = next(iter(retriever.novelty(image)), None)
     if show is not None:
         _contact_sheet(retriever, hits, show, query=None if like is not None else str(file or query), like=like)
-    return hits
+    return QueryResult(hits, novelty)
+
+
+def _stored_novelty(retriever: Retriever, item_id: str) -> dict | None:
+    from . import novelty
+
+    try:
+        scores, reference = novelty.load(retriever.folder)
+    except IndexFormatError:
+        return None
+    score = scores[retriever.metadata.position(item_id)]
+    return {"score": float(score), "percentile": float(novelty.percentile(reference, score))}
 
 
 def _contact_sheet(retriever: Retriever, hits: list[Hit], out: Path, query: str | None, like: str | None) -> None:
@@ -62,6 +93,22 @@ def _contact_sheet(retriever: Retriever, hits: list[Hit], out: Path, query: str 
         q = retriever.load_query_image(query)[0]
     captions = [f"{h.score:.3f} {h.label or ''}".strip() for h in hits]
     make_contact_sheet(q, [pixels[h.position] for h in hits], captions, Path(out).expanduser())
+
+
+def outlier_sheet(store: Store, name: str, rows: list[dict], out: Path) -> Path:
+    """Contact sheet of outlier images: each original beside its reconstruction."""
+    from .images import make_contact_sheet
+
+    retriever = Retriever(name, store)
+    if retriever.modality != "images":
+        raise InputError("--show draws images; this index holds documents")
+    pixels = retriever._require_inputs("--show")[[r["position"] for r in rows]]
+    recon = retriever.method("ae")[0].reconstruct(pixels)
+    tiles, captions = [], []
+    for row, original, rebuilt in zip(rows, pixels, recon):
+        tiles += [original, rebuilt]
+        captions += [f"#{row['rank']} {row['percentile']:.0f}%\n{row['label'] or ''}", "reconstruction"]
+    return make_contact_sheet(pixels[0], tiles, captions, Path(out).expanduser(), query_caption="most novel")
 
 
 def run_evaluation(store: Store, name: str, queries: str, *, labels_from_folders: bool = False,

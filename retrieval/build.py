@@ -5,6 +5,7 @@ place at the end, so a failed or interrupted build leaves nothing half-done.
 """
 from __future__ import annotations
 
+import hashlib
 import platform
 import time
 from datetime import datetime, timezone
@@ -17,7 +18,9 @@ import scipy.sparse as sp
 from .config import DocsConfig, ImagesConfig
 from .corpus import DocumentCorpus, read_documents
 from .encoders import Encoder, LSAEncoder, PCAEncoder, PixelEncoder, TfidfEncoder
+from . import novelty
 from .index import make_index
+from .novelty import item_novelty
 from .progress import Progress, report
 from .store import FORMAT_VERSION, MANIFEST, Store, write_json_atomic, write_metadata
 from .text import snippet
@@ -116,6 +119,7 @@ def _manifest(name: str, modality: str, source, config, items, skipped: int, met
         "modality": modality,
         "created_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "source": str(source),
+        "source_root": str(Path(source).expanduser().resolve()) if not str(source).startswith("(") else None,
         "counts": {"items": len(items), "skipped": skipped, "labelled": len(labels),
                    "labels": len(set(labels))},
         "config": config.to_dict(),
@@ -143,8 +147,6 @@ def build_docs_index(source: str | Path | DocumentCorpus, name: str, config: Doc
     Returns:
         The manifest written.
     """
-    from .encoders.autoencoder import TextAutoencoder
-
     store = store or Store()
     started = time.perf_counter()
     store.check_new(name, force)  # fail before minutes of training, not after
@@ -154,8 +156,30 @@ def build_docs_index(source: str | Path | DocumentCorpus, name: str, config: Doc
     else:
         corpus = read_documents(source, labels_from_folders=config.labels_from_folders, strip=config.strip)
     report(progress, "read", 1, 1, items=len(corpus.items))
+    texts = [it.text for it in corpus.items]
     vectorizer = TextVectorizer(max_features=config.vocab_size)
-    X = vectorizer.fit_transform([it.text for it in corpus.items])
+    X = vectorizer.fit_transform(texts)
+    encoders = docs_encoders(config)
+    with store.writer(name, force) as folder:
+        methods = _fit_methods(encoders, X, folder, config.index_kind, progress)
+        oov = vectorizer.oov_fraction(texts)
+        np.save(folder / novelty.OOV, oov)
+        scores = item_novelty(encoders["ae"], X, oov)
+        vectorizer.save(folder / "vectorizer")
+        if config.keep_inputs:
+            sp.save_npz(folder / DOC_INPUTS, X, compressed=True)
+        write_metadata(folder, with_hashes(corpus.items, texts), [snippet(t) for t in texts])
+        manifest = _manifest(name, "docs", source, config, corpus.items, len(corpus.skipped), methods,
+                             started, vectorizer={"vocabulary": vectorizer.n_features},
+                             novelty=novelty.save(folder, scores, scores), drift=novelty.drift(len(texts)))
+        write_json_atomic(folder / MANIFEST, manifest)
+    return manifest
+
+
+def docs_encoders(config: DocsConfig) -> dict[str, Encoder]:
+    """The unfitted encoders of a document index: the autoencoder and the baselines."""
+    from .encoders.autoencoder import TextAutoencoder
+
     encoders: dict[str, Encoder] = {"ae": TextAutoencoder(
         hidden=config.hidden, code_dim=config.bits or config.code_dim, epochs=config.epochs,
         batch_size=config.batch_size, learning_rate=config.learning_rate, noise=config.noise,
@@ -167,16 +191,18 @@ def build_docs_index(source: str | Path | DocumentCorpus, name: str, config: Doc
     if "tfidf" in config.baselines:
         encoders["tfidf"] = TfidfEncoder()
     encoders.update(_hashing_baselines(config))
-    with store.writer(name, force) as folder:
-        methods = _fit_methods(encoders, X, folder, config.index_kind, progress)
-        vectorizer.save(folder / "vectorizer")
-        if config.keep_inputs:
-            sp.save_npz(folder / DOC_INPUTS, X, compressed=True)
-        write_metadata(folder, corpus.items, [snippet(it.text) for it in corpus.items])
-        manifest = _manifest(name, "docs", source, config, corpus.items, len(corpus.skipped), methods,
-                             started, vectorizer={"vocabulary": vectorizer.n_features})
-        write_json_atomic(folder / MANIFEST, manifest)
-    return manifest
+    return encoders
+
+
+def with_hashes(items, contents) -> list:
+    """The items, each with the SHA-256 of its content in ``extra["sha256"]``.
+
+    ``sync`` compares it to tell a changed file from an unchanged one.
+    """
+    for item, content in zip(items, contents):
+        data = content.encode("utf-8", "surrogatepass") if isinstance(content, str) else content.tobytes()
+        item.extra = {**item.extra, "sha256": hashlib.sha256(data).hexdigest()}
+    return items
 
 
 def build_images_index(source, name: str, config: ImagesConfig = ImagesConfig(), *,
@@ -195,7 +221,6 @@ def build_images_index(source, name: str, config: ImagesConfig = ImagesConfig(),
     Returns:
         The manifest written.
     """
-    from .encoders.autoencoder import ConvAutoencoder
     from .images import ImageCorpus, read_images
 
     store = store or Store()
@@ -209,6 +234,25 @@ def build_images_index(source, name: str, config: ImagesConfig = ImagesConfig(),
                              labels_from_folders=config.labels_from_folders, limit=config.limit)
     report(progress, "read", 1, 1, items=len(corpus.items))
     pixels = corpus.pixels
+    encoders = images_encoders(config)
+    with store.writer(name, force) as folder:
+        methods = _fit_methods(encoders, pixels, folder, config.index_kind, progress)
+        scores = item_novelty(encoders["ae"], pixels)
+        if config.keep_inputs:
+            np.save(folder / IMAGE_INPUTS, pixels)
+        write_metadata(folder, with_hashes(corpus.items, pixels), [it.title for it in corpus.items])
+        manifest = _manifest(name, "images", source, config, corpus.items, len(corpus.skipped), methods,
+                             started, images={"size": int(pixels.shape[1]), "color": corpus.color,
+                                              "fit": config.fit},
+                             novelty=novelty.save(folder, scores, scores), drift=novelty.drift(len(pixels)))
+        write_json_atomic(folder / MANIFEST, manifest)
+    return manifest
+
+
+def images_encoders(config: ImagesConfig) -> dict[str, Encoder]:
+    """The unfitted encoders of an image index: the autoencoder and the baselines."""
+    from .encoders.autoencoder import ConvAutoencoder
+
     encoders: dict[str, Encoder] = {"ae": ConvAutoencoder(
         filters=config.filters, code_dim=config.bits or config.code_dim, decoder=config.decoder,
         epochs=config.epochs, batch_size=config.batch_size, learning_rate=config.learning_rate,
@@ -219,13 +263,4 @@ def build_images_index(source, name: str, config: ImagesConfig = ImagesConfig(),
     if "pixels" in config.baselines:
         encoders["pixels"] = PixelEncoder()
     encoders.update(_hashing_baselines(config))
-    with store.writer(name, force) as folder:
-        methods = _fit_methods(encoders, pixels, folder, config.index_kind, progress)
-        if config.keep_inputs:
-            np.save(folder / IMAGE_INPUTS, pixels)
-        write_metadata(folder, corpus.items, [it.title for it in corpus.items])
-        manifest = _manifest(name, "images", source, config, corpus.items, len(corpus.skipped), methods,
-                             started, images={"size": int(pixels.shape[1]), "color": corpus.color,
-                                              "fit": config.fit})
-        write_json_atomic(folder / MANIFEST, manifest)
-    return manifest
+    return encoders

@@ -151,7 +151,7 @@ class ImagesConfig(_Config):
     code_dim: int = 32
     filters: tuple[int, ...] = (32, 64, 128)
     decoder: str = "dense"
-    epochs: int = 12
+    epochs: int = 30
     batch_size: int = 256
     learning_rate: float = 1e-3
     noise: float = 0.0

@@ -30,6 +30,10 @@ class IndexFormatError(RetrievalError):
     """An index folder is corrupt, incomplete or written by a newer version."""
 
 
+class IndexLocked(RetrievalError):
+    """Another live process is writing the index (build, update or removal)."""
+
+
 class FetchError(RetrievalError):
     """A URL could not be fetched (network, HTTP status, type or size guard)."""
 

@@ -19,7 +19,7 @@ RERANKERS = {"docs": ("tfidf", "float", "tfidf+float", "none"), "images": ("pixe
 #: Hamming shortlist re-ranked by default; measured on 20NG and Fashion-MNIST
 #: (BENCHMARKS.md, two-stage table).
 DEFAULT_SHORTLIST = 1000
-from .store import Metadata, Store, read_manifest
+from .store import Metadata, Store, read_manifest, verify_index
 from .vectorize import TextVectorizer, empty_rows
 
 
@@ -52,13 +52,16 @@ class Retriever:
     Args:
         name: Index name.
         store: The store holding it (default home when omitted).
+        verify: Check every file against the manifest's SHA-256 checksums first.
     """
 
-    def __init__(self, name: str, store: Store | None = None) -> None:
+    def __init__(self, name: str, store: Store | None = None, verify: bool = True) -> None:
         self.store = store or Store()
         self.name = name
         self.folder = self.store.require(name)
         self.manifest = read_manifest(self.folder)
+        if verify:
+            verify_index(self.folder, self.manifest)
         self.modality = self.manifest.get("modality")
         if self.modality not in ("docs", "images") or not self.manifest.get("methods"):
             raise IndexFormatError(f"{self.folder / 'manifest.json'} lacks modality or methods; rebuild the index")
@@ -173,6 +176,8 @@ class Retriever:
         rerank = rerank or named
         encoder, index = self.method(method)
         codes = encoder.transform(inputs)
+        if not len(index):  # every item was removed (sync --allow-empty)
+            return np.zeros((codes.shape[0], 0), np.float32), np.zeros((codes.shape[0], 0), np.int64)
         if rerank in (None, "none") and radius is None:
             return index.search(codes, k)
         if not isinstance(index, BinaryIndex):
@@ -308,6 +313,31 @@ class Retriever:
         pos = self.metadata.position(item_id)
         inputs = self._require_inputs("--like")[pos:pos + 1]
         return self.search_inputs(inputs, k, method, exclude=np.array([pos]), **two_stage)[0]
+
+    # -- novelty -----------------------------------------------------------------
+    def novelty(self, inputs, texts: list[str] | None = None) -> list[dict]:
+        """How unlike the indexed collection each query is.
+
+        Args:
+            inputs: TF-IDF rows or image arrays.
+            texts: The query texts (documents: their out-of-vocabulary words count).
+
+        Returns:
+            One ``{"score", "percentile"}`` per row: the autoencoder's
+            reconstruction error and its percentile among the items the models
+            were trained on (100: worse than every one of them). Empty when
+            the index has no novelty scores (built by an older version).
+        """
+        from . import novelty
+
+        if (self.folder / novelty.REFERENCE).exists() is False:
+            return []
+        if getattr(self, "_reference", None) is None:
+            self._reference = np.load(self.folder / novelty.REFERENCE, allow_pickle=False)
+        oov = self.vectorizer.oov_fraction(texts) if texts is not None else None
+        scores = novelty.item_novelty(self.method("ae")[0], inputs, oov)
+        return [{"score": float(s), "percentile": float(p)}
+                for s, p in zip(scores, novelty.percentile(self._reference, scores))]
 
     def close(self) -> None:
         """Release the metadata connection."""

@@ -92,6 +92,23 @@ class TextVectorizer:
                               np.concatenate(indices) if indices else np.zeros(0, np.int64), indptr),
                              shape=(len(texts), self.n_features))
 
+    def oov_fraction(self, texts: list[str]) -> np.ndarray:
+        """Per text, the fraction of its (non-stop-word) tokens outside the vocabulary.
+
+        TF-IDF cannot see such words at all; novelty scores count them
+        (see :func:`retrieval.novelty.document_novelty`). A text without
+        any token gives 1.0.
+        """
+        if not hasattr(self, "_analyze"):
+            self._analyze = self._vec.build_analyzer()
+            self._columns = self._vec.vocabulary_
+        out = np.ones(len(texts), np.float32)
+        for i, text in enumerate(texts):
+            tokens = self._analyze(text)
+            if tokens:
+                out[i] = sum(token not in self._columns for token in tokens) / len(tokens)
+        return out
+
     @property
     def n_features(self) -> int:
         """The vocabulary size."""

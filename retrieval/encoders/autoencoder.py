@@ -225,6 +225,7 @@ class KerasAutoencoder(Encoder):
         other = type(self)(**{**self.get_params(), "binarize": binarize})
         other.encoder_ = keras.models.clone_model(self.encoder_)
         other.encoder_.set_weights(self.phase_one_)
+        other.decoder_ = None  # the decoder went on to learn from bits; it no longer matches these codes
         other._finish(self._fit_input(X), self.fit_seconds_, self.history_)
         return other
 
@@ -321,16 +322,55 @@ class KerasAutoencoder(Encoder):
     def dim(self) -> int:
         return self.code_dim
 
+    # -- reconstruction (novelty) ------------------------------------------------
+    def reconstruction_error(self, X, batch: int = 1024) -> np.ndarray:
+        """Per-item reconstruction loss ``(n,)`` float32: how unlike the training data an item is.
+
+        Documents: cross-entropy of the item's word distribution under the
+        decoder's softmax; images: mean binary cross-entropy per pixel. Binary
+        codes are decoded from their +-1 bits, as in training.
+        """
+        if getattr(self, "decoder_", None) is None:
+            raise IndexFormatError("this autoencoder was saved without its decoder (an older index); "
+                                   "rebuild the index to get reconstruction errors")
+        inputs = self._input_matrix(X)
+        out = []
+        for start in range(0, inputs.shape[0], batch):
+            part = _Batches._take(inputs, slice(start, start + batch))
+            raw = self._predict(part)
+            if self.binary:
+                raw = np.where(raw > 0, 1.0, -1.0).astype(np.float32)
+            decoded = np.asarray(self._decode(raw), dtype=np.float64)
+            out.append(self._item_loss(part, decoded))
+        return np.concatenate(out).astype(np.float32) if out else np.zeros(0, np.float32)
+
+    def _decode(self, codes: np.ndarray) -> np.ndarray:
+        if getattr(self, "_decode_call", None) is None:
+            import tensorflow as tf
+
+            self._decode_call = tf.function(lambda c: self.decoder_(c, training=False), reduce_retracing=True)
+        return self._decode_call(codes).numpy()
+
+    def _item_loss(self, part, decoded: np.ndarray) -> np.ndarray:  # pragma: no cover - abstract
+        raise NotImplementedError
+
     def _save_extra(self, folder: Path) -> None:
         self.encoder_.save(folder / "encoder.keras")
+        if getattr(self, "decoder_", None) is not None:
+            self.decoder_.save(folder / "decoder.keras")
 
     def _load_extra(self, folder: Path) -> None:
-        try:
-            self.encoder_ = keras.saving.load_model(folder / "encoder.keras", compile=False, safe_mode=True)
-        except Exception as exc:  # Keras raises many types for a bad archive
-            raise IndexFormatError(f"cannot load {folder / 'encoder.keras'} ({type(exc).__name__}: {exc}); "
-                                   "rebuild the index") from None
+        self.encoder_ = _load_model(folder / "encoder.keras")
+        # Indexes built before novelty scores have no decoder; queries still work.
+        self.decoder_ = _load_model(folder / "decoder.keras") if (folder / "decoder.keras").exists() else None
         self._compile_inference()
+
+
+def _load_model(path: Path):
+    try:
+        return keras.saving.load_model(path, compile=False, safe_mode=True)
+    except Exception as exc:  # Keras raises many types for a bad archive
+        raise IndexFormatError(f"cannot load {path} ({type(exc).__name__}: {exc}); rebuild the index") from None
 
 
 def _partial_whitening(codes: np.ndarray, power: float) -> np.ndarray:
@@ -512,6 +552,17 @@ class TextAutoencoder(KerasAutoencoder):
     def _fit_input(self, X):
         return sp.csr_matrix(X, dtype=np.float32)
 
+    def _item_loss(self, part, decoded: np.ndarray) -> np.ndarray:
+        # Cross-entropy of the item's own word distribution (not the
+        # neighbour-mixed training target): the cost of this document's words.
+        target = word_distribution(sp.csr_matrix(part, dtype=np.float32)).tocoo()
+        logs = -np.log(np.maximum(decoded[target.row, target.col], 1e-12))
+        loss = np.bincount(target.row, weights=target.data * logs, minlength=decoded.shape[0])
+        # A row without a known word has no distribution to reconstruct: it
+        # costs as much as a uniform guess over the vocabulary.
+        loss[np.diff(sp.csr_matrix(part).indptr) == 0] = np.log(decoded.shape[1])
+        return loss
+
     def _pretrain(self, X, targets, progress: Progress | None, sparse: bool) -> list:
         """Greedy layer-wise pre-training (Hinton & Salakhutdinov 2006).
 
@@ -586,7 +637,7 @@ class ConvAutoencoder(KerasAutoencoder):
     modality = "images"
 
     def __init__(self, filters: tuple[int, ...] | list[int] = (32, 64, 128), code_dim: int = 32,
-                 decoder: str = "dense", epochs: int = 12, batch_size: int = 256, learning_rate: float = 1e-3,
+                 decoder: str = "dense", epochs: int = 30, batch_size: int = 256, learning_rate: float = 1e-3,
                  noise: float = 0.0, patience: int = 3, validation_fraction: float = 0.05,
                  center: bool = True, whiten: float = 0.25, augment: float = 0.07, lr_decay: bool = True,
                  binarize: str = "none", binary_epochs: int = 4, seed: int = 0) -> None:
@@ -609,6 +660,19 @@ class ConvAutoencoder(KerasAutoencoder):
 
     def _prepare_input(self, part):
         return np.asarray(part, dtype=np.float32) * np.float32(1 / 255)
+
+    def reconstruct(self, X) -> np.ndarray:
+        """The decoder's rendering of each image's code, uint8 like the input."""
+        raw = self._predict(np.asarray(X))
+        if self.binary:
+            raw = np.where(raw > 0, 1.0, -1.0).astype(np.float32)
+        decoded = np.asarray(self._decode(raw)).reshape(np.shape(X))
+        return np.clip(np.rint(decoded * 255), 0, 255).astype(np.uint8)
+
+    def _item_loss(self, part, decoded: np.ndarray) -> np.ndarray:
+        x = np.asarray(part, dtype=np.float64).reshape(len(part), -1) / 255
+        p = np.clip(decoded.reshape(len(part), -1), 1e-7, 1 - 1e-7)
+        return -(x * np.log(p) + (1 - x) * np.log(1 - p)).mean(axis=1)
 
     def _build(self, shape: tuple[int, int, int]):
         size, _, channels = shape

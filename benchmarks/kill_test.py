@@ -1,0 +1,281 @@
+"""Kill test (issue #5): SIGKILL a build that replaces an index, then open it.
+
+Run::
+
+    /work/venv/bin/python benchmarks/kill_test.py --points 200 --seed 0
+
+Two tiny document corpora of different sizes (120 and 80 items) take turns:
+each build replaces the index (``force=True``) with the other corpus, so the
+item count tells the old state from the new one. One build runs to the end
+first; its duration ``D`` sets the range of the kill moments, drawn uniformly
+in ``[0, D]`` from ``--seed``. After each kill the index is opened with
+:class:`retrieval.search.Retriever` (recovery and checksum verification) and
+queried; a kill is ``old`` or ``new`` by the item count, ``broken`` when the
+open or the query fails or the count is neither (must stay 0).
+
+Before the open, the home folder shows where the kill landed: ``build`` (a
+``.tmp-`` folder left: killed while writing), ``between renames`` (no index
+folder, an ``.old-`` one: the swap's window that recovery exists for),
+``after swap`` (index and ``.old-`` folder: killed before the cleanup) or
+``none`` (nothing left: the build had finished, or not begun writing).
+Then the lock is taken once, as the next writer would, and the home folder
+must hold nothing but the index (leftovers of the killed build are deleted).
+
+Speed: a helper process imports the library and Keras once and forks one
+build per point, so a point costs a tiny build (~1 s), not a TensorFlow import
+too. ``--widen S`` makes each build sleep S seconds after each rename of the
+swap, so more kills land in the windows that matter (0: real timing).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+NAME = "victim"
+QUERY = "orbit rocket launch satellite"
+
+
+def _config():
+    from retrieval.config import DocsConfig
+
+    # The test suite's TINY_DOCS: these builds check crash safety, not quality.
+    return DocsConfig(labels_from_folders=True, code_dim=4, hidden=(16,), epochs=3, batch_size=32,
+                      neighbours=3, baseline_dim=4)
+
+
+def write_docs(root: Path, n_per_topic: int, seed: int) -> int:
+    """Write a labelled synthetic corpus (four topics); returns the item count."""
+    import numpy as np
+
+    topics = {"space": "orbit rocket launch nasa satellite moon planet shuttle",
+              "cars": "engine wheel brake tire dealer sedan horsepower clutch",
+              "medicine": "doctor patient disease symptom treatment drug clinic vaccine",
+              "computers": "keyboard monitor software driver memory disk processor printer"}
+    rng = np.random.default_rng(seed)
+    count = 0
+    for label, words in topics.items():
+        (root / label).mkdir(parents=True, exist_ok=True)
+        for i in range(n_per_topic):
+            text = " ".join(rng.choice(words.split(), size=30))
+            (root / label / f"d{i:03d}.txt").write_text(f"{label} {i}\n{text}\n")
+            count += 1
+    return count
+
+
+class Helper:
+    """A process that forks builds of ``NAME`` into ``home`` and kills them on request.
+
+    Args:
+        home: The store's root folder.
+        widen: Seconds each build sleeps after each rename of its swap.
+        log: File receiving the helper's and the builds' stderr.
+    """
+
+    def __init__(self, home: Path, widen: float = 0.0, log: Path | None = None) -> None:
+        self._log = open(log or os.devnull, "ab")
+        self.proc = subprocess.Popen([sys.executable, __file__, "--helper", str(home), "--widen", str(widen)],
+                                     stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self._log, text=True)
+        line = self.proc.stdout.readline()
+        if line.strip() != "ready":
+            raise RuntimeError(f"kill-test helper failed to start (got {line!r}); see {log}")
+
+    def build(self, corpus: Path, delay: float | None) -> dict:
+        """Build ``corpus`` into ``NAME``; SIGKILL it ``delay`` s after the fork (None: let it finish).
+
+        Returns:
+            ``{"killed": bool, "seconds": float, "exit": int}``.
+        """
+        self.proc.stdin.write(json.dumps({"corpus": str(corpus), "delay": delay}) + "\n")
+        self.proc.stdin.flush()
+        return json.loads(self.proc.stdout.readline())
+
+    def close(self) -> None:
+        """Stop the helper."""
+        self.proc.stdin.close()
+        self.proc.wait(timeout=30)
+        self._log.close()
+
+
+def _serve(home: Path, widen: float) -> None:
+    """The helper's loop: one JSON request per stdin line, one JSON reply per stdout line."""
+    import traceback
+
+    import keras  # noqa: F401  paid once here, not in every forked build
+    from retrieval import Store, build_docs_index
+    from retrieval.encoders import autoencoder  # noqa: F401
+
+    config = _config()
+    print("ready", flush=True)
+    for line in sys.stdin:
+        request = json.loads(line)
+        started = time.perf_counter()
+        pid = os.fork()
+        if pid == 0:
+            os.dup2(2, 1)  # keep stdout for the protocol
+            code = 0
+            try:
+                if widen:
+                    rename = os.rename
+
+                    def slow_rename(src, dst, _rename=rename):
+                        _rename(src, dst)
+                        time.sleep(widen)
+
+                    os.rename = slow_rename
+                build_docs_index(request["corpus"], NAME, config, store=Store(home), force=True)
+            except BaseException:
+                traceback.print_exc()
+                code = 1
+            os._exit(code)
+        delay, killed = request["delay"], False
+        while True:
+            done, status = os.waitpid(pid, os.WNOHANG)
+            if done:
+                break
+            elapsed = time.perf_counter() - started
+            if delay is not None and elapsed >= delay:
+                os.kill(pid, signal.SIGKILL)
+                _, status = os.waitpid(pid, 0)
+                killed = True
+                break
+            time.sleep(min(0.002, max(0.0, (delay or 1.0) - elapsed)))
+        print(json.dumps({"killed": killed, "seconds": round(time.perf_counter() - started, 4),
+                          "exit": os.waitstatus_to_exitcode(status)}), flush=True)
+
+
+def where(home: Path) -> str:
+    """Where a killed build left the home folder (see the module docstring)."""
+    names = [p.name for p in home.iterdir()] if home.is_dir() else []
+    old = any(n.startswith(f".old-{NAME}-") for n in names)
+    if old and not (home / NAME / "manifest.json").exists():
+        return "between renames"
+    if old:
+        return "after swap"
+    if any(n.startswith(f".tmp-{NAME}-") for n in names):
+        return "build"
+    return "none"
+
+
+def check(store, counts: tuple[int, int]) -> int:
+    """Open and query the index; return its item count (raises when broken)."""
+    from retrieval.search import Retriever
+
+    retriever = Retriever(NAME, store)
+    try:
+        hits = retriever.query_text(QUERY, k=3)
+        if not hits:
+            raise AssertionError("the query found nothing")
+        n = len(retriever.metadata)
+        if n != retriever.manifest["counts"]["items"] or n not in counts:
+            raise AssertionError(f"{n} items, manifest says {retriever.manifest['counts']['items']}, "
+                                 f"expected one of {counts}")
+        return n
+    finally:
+        retriever.close()
+
+
+def kill_loop(home: Path, corpora: tuple[tuple[Path, int], tuple[Path, int]], points: int, seed: int,
+              widen: float = 0.0, log: Path | None = None, echo=None) -> dict:
+    """Build once, then kill ``points`` replacing builds and check the index after each.
+
+    Args:
+        home: The store's root (created).
+        corpora: Two ``(folder, item count)`` pairs of different counts.
+        points: Number of kills.
+        seed: Seed of the kill moments.
+        widen: See :class:`Helper`.
+        log: Where the builds' stderr goes.
+        echo: Called with one line per point (progress), when given.
+
+    Returns:
+        ``{"duration": D, "outcomes": {...}, "where": {...}, "broken": [details]}``.
+    """
+    import warnings
+
+    import numpy as np
+
+    from retrieval import Store
+    from retrieval.errors import RetrievalWarning
+
+    store = Store(home)
+    counts = (corpora[0][1], corpora[1][1])
+    helper = Helper(home, widen, log)
+    try:
+        first = helper.build(corpora[0][0], None)
+        if first["exit"] != 0:
+            raise RuntimeError(f"the unkilled build failed ({first}); see {log}")
+        duration = first["seconds"]
+        state = check(store, counts)
+        rng = np.random.default_rng(seed)
+        outcomes = {"old": 0, "new": 0, "broken": 0}
+        places: dict[str, int] = {}
+        broken = []
+        for i in range(points):
+            before = state
+            target = corpora[1] if before == corpora[0][1] else corpora[0]
+            delay = float(rng.uniform(0, duration))
+            result = helper.build(target[0], delay)
+            place = where(home)
+            places[place] = places.get(place, 0) + 1
+            try:
+                with warnings.catch_warnings():
+                    # "restored the previous version", "took over the lock file": expected here
+                    warnings.simplefilter("ignore", RetrievalWarning)
+                    state = check(store, counts)
+                    with store.lock(NAME):  # what the next writer does first: clean up
+                        pass
+                left = sorted(p.name for p in home.iterdir() if p.name != NAME)
+                if left:
+                    raise AssertionError(f"leftovers not cleaned up: {left}")
+                outcome = "old" if state == before else "new"
+            except Exception as exc:  # noqa: BLE001  a broken index is the finding, not a crash of the loop
+                outcome = "broken"
+                broken.append({"point": i, "delay": delay, "where": place, "error": f"{type(exc).__name__}: {exc}"})
+            if not result["killed"] and result["exit"] != 0:
+                outcome = "broken"
+                broken.append({"point": i, "delay": delay, "error": f"build failed without a kill: {result}"})
+            outcomes[outcome] += 1
+            if echo:
+                echo(f"{i:4d} kill at {delay:.3f}s  {place:16s} -> {outcome} ({state} items)")
+    finally:
+        helper.close()
+    return {"duration": duration, "outcomes": outcomes, "where": places, "broken": broken}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--points", type=int, default=200, help="number of kills (default 200)")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--widen", type=float, default=0.0,
+                        help="seconds each build sleeps after each rename of its swap (default 0: real timing)")
+    parser.add_argument("--root", type=Path, help="work folder (default: a new temporary one)")
+    parser.add_argument("--helper", type=Path, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    if args.helper is not None:
+        _serve(args.helper, args.widen)
+        return
+    root = args.root or Path(tempfile.mkdtemp(prefix="kill-test-"))
+    corpora = ((root / "a", write_docs(root / "a", 30, seed=1)), (root / "b", write_docs(root / "b", 20, seed=2)))
+    started = time.perf_counter()
+    report = kill_loop(root / "home", corpora, args.points, args.seed, args.widen, log=root / "builds.log",
+                       echo=lambda line: print(line, file=sys.stderr, flush=True))
+    out = report["outcomes"]
+    print(f"{args.points} kills (seed {args.seed}, widen {args.widen}s, unkilled build {report['duration']:.2f}s, "
+          f"{time.perf_counter() - started:.0f}s in all): old state {out['old']}, new state {out['new']}, "
+          f"broken {out['broken']}")
+    print("killed during: " + ", ".join(f"{k} {v}" for k, v in sorted(report["where"].items())))
+    for item in report["broken"]:
+        print("BROKEN", item)
+    sys.exit(1 if out["broken"] else 0)
+
+
+if __name__ == "__main__":
+    main()
