@@ -364,14 +364,23 @@ class Store:
         """
         with self.lock(name, purpose="build"):
             self.check_new(name, force)
-            tmp = Path(tempfile.mkdtemp(prefix=f".tmp-{name}-", dir=self.root))
-            try:
+            with self._staged(name) as tmp:
                 yield tmp
-                seal_index(tmp)
-                self._swap(name, tmp)
-            except BaseException:
-                shutil.rmtree(tmp, ignore_errors=True)
-                raise
+
+    @contextmanager
+    def _staged(self, name: str, copy_of: Path | None = None) -> Iterator[Path]:
+        """A temporary folder (optionally a verified copy), sealed and swapped in on success."""
+        tmp = Path(tempfile.mkdtemp(prefix=f".tmp-{name}-", dir=self.root))
+        try:
+            if copy_of is not None:
+                shutil.copytree(copy_of, tmp, copy_function=shutil.copy2, dirs_exist_ok=True)
+                verify_index(tmp, read_manifest(tmp))
+            yield tmp
+            seal_index(tmp)
+            self._swap(name, tmp)
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
 
     @contextmanager
     def updater(self, name: str) -> Iterator[Path]:
@@ -395,17 +404,8 @@ class Store:
             IndexFormatError: The current index fails verification.
         """
         with self.lock(name, purpose="update"):
-            folder = self._existing(name)
-            tmp = Path(tempfile.mkdtemp(prefix=f".tmp-{name}-", dir=self.root))
-            try:
-                shutil.copytree(folder, tmp, copy_function=shutil.copy2, dirs_exist_ok=True)
-                verify_index(tmp, read_manifest(tmp))
+            with self._staged(name, copy_of=self._existing(name)) as tmp:
                 yield tmp
-                seal_index(tmp)
-                self._swap(name, tmp)
-            except BaseException:
-                shutil.rmtree(tmp, ignore_errors=True)
-                raise
 
     def read_manifest(self, name: str) -> dict:
         """Read and check ``manifest.json`` of index ``name``."""
