@@ -1,14 +1,17 @@
-"""Kill test (issue #5): SIGKILL a build that replaces an index, then open it.
+"""Kill test (issue #5): SIGKILL a write (build, add, remove, sync) of an index, then open it.
 
 Run::
 
     /work/venv/bin/python benchmarks/kill_test.py --points 200 --seed 0
 
-Two tiny document corpora of different sizes (120 and 80 items) take turns:
-each build replaces the index (``force=True``) with the other corpus, so the
-item count tells the old state from the new one. One build runs to the end
-first; its duration ``D`` sets the range of the kill moments, drawn uniformly
-in ``[0, D]`` from ``--seed``. After each kill the index is opened with
+Two tiny document corpora of different sizes (120 and 80 items) and a folder
+of 8 extra documents. Each point draws a write from ``--seed``: ``build``
+(replace the index with the other corpus, ``force=True``), ``sync`` (mirror
+the other corpus), ``add`` (the extra documents) or ``remove`` (every item of
+one topic), whose item count after differs from before, so the count tells
+the old state from the new one. Each kind of write runs once to the end first;
+its duration ``D`` sets the range of its kill moments, drawn uniformly in
+``[0, D]``. After each kill the index is opened with
 :class:`retrieval.search.Retriever` (recovery and checksum verification) and
 queried; a kill is ``old`` or ``new`` by the item count, ``broken`` when the
 open or the query fails or the count is neither (must stay 0).
@@ -86,13 +89,20 @@ class Helper:
         if line.strip() != "ready":
             raise RuntimeError(f"kill-test helper failed to start (got {line!r}); see {log}")
 
-    def build(self, corpus: Path, delay: float | None) -> dict:
-        """Build ``corpus`` into ``NAME``; SIGKILL it ``delay`` s after the fork (None: let it finish).
+    def build(self, corpus: Path, delay: float | None, op: str = "build", prefix: str = "") -> dict:
+        """Run one write of ``NAME``; SIGKILL it ``delay`` s after the fork (None: let it finish).
+
+        Args:
+            corpus: The corpus of a ``build``/``sync``/``add``.
+            delay: Seconds until the kill.
+            op: ``build``, ``sync``, ``add`` or ``remove``.
+            prefix: The path prefix a ``remove`` deletes.
 
         Returns:
             ``{"killed": bool, "seconds": float, "exit": int}``.
         """
-        self.proc.stdin.write(json.dumps({"corpus": str(corpus), "delay": delay}) + "\n")
+        request = {"corpus": str(corpus), "delay": delay, "op": op, "prefix": prefix}
+        self.proc.stdin.write(json.dumps(request) + "\n")
         self.proc.stdin.flush()
         return json.loads(self.proc.stdout.readline())
 
@@ -110,6 +120,7 @@ def _serve(home: Path, widen: float) -> None:
     import keras  # noqa: F401  paid once here, not in every forked build
     from retrieval import Store, build_docs_index
     from retrieval.encoders import autoencoder  # noqa: F401
+    from retrieval.update import add_items, remove_items, sync_items
 
     config = _config()
     print("ready", flush=True)
@@ -129,7 +140,15 @@ def _serve(home: Path, widen: float) -> None:
                         time.sleep(widen)
 
                     os.rename = slow_rename
-                build_docs_index(request["corpus"], NAME, config, store=Store(home), force=True)
+                store, op = Store(home), request.get("op", "build")
+                if op == "build":
+                    build_docs_index(request["corpus"], NAME, config, store=store, force=True)
+                elif op == "sync":
+                    sync_items(store, NAME, request["corpus"])
+                elif op == "add":
+                    add_items(store, NAME, request["corpus"])
+                else:
+                    remove_items(store, NAME, path_prefix=request["prefix"])
             except BaseException:
                 traceback.print_exc()
                 code = 1
@@ -163,8 +182,13 @@ def where(home: Path) -> str:
     return "none"
 
 
-def check(store, counts: tuple[int, int]) -> int:
-    """Open and query the index; return its item count (raises when broken)."""
+def check(store, counts) -> int:
+    """Open and query the index; return its item count (raises when broken).
+
+    Args:
+        store: The store.
+        counts: The item counts a healthy index may have (before, after).
+    """
     from retrieval.search import Retriever
 
     retriever = Retriever(NAME, store)
@@ -181,21 +205,46 @@ def check(store, counts: tuple[int, int]) -> int:
         retriever.close()
 
 
+def _ids(store) -> list[str]:
+    from retrieval.search import Retriever
+
+    retriever = Retriever(NAME, store, verify=False)
+    try:
+        return [row["id"] for row in retriever.metadata.rows(range(len(retriever.metadata)))]
+    finally:
+        retriever.close()
+
+
+def _plan(op: str, ids: list[str], corpora, extra) -> tuple[Path, str, int]:
+    """(corpus, prefix, item count after) of a write from the state ``ids``."""
+    other = corpora[1] if len(ids) == corpora[0][1] else corpora[0]
+    if op in ("build", "sync"):
+        return other[0], "", other[1]
+    if op == "add":
+        return extra[0], "", len(set(ids) | set(extra[1]))
+    topics = sorted({i.split("/")[0] for i in ids})
+    topic = topics[len(ids) % len(topics)]
+    return other[0], topic + "/", sum(not i.startswith(topic + "/") for i in ids)
+
+
 def kill_loop(home: Path, corpora: tuple[tuple[Path, int], tuple[Path, int]], points: int, seed: int,
-              widen: float = 0.0, log: Path | None = None, echo=None) -> dict:
-    """Build once, then kill ``points`` replacing builds and check the index after each.
+              widen: float = 0.0, log: Path | None = None, echo=None, extra: Path | None = None,
+              ops: tuple[str, ...] = ("build",)) -> dict:
+    """Build once, then kill ``points`` writes and check the index after each.
 
     Args:
         home: The store's root (created).
         corpora: Two ``(folder, item count)`` pairs of different counts.
         points: Number of kills.
-        seed: Seed of the kill moments.
+        seed: Seed of the writes and kill moments.
         widen: See :class:`Helper`.
         log: Where the builds' stderr goes.
         echo: Called with one line per point (progress), when given.
+        extra: Folder of documents for ``add`` (ids not in the corpora).
+        ops: The kinds of write drawn from: ``build``, ``sync``, ``add``, ``remove``.
 
     Returns:
-        ``{"duration": D, "outcomes": {...}, "where": {...}, "broken": [details]}``.
+        ``{"duration": {op: D}, "outcomes": {...}, "where": {...}, "by_op": {...}, "broken": [details]}``.
     """
     import warnings
 
@@ -205,23 +254,39 @@ def kill_loop(home: Path, corpora: tuple[tuple[Path, int], tuple[Path, int]], po
     from retrieval.errors import RetrievalWarning
 
     store = Store(home)
-    counts = (corpora[0][1], corpora[1][1])
+    extra_ids = sorted(p.relative_to(extra).as_posix() for p in extra.rglob("*.txt")) if extra else []
     helper = Helper(home, widen, log)
     try:
+        duration = {}
         first = helper.build(corpora[0][0], None)
         if first["exit"] != 0:
             raise RuntimeError(f"the unkilled build failed ({first}); see {log}")
-        duration = first["seconds"]
-        state = check(store, counts)
+        duration["build"] = first["seconds"]
+        state = check(store, (corpora[0][1],))
+        for op in ops:  # each kind of write once, unkilled: its duration bounds its kill moments
+            if op == "build":
+                continue
+            corpus, prefix, after = _plan(op, _ids(store), corpora, (extra, extra_ids))
+            timed = helper.build(corpus, None, op, prefix)
+            if timed["exit"] != 0:
+                raise RuntimeError(f"the unkilled {op} failed ({timed}); see {log}")
+            duration[op] = timed["seconds"]
+            state = check(store, (after,))
         rng = np.random.default_rng(seed)
         outcomes = {"old": 0, "new": 0, "broken": 0}
+        by_op: dict[str, dict[str, int]] = {}
         places: dict[str, int] = {}
         broken = []
         for i in range(points):
             before = state
-            target = corpora[1] if before == corpora[0][1] else corpora[0]
-            delay = float(rng.uniform(0, duration))
-            result = helper.build(target[0], delay)
+            ids = _ids(store)
+            op = ops[int(rng.integers(len(ops)))]
+            if op == "remove" and len({x.split("/")[0] for x in ids}) < 2:
+                op = "build"  # never empty the index: the count would not tell states apart
+            corpus, prefix, after = _plan(op, ids, corpora, (extra, extra_ids))
+            counts = (before, after)
+            delay = float(rng.uniform(0, duration[op]))
+            result = helper.build(corpus, delay, op, prefix)
             place = where(home)
             places[place] = places.get(place, 0) + 1
             try:
@@ -235,6 +300,8 @@ def kill_loop(home: Path, corpora: tuple[tuple[Path, int], tuple[Path, int]], po
                 if left:
                     raise AssertionError(f"leftovers not cleaned up: {left}")
                 outcome = "old" if state == before else "new"
+                if before == after:
+                    outcome = "old"  # a write that changes nothing: both states are the same
             except Exception as exc:  # noqa: BLE001  a broken index is the finding, not a crash of the loop
                 outcome = "broken"
                 broken.append({"point": i, "delay": delay, "where": place, "error": f"{type(exc).__name__}: {exc}"})
@@ -242,11 +309,12 @@ def kill_loop(home: Path, corpora: tuple[tuple[Path, int], tuple[Path, int]], po
                 outcome = "broken"
                 broken.append({"point": i, "delay": delay, "error": f"build failed without a kill: {result}"})
             outcomes[outcome] += 1
+            by_op.setdefault(op, {"old": 0, "new": 0, "broken": 0})[outcome] += 1
             if echo:
-                echo(f"{i:4d} kill at {delay:.3f}s  {place:16s} -> {outcome} ({state} items)")
+                echo(f"{i:4d} {op:6s} kill at {delay:.3f}s  {place:16s} -> {outcome} ({state} items)")
     finally:
         helper.close()
-    return {"duration": duration, "outcomes": outcomes, "where": places, "broken": broken}
+    return {"duration": duration, "outcomes": outcomes, "where": places, "by_op": by_op, "broken": broken}
 
 
 def main() -> None:
@@ -256,6 +324,7 @@ def main() -> None:
     parser.add_argument("--widen", type=float, default=0.0,
                         help="seconds each build sleeps after each rename of its swap (default 0: real timing)")
     parser.add_argument("--root", type=Path, help="work folder (default: a new temporary one)")
+    parser.add_argument("--ops", default="build,add,remove,sync", help="writes drawn from (default all four)")
     parser.add_argument("--helper", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args()
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -264,13 +333,19 @@ def main() -> None:
         return
     root = args.root or Path(tempfile.mkdtemp(prefix="kill-test-"))
     corpora = ((root / "a", write_docs(root / "a", 30, seed=1)), (root / "b", write_docs(root / "b", 20, seed=2)))
+    write_docs(root / "extra", 2, seed=3)
+    for path in (root / "extra").rglob("*.txt"):
+        path.rename(path.with_name("x" + path.name))  # ids of their own
     started = time.perf_counter()
     report = kill_loop(root / "home", corpora, args.points, args.seed, args.widen, log=root / "builds.log",
-                       echo=lambda line: print(line, file=sys.stderr, flush=True))
+                       echo=lambda line: print(line, file=sys.stderr, flush=True), extra=root / "extra",
+                       ops=tuple(args.ops.split(",")))
     out = report["outcomes"]
-    print(f"{args.points} kills (seed {args.seed}, widen {args.widen}s, unkilled build {report['duration']:.2f}s, "
+    durations = ", ".join(f"{op} {d:.2f}s" for op, d in report["duration"].items())
+    print(f"{args.points} kills (seed {args.seed}, widen {args.widen}s, unkilled: {durations}; "
           f"{time.perf_counter() - started:.0f}s in all): old state {out['old']}, new state {out['new']}, "
           f"broken {out['broken']}")
+    print("by write: " + "; ".join(f"{op} {c}" for op, c in sorted(report["by_op"].items())))
     print("killed during: " + ", ".join(f"{k} {v}" for k, v in sorted(report["where"].items())))
     for item in report["broken"]:
         print("BROKEN", item)
