@@ -374,9 +374,13 @@ def info(name: Annotated[str, typer.Argument(help="Index name.")], index_dir: In
     drift = m.get("drift")
     if drift:
         mean = drift.get("added_novelty_percentile_mean")
+        reference = m.get("novelty", {}).get("reference_mean")
         out.print(f"trained on {drift['trained_items']} items; since then added {drift['added_since_training']}, "
                   f"removed {drift['removed_since_training']}"
-                  + (f"; additions' mean novelty percentile {mean:.0f}" if mean is not None else ""))
+                  + (f"; additions' mean reconstruction error {drift['added_novelty_mean']:.3f} against "
+                     f"{reference:.3f} for the training items (mean percentile {mean:.0f})"
+                     if mean is not None and reference is not None and drift.get("added_novelty_mean") is not None
+                     else ""))
         _print_drift(drift)
     if "evaluation" in m:
         _print_report(m["evaluation"])

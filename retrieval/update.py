@@ -212,7 +212,8 @@ def _apply(folder: Path, manifest: dict, keep: np.ndarray, new: _Source, progres
     manifest["drift"] = novelty.drift(
         drift["trained_items"], drift["added_since_training"] + len(new.items),
         drift["removed_since_training"] + int((~keep).sum()),
-        drift.get("added_novelty_percentile_sum", 0.0) + float(novelty.percentile(reference, added_scores).sum()))
+        drift.get("added_novelty_percentile_sum", 0.0) + float(novelty.percentile(reference, added_scores).sum()),
+        drift.get("added_novelty_sum", 0.0) + float(added_scores.sum()))
     labels = [r for r in _labels(folder) if r is not None]
     manifest["counts"].update(items=n, labelled=len(labels), labels=len(set(labels)))
     manifest["updated_at"] = _now()
