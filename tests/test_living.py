@@ -189,7 +189,7 @@ def test_cli_living_commands(monkeypatch, capsys, living):
     assert code == 1 and "no index named 'ghost'" in err
 
 
-def test_image_index_add_and_outlier_sheet(tmp_path):
+def test_image_index_add_and_outlier_sheet(tmp_path, monkeypatch, capsys):
     synthetic_images(tmp_path / "images")
     store = Store(tmp_path / "home")
     build_images_index(tmp_path / "images", "pics", TINY_IMAGES, store=store)
@@ -207,3 +207,11 @@ def test_image_index_add_and_outlier_sheet(tmp_path):
     assert out.exists() and out.stat().st_size > 1000
     noisy = search(store, "pics", str(tmp_path / "more" / "disc" / "new-disc00.png"), k=3)
     assert noisy.novelty is not None and 0 <= noisy.novelty["percentile"] <= 100
+    home = ["--index-dir", store.root]
+    code, out, err = run(monkeypatch, capsys, "outliers", "pics", "-k", "2", "--show", tmp_path / "o.png", *home)
+    assert code == 0 and (tmp_path / "o.png").exists() and "reconstructions written" in err
+    code, _, err = run(monkeypatch, capsys, "remove-items", "pics", "--path-prefix", "disc/", *home)
+    assert code == 0 and count(store, "pics") == 42 - 14
+    code, out, err = run(monkeypatch, capsys, "retrain", "pics", "--json", *home)
+    assert code == 0, err
+    assert json.loads(out)["drift"] == {**json.loads(out)["drift"], "added_since_training": 0, "trained_items": 28}
