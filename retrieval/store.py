@@ -627,13 +627,19 @@ def write_metadata(folder: Path, items: Sequence[Item], snippets: Sequence[str])
     try:
         con.execute("CREATE TABLE items (pos INTEGER PRIMARY KEY, id TEXT UNIQUE NOT NULL, title TEXT, "
                     "label TEXT, path TEXT, url TEXT, length INTEGER, snippet TEXT, extra TEXT)")
-        con.executemany(
-            "INSERT INTO items VALUES (?,?,?,?,?,?,?,?,?)",
-            ((i, it.id, it.title, it.label, it.path, it.url, len(it.text), snip, json.dumps(it.extra))
-             for i, (it, snip) in enumerate(zip(items, snippets))))
+        insert_items(con, 0, items, snippets, [len(it.text) for it in items])
         con.commit()
     finally:
         con.close()
+
+
+def insert_items(con: sqlite3.Connection, start: int, items: Sequence[Item], snippets: Sequence[str],
+                 lengths: Sequence[int]) -> None:
+    """Insert items at positions ``start, start + 1, ...`` of an open metadata table."""
+    con.executemany(
+        "INSERT INTO items VALUES (?,?,?,?,?,?,?,?,?)",
+        ((start + i, it.id, it.title, it.label, it.path, it.url, length, snip, json.dumps(it.extra))
+         for i, (it, snip, length) in enumerate(zip(items, snippets, lengths))))
 
 
 class Metadata:

@@ -27,7 +27,7 @@ from .errors import IndexFormatError, InputError
 from .index import load_index
 from .items import Item
 from .progress import Progress, report
-from .store import MANIFEST, METADATA, Store, read_manifest, write_json_atomic
+from .store import MANIFEST, METADATA, Store, insert_items, read_manifest, write_json_atomic
 from .text import snippet
 
 OOV = novelty.OOV
@@ -161,10 +161,7 @@ def _rewrite_metadata(folder: Path, keep: np.ndarray, items: list[Item], snippet
         # Two steps through negative numbers: a position is never taken twice.
         con.executemany("UPDATE items SET pos = ? WHERE pos = ?", [(-new - 1, p) for new, p in enumerate(kept)])
         con.execute("UPDATE items SET pos = -pos - 1 WHERE pos < 0")
-        con.executemany("INSERT INTO items VALUES (?,?,?,?,?,?,?,?,?)",
-                        ((len(kept) + i, it.id, it.title, it.label, it.path, it.url, length, snip,
-                          json.dumps(it.extra))
-                         for i, (it, snip, length) in enumerate(zip(items, snippets, lengths))))
+        insert_items(con, len(kept), items, snippets, lengths)
         con.commit()
     finally:
         con.close()
