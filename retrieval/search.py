@@ -58,9 +58,14 @@ class Retriever:
     def __init__(self, name: str, store: Store | None = None, verify: bool = True) -> None:
         self.store = store or Store()
         self.name = name
-        self.folder = self.store.require(name)
+        self.verify = verify
+        self._open()
+
+    def _open(self) -> None:
+        self.folder = self.store.require(self.name)
+        self._stamp = self._manifest_stamp()
         self.manifest = read_manifest(self.folder)
-        if verify:
+        if self.verify:
             verify_index(self.folder, self.manifest)
         self.modality = self.manifest.get("modality")
         if self.modality not in ("docs", "images") or not self.manifest.get("methods"):
@@ -69,6 +74,31 @@ class Retriever:
         self._methods: dict[str, tuple[Encoder, VectorIndex]] = {}
         self._vectorizer: TextVectorizer | None = None
         self._inputs = None
+        self._reference = None
+
+    def _manifest_stamp(self) -> tuple[int, int] | None:
+        try:
+            stat = (self.folder / "manifest.json").stat()
+        except OSError:
+            return None
+        return stat.st_ino, stat.st_mtime_ns
+
+    def refresh(self) -> bool:
+        """Reopen the index if a writer swapped in a new version since it was opened.
+
+        Methods load lazily; without this a long-lived retriever could pair
+        the old manifest and metadata with the new version's files. Costs one
+        ``stat`` per query.
+
+        Returns:
+            True when the index was reopened.
+        """
+        stamp = self._manifest_stamp()
+        if stamp is None or stamp == self._stamp:
+            return False
+        self.metadata.close()
+        self._open()
+        return True
 
     # -- loading -------------------------------------------------------------
     @property
@@ -172,6 +202,7 @@ class Retriever:
             radius: Shortlist every item within this Hamming distance instead.
         """
         k = check_k(k)
+        self.refresh()
         method, named = self.split_method(method)
         rerank = rerank or named
         encoder, index = self.method(method)
@@ -301,6 +332,7 @@ class Retriever:
         """Documents most similar to ``text`` (``two_stage``: rerank, shortlist, radius)."""
         if not text or not text.strip():
             raise EmptyQueryError("the query text is empty; give some words, --file PATH or --like ID")
+        self.refresh()  # before vectorizing: a rebuilt index may have another vocabulary
         return self.search_inputs(self.vectorize([text]), k, method, **two_stage)[0]
 
     def query_image(self, source: str | Path | bytes, k: int = 10, method: str | None = None,
@@ -310,6 +342,7 @@ class Retriever:
 
     def query_like(self, item_id: str, k: int = 10, method: str | None = None, **two_stage) -> list[Hit]:
         """Items most similar to an indexed item, the item itself left out."""
+        self.refresh()
         pos = self.metadata.position(item_id)
         inputs = self._require_inputs("--like")[pos:pos + 1]
         return self.search_inputs(inputs, k, method, exclude=np.array([pos]), **two_stage)[0]

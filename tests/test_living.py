@@ -215,3 +215,14 @@ def test_image_index_add_and_outlier_sheet(tmp_path, monkeypatch, capsys):
     code, out, err = run(monkeypatch, capsys, "retrain", "pics", "--json", *home)
     assert code == 0, err
     assert json.loads(out)["drift"] == {**json.loads(out)["drift"], "added_since_training": 0, "trained_items": 28}
+
+
+def test_open_retriever_sees_a_swapped_index(living):
+    store, corpus, tmp = living
+    retriever = Retriever("live", store)
+    assert len(retriever.query_text("orbit rocket", 100, method="tfidf")) == 80
+    write_corpus(tmp / "late", synthetic_docs(1, seed=11), prefix="late")
+    add_items(store, "live", tmp / "late")
+    hits = retriever.query_text("orbit rocket", 100, method="tfidf")  # the same object, opened before the add
+    assert len(hits) == 84 and "space/late000.txt" in {h.id for h in hits}
+    assert retriever.manifest["counts"]["items"] == 84
