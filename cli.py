@@ -200,7 +200,7 @@ def query(
     _print_hits(result.hits, as_json)
     if result.novelty is not None:
         err.print(f"novelty of the query: reconstruction error {result.novelty['score']:.3f}, "
-                  f"{result.novelty['percentile']:.0f}th percentile of the indexed items"
+                  f"higher than {result.novelty['percentile']:.0f} % of the indexed items"
                   + (" (nothing like it is indexed)" if result.novelty["percentile"] >= 99 else ""))
     if show and not as_json:
         err.print(f"contact sheet written to {show}")
@@ -236,19 +236,20 @@ def evaluate(
             err.print(f"precision-recall curves written to {plot}")
 
 
-def _print_update(report, as_json: bool) -> None:
+def _print_update(name: str, report, as_json: bool) -> None:
     if as_json:
         print(json.dumps(report.to_dict(), indent=2))
-        return
-    out.print(f"added {report.added}, replaced {report.replaced}, unchanged {report.unchanged}, "
-              f"removed {report.removed}, skipped {report.skipped}; {report.items} items now ({report.seconds:.1f} s)")
-    _print_drift(report.drift)
+    else:
+        out.print(f"added {report.added}, replaced {report.replaced}, unchanged {report.unchanged}, "
+                  f"removed {report.removed}, skipped {report.skipped}; {report.items} items now "
+                  f"({report.seconds:.1f} s)")
+    _print_drift(name, report.drift)
 
 
-def _print_drift(drift: dict) -> None:
+def _print_drift(name: str, drift: dict) -> None:
     if drift.get("retrain_recommended"):
         for reason in drift["reasons"]:
-            err.print(f"[yellow]retrain recommended:[/] {reason}; run 'retrieval retrain NAME'")
+            err.print(f"[yellow]retrain recommended:[/] {reason}; run 'retrieval retrain {name}'")
 
 
 @app.command()
@@ -263,7 +264,7 @@ def add(
     with api.RichProgress(err) as progress:
         report = api.add_items(api.Store(index_dir), name, source, labels_from_folders=labels_from_folders,
                                progress=progress)
-    _print_update(report, as_json)
+    _print_update(name, report, as_json)
 
 
 @app.command("remove-items")
@@ -276,7 +277,7 @@ def remove_items(
 ) -> None:
     """Remove items from every method of an index."""
     report = api.remove_items(api.Store(index_dir), name, ids=list(ids or ()), path_prefix=path_prefix)
-    _print_update(report, as_json)
+    _print_update(name, report, as_json)
 
 
 @app.command()
@@ -292,7 +293,7 @@ def sync(
     with api.RichProgress(err) as progress:
         report = api.sync_items(api.Store(index_dir), name, source, allow_empty=allow_empty,
                                 labels_from_folders=labels_from_folders, progress=progress)
-    _print_update(report, as_json)
+    _print_update(name, report, as_json)
 
 
 @app.command()
@@ -381,7 +382,7 @@ def info(name: Annotated[str, typer.Argument(help="Index name.")], index_dir: In
                      f"{reference:.3f} for the training items (mean percentile {mean:.0f})"
                      if mean is not None and reference is not None and drift.get("added_novelty_mean") is not None
                      else ""))
-        _print_drift(drift)
+        _print_drift(m["name"], drift)
     if "evaluation" in m:
         _print_report(m["evaluation"])
 
