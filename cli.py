@@ -36,7 +36,7 @@ Labels = Annotated[bool, typer.Option("--labels-from-folders", help="Label = fir
 Bits = Annotated[Optional[int], typer.Option("--bits", help="Learn binary codes of this many bits (multiple of 8; semantic hashing) instead of float codes.")]
 BinaryEpochs = Annotated[Optional[int], typer.Option("--binary-epochs", help="Epochs of binarised training after the float phase.")]
 KeepInputs = Annotated[bool, typer.Option("--keep-inputs/--no-keep-inputs", help="Keep the TF-IDF matrix / pixels (for --like, --rerank, plot).")]
-Shortlist = Annotated[Optional[int], typer.Option("--shortlist", help="Two-stage: Hamming shortlist size re-ranked (default 1000).")]
+Shortlist = Annotated[Optional[int], typer.Option("--shortlist", help="Two-stage: Hamming shortlist size re-ranked (default 250).")]
 
 
 def _csv_ints(value: str, option: str) -> tuple[int, ...]:
@@ -188,7 +188,7 @@ def query(
     method: Annotated[Optional[str], typer.Option(help="ae (default) or a baseline of the index.")] = None,
     show: Annotated[Optional[Path], typer.Option("--show", help="Image index: write a contact sheet PNG.")] = None,
     strip: Annotated[Optional[str], typer.Option("--strip", help="'email' for a mail query file.")] = None,
-    rerank: Annotated[Optional[str], typer.Option("--rerank", help="Binary index: re-rank a Hamming shortlist by tfidf|float|tfidf+float (documents), pixels|float (images) or none.")] = None,
+    rerank: Annotated[Optional[str], typer.Option("--rerank", help="Binary index: re-rank a Hamming shortlist by tfidf|tfidf-prf|float|tfidf+float (documents), pixels|float (images) or none.")] = None,
     shortlist: Shortlist = None,
     radius: Annotated[Optional[int], typer.Option("--radius", help="Binary index: shortlist every item within this Hamming distance.")] = None,
     index_dir: IndexDir = None,

@@ -143,8 +143,9 @@ def default_methods(retriever: Retriever) -> list[str]:
     """Every method of the index, plus two-stage search behind each binary autoencoder.
 
     ``ae>tfidf`` is the Hamming shortlist of ``ae`` re-ranked by TF-IDF
-    cosine; ``ae>float`` re-ranked by ``ae-float``; ``ae>tfidf+float`` by
-    the sum of both; ``ae>pixels`` by pixel distance (images).
+    cosine; ``ae>tfidf-prf`` the same with pseudo-relevance feedback;
+    ``ae>float`` re-ranked by ``ae-float``; ``ae>tfidf+float`` by the sum of
+    both cosines; ``ae>pixels`` by pixel distance (images).
     """
     from .search import RERANKERS
 

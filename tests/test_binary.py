@@ -190,6 +190,14 @@ def test_two_stage_with_whole_collection_equals_exact_scorer(binary_docs):
     for qi in range(len(positions)):
         assert np.allclose(fused[qi], parts[0](qi, positions[qi]) + parts[1](qi, positions[qi]), atol=1e-5)
         assert (np.diff(fused[qi]) <= 1e-6).all()
+    # Feedback: TF-IDF cosine against the query plus the nearest codes' TF-IDF centroid.
+    from retrieval.search import PRF_DOCUMENTS, PRF_WEIGHT
+
+    prf, positions = retriever.rank(X[:1], 20, "ae", rerank="tfidf-prf", shortlist=40)
+    shortlist = retriever._shortlist(retriever.method("ae")[1], retriever.method("ae")[0].transform(X[:1]), 40, None)[0]
+    stored = retriever.inputs()
+    expanded = X[0].toarray().ravel() + PRF_WEIGHT * np.asarray(stored[shortlist[:PRF_DOCUMENTS]].mean(axis=0)).ravel()
+    assert np.allclose(prf[0], stored[positions[0]] @ expanded, atol=1e-5) and (np.diff(prf[0]) <= 1e-6).all()
     hits = retriever.query_text("rocket orbit launch nasa", 5, rerank="tfidf")
     assert [h.label for h in hits].count("space") >= 4
     assert hits == retriever.search_inputs(X[:1], 5, "ae>tfidf")[0]
@@ -216,11 +224,11 @@ def test_radius_shortlist_and_empty_ball(binary_docs):
 def test_evaluate_adds_two_stage_rows(binary_docs):
     store, _, base = binary_docs
     retriever = Retriever("hash", store)
-    assert default_methods(retriever)[-3:] == ["ae>tfidf", "ae>float", "ae>tfidf+float"]
+    assert default_methods(retriever)[-4:] == ["ae>tfidf", "ae>tfidf-prf", "ae>float", "ae>tfidf+float"]
     report = evaluate_index(retriever, load_queries(retriever, base / "queries", labels_from_folders=True),
                             k=10, latency_samples=3)
     rows = report["methods"]
-    assert {"ae", "ae-median", "itq", "lsh", "ae>tfidf", "ae>float", "ae>tfidf+float"} <= set(rows)
+    assert {"ae", "ae-median", "itq", "lsh", "ae>tfidf", "ae>tfidf-prf", "ae>float", "ae>tfidf+float"} <= set(rows)
     assert rows["ae>tfidf"]["bytes_per_item"] > rows["ae"]["bytes_per_item"]  # it reads the TF-IDF rows
     assert rows["ae>tfidf+float"]["bytes_per_item"] > rows["ae>tfidf"]["bytes_per_item"]
     assert rows["tfidf"]["precision@10"] > 0.8 and rows["ae>tfidf"]["precision@10"] > 0.8
