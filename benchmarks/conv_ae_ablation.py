@@ -1,7 +1,8 @@
 """Fashion-MNIST: train one ConvAutoencoder variant, print precision@10/100.
 
-Usage: python benchmarks/conv_ae_ablation.py '{"epochs": 12, "augment": 0.07}'
-(keyword arguments of retrieval.encoders.autoencoder.ConvAutoencoder, as JSON).
+Usage: python benchmarks/conv_ae_ablation.py '{"epochs": 12, "augment": 0.07}' [--validation]
+(keyword arguments of retrieval.encoders.autoencoder.ConvAutoencoder, as JSON;
+--validation: index 50,000 training images, query with the other 10,000).
 Prints the figures for several whitening exponents of the same codes (0 = centring only).
 """
 import json
@@ -22,6 +23,15 @@ train, test = read_images(DATA / "train-images-idx3-ubyte.gz"), read_images(DATA
 y_train = np.array([it.label for it in train.items])
 y_test = np.array([it.label for it in test.items])
 kwargs = json.loads(sys.argv[1] if len(sys.argv) > 1 else "{}")
+if "--validation" in sys.argv:
+    # Choose settings without the test images: index the first 50,000
+    # training images, query with the last 10,000.
+    from types import SimpleNamespace
+
+    test = SimpleNamespace(pixels=train.pixels[50_000:])
+    y_test = y_train[50_000:]
+    train = SimpleNamespace(pixels=train.pixels[:50_000])
+    y_train = y_train[:50_000]
 started = time.perf_counter()
 encoder = ConvAutoencoder(**kwargs).fit(train.pixels)
 seconds = time.perf_counter() - started
