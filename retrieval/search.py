@@ -382,9 +382,9 @@ class Retriever:
         """
         from . import novelty
 
-        if (self.folder / novelty.REFERENCE).exists() is False:
+        if not (self.folder / novelty.REFERENCE).exists():
             return []
-        if getattr(self, "_reference", None) is None:
+        if self._reference is None:
             self._reference = np.load(self.folder / novelty.REFERENCE, allow_pickle=False)
         oov = self.vectorizer.oov_fraction(texts) if texts is not None else None
         scores = novelty.item_novelty(self.method("ae")[0], inputs, oov)

@@ -172,6 +172,7 @@ def _apply(folder: Path, manifest: dict, keep: np.ndarray, new: _Source, progres
     rows_kept = np.flatnonzero(keep)
     docs = manifest["modality"] == "docs"
     steps = len(manifest["methods"])
+    encoders = {}
     for step, (method, info) in enumerate(manifest["methods"].items()):
         report(progress, "update: methods", step, steps, method=method)
         out = folder / "methods" / method
@@ -179,7 +180,8 @@ def _apply(folder: Path, manifest: dict, keep: np.ndarray, new: _Source, progres
         if not keep.all():
             index = index.keep(rows_kept)
         if len(new.items):
-            index.add(load_encoder(info["encoder"], out).transform(new.inputs))
+            encoders[method] = load_encoder(info["encoder"], out)
+            index.add(encoders[method].transform(new.inputs))
         for old_file in out.glob("index.*"):
             old_file.unlink()
         size = index.save(out).stat().st_size
@@ -196,8 +198,7 @@ def _apply(folder: Path, manifest: dict, keep: np.ndarray, new: _Source, progres
     scores, reference = novelty.load(folder)
     added_scores = np.zeros(0, np.float32)
     if len(new.items):
-        ae = load_encoder(manifest["methods"]["ae"]["encoder"], folder / "methods" / "ae")
-        added_scores = novelty.item_novelty(ae, new.inputs, new.oov)
+        added_scores = novelty.item_novelty(encoders["ae"], new.inputs, new.oov)
     manifest["novelty"] = novelty.save(folder, np.concatenate([scores[rows_kept], added_scores]))
     if docs and (folder / OOV).exists():
         np.save(folder / OOV, np.concatenate([np.load(folder / OOV)[rows_kept], new.oov]))
@@ -232,10 +233,15 @@ def _now() -> str:
 
 
 def _update(store: Store, name: str, plan, progress: Progress | None) -> UpdateReport:
-    """Run ``plan(folder, manifest, rows) -> (keep, new source, report)`` on a copy, then swap."""
+    """Run ``plan(folder, manifest, rows) -> (keep, new source, report)``, then apply it on a copy.
+
+    The plan reads the live index under the writer lock; only a plan that
+    changes something pays for the copy and the swap (a re-run of ``add``
+    after a crawl that found nothing new copies nothing).
+    """
     started = time.perf_counter()
-    store.require(name)
-    with store.updater(name) as folder:
+    with store.lock(name, purpose="update"):
+        folder = store.require(name)
         manifest = read_manifest(folder)
         if manifest.get("novelty") is None:
             raise IndexFormatError(f"index {name!r} was built by an older retrieval without novelty scores; "
@@ -244,11 +250,12 @@ def _update(store: Store, name: str, plan, progress: Progress | None) -> UpdateR
         if keep.all() and not new.items:
             result.items = manifest["counts"]["items"]
             result.drift = manifest.get("drift", {})
-            result.seconds = time.perf_counter() - started
-            return result  # nothing to write; the copy is discarded unchanged
-        result.items = _apply(folder, manifest, keep, new, progress)
-        result.drift = manifest["drift"]
-        write_json_atomic(folder / MANIFEST, manifest)
+        else:
+            with store.updater(name) as copy:  # the lock is re-entrant: no writer slips in between
+                manifest = read_manifest(copy)
+                result.items = _apply(copy, manifest, keep, new, progress)
+                result.drift = manifest["drift"]
+                write_json_atomic(copy / MANIFEST, manifest)
     result.seconds = round(time.perf_counter() - started, 3)
     return result
 

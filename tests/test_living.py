@@ -61,8 +61,11 @@ def test_add_encodes_new_items_and_is_idempotent(living):
     assert retriever.inputs().shape[0] == 100
     hits = retriever.query_like("space/new000.txt", 5, method="tfidf")
     assert [h.label for h in hits].count("space") >= 4
+    before = (store.path("live") / "manifest.json").stat()
     again = add_items(store, "live", extra)
     assert (again.added, again.unchanged, again.items) == (0, 20, 100)
+    after = (store.path("live") / "manifest.json").stat()
+    assert (after.st_ino, after.st_mtime_ns) == (before.st_ino, before.st_mtime_ns)  # nothing rewritten
     assert store.read_manifest("live")["drift"]["added_since_training"] == 20
 
 
