@@ -52,9 +52,12 @@ def search(store: Store, name: str, query: str | None = None, *, file: Path | No
     if len(given) != 1:
         raise InputError("give exactly one query: QUERY (text, image path or URL), --file PATH or --like ID")
     retriever = Retriever(name, store)
+    image = None
     if like is not None:
         hits = retriever.query_like(like, k, method, **two_stage)
         novelty = _stored_novelty(retriever, like)
+        if retriever.modality == "images":
+            image = retriever.inputs()[retriever.metadata.position(like)][None]
     elif retriever.modality == "docs":
         from .corpus import read_text_file
 
@@ -66,7 +69,7 @@ def search(store: Store, name: str, query: str | None = None, *, file: Path | No
         hits = retriever.search_inputs(image, k, method, **two_stage)[0]
         novelty = next(iter(retriever.novelty(image)), None)
     if show is not None:
-        _contact_sheet(retriever, hits, show, query=None if like is not None else str(file or query), like=like)
+        _contact_sheet(retriever, hits, show, image)
     return QueryResult(hits, novelty)
 
 
@@ -81,18 +84,15 @@ def _stored_novelty(retriever: Retriever, item_id: str) -> dict | None:
     return {"score": float(score), "percentile": float(novelty.percentile(reference, score))}
 
 
-def _contact_sheet(retriever: Retriever, hits: list[Hit], out: Path, query: str | None, like: str | None) -> None:
+def _contact_sheet(retriever: Retriever, hits: list[Hit], out: Path, image) -> None:
+    """The query image (already decoded, or downloaded: never fetched twice) beside its hits."""
     from .images import make_contact_sheet
 
     if retriever.modality != "images":
         raise InputError("--show draws images; this index holds documents")
     pixels = retriever.inputs()
-    if like is not None:
-        q = pixels[retriever.metadata.position(like)]
-    else:
-        q = retriever.load_query_image(query)[0]
     captions = [f"{h.score:.3f} {h.label or ''}".strip() for h in hits]
-    make_contact_sheet(q, [pixels[h.position] for h in hits], captions, Path(out).expanduser())
+    make_contact_sheet(image[0], [pixels[h.position] for h in hits], captions, Path(out).expanduser())
 
 
 def outlier_sheet(store: Store, name: str, rows: list[dict], out: Path) -> Path:

@@ -208,6 +208,8 @@ def test_image_index_add_and_outlier_sheet(tmp_path, monkeypatch, capsys):
     rows = outliers(store, "pics", k=4)
     out = outlier_sheet(store, "pics", rows, tmp_path / "outliers.png")
     assert out.exists() and out.stat().st_size > 1000
+    liked = search(store, "pics", like="disc/new-disc00.png", k=3, show=tmp_path / "like.png")
+    assert (tmp_path / "like.png").exists() and "disc/new-disc00.png" not in {h.id for h in liked.hits}
     noisy = search(store, "pics", str(tmp_path / "more" / "disc" / "new-disc00.png"), k=3)
     assert noisy.novelty is not None and 0 <= noisy.novelty["percentile"] <= 100
     home = ["--index-dir", store.root]
