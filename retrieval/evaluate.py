@@ -151,13 +151,11 @@ def default_methods(retriever: Retriever) -> list[str]:
 
     methods = list(retriever.methods)
     have_inputs = (retriever.folder / (DOC_INPUTS if retriever.modality == "docs" else IMAGE_INPUTS)).exists()
-    for method, info in retriever.manifest["methods"].items():
-        if not info.get("binary") or "derived_from" in info or info["encoder"] in ("itq", "lsh"):
-            continue
-        has_float = f"{method}-float" in retriever.manifest["methods"]
+    for method in retriever.methods:
+        if f"{method}-float" not in retriever.manifest["methods"]:
+            continue  # only a learned binary autoencoder has float codes beside its bits
         for rerank in RERANKERS[retriever.modality]:
-            parts = rerank.split("+")
-            if rerank != "none" and all(has_float if p == "float" else have_inputs for p in parts):
+            if rerank != "none" and (have_inputs or rerank == "float"):
                 methods.append(f"{method}>{rerank}")
     return methods
 
