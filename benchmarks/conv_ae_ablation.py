@@ -14,8 +14,8 @@ from pathlib import Path
 import numpy as np
 
 from retrieval.encoders.autoencoder import ConvAutoencoder, _partial_whitening
-from retrieval.images import read_images
-from retrieval.index import FlatIndex
+from retrieval.sources.images import read_images
+from retrieval.ann import FlatIndex
 
 warnings.simplefilter("ignore")
 DATA = Path("/usr/share/datasets/fashion-mnist")

@@ -41,7 +41,7 @@ from PIL import Image
 # Run from a source checkout without installing the package.
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from retrieval.crawl import MANIFEST_NAME, CrawlConfig, crawl  # noqa: E402
+from retrieval.sources.crawl import MANIFEST_NAME, CrawlConfig, crawl  # noqa: E402
 
 
 class _Server(ThreadingHTTPServer):

@@ -120,7 +120,7 @@ def _serve(home: Path, widen: float) -> None:
     import keras  # noqa: F401  paid once here, not in every forked build
     from retrieval import Store, build_docs_index
     from retrieval.encoders import autoencoder  # noqa: F401
-    from retrieval.update import add_items, remove_items, sync_items
+    from retrieval.writer import add_items, remove_items, sync_items
 
     config = _config()
     print("ready", flush=True)
@@ -193,7 +193,7 @@ def check(store, counts) -> int:
 
     retriever = Retriever(NAME, store)
     try:
-        hits = retriever.query_text(QUERY, k=3)
+        hits = retriever.search(QUERY, k=3)
         if not hits:
             raise AssertionError("the query found nothing")
         n = len(retriever.metadata)

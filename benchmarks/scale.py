@@ -74,7 +74,7 @@ except ImportError:  # pragma: no cover - BLAS threads are then left alone
 # Run from a source checkout without installing the package.
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from retrieval.index import BinaryFlatIndex, BinaryIVFIndex, FlatIndex  # noqa: E402
+from retrieval.ann import BinaryFlatIndex, BinaryIVFIndex, FlatIndex  # noqa: E402
 
 DIM = 32
 BITS = 64

@@ -1,26 +1,63 @@
-"""High-level operations, one per CLI command (the CLI only parses and prints)."""
+"""The public Python face: :class:`Index`, and one function per CLI command (the CLI only parses and prints).
+
+Three lines index data already in memory::
+
+    from retrieval import Index
+    idx = Index.build_docs(["first text", "second text", ...], labels=[...], name="notes")
+    idx.search("a query", k=5)
+
+``Index.open("notes")`` reopens it later; ``idx.add(...)`` and
+``idx.remove(ids)`` change it without retraining. Images go in as arrays,
+file paths or encoded bytes (``Index.build_images``).
+"""
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from urllib.parse import urlparse
 
-from .build import build_docs_index, build_images_index
 from .config import DocsConfig, ImagesConfig
-from .crawl import CrawlConfig, crawl
-from .errors import IndexFormatError, InputError
-from .evaluate import evaluate_index, load_queries
-from .plots import corpus_map, plot_pr_curves
+from .errors import InputError
+from .modality import DOCS, IMAGES, Modality
 from .progress import Progress, RichProgress
 from .search import Hit, Retriever
-from .store import Store
-from .update import UpdateReport, add_items, outliers, remove_items, retrain, sync_items
+from .storage import Store
+from .writer import UpdateReport, add_items, build_index, remove_items, retrain, sync_items
 
-__all__ = ["CrawlConfig", "DocsConfig", "ImagesConfig", "QueryResult", "Retriever", "RichProgress", "Store",
+__all__ = ["DocsConfig", "ImagesConfig", "Index", "QueryResult", "Retriever", "RichProgress", "Store",
            "UpdateReport", "add_items", "build_docs_index", "build_images_index", "corpus_map", "crawl",
            "crawl_cache_folder", "index_info", "list_indexes", "outliers", "outlier_sheet", "remove_items",
-           "retrain", "run_demo", "run_evaluation", "run_query", "search", "sync_items"]
+           "retrain", "run_demo", "run_evaluation", "search", "sync_items", "upgrade_index"]
+
+
+def __getattr__(name: str):
+    # The crawler pulls in httpx; only commands that crawl pay for it.
+    if name in ("CrawlConfig", "crawl"):
+        from .sources import crawl as crawler
+
+        return getattr(crawler, name)
+    raise AttributeError(name)
+
+
+def build_docs_index(source, name: str, config: DocsConfig | None = None, *, store: Store | None = None,
+                     force: bool = False, progress: Progress | None = None) -> dict:
+    """Build a document index from a folder, archive or JSONL file (or a corpus read already).
+
+    Returns:
+        The manifest written.
+    """
+    return build_index(DOCS, source, name, config, store=store, force=force, progress=progress)
+
+
+def build_images_index(source, name: str, config: ImagesConfig | None = None, *, store: Store | None = None,
+                       force: bool = False, progress: Progress | None = None) -> dict:
+    """Build an image index from a folder, a crawl folder or an IDX file (or a corpus read already).
+
+    Returns:
+        The manifest written.
+    """
+    return build_index(IMAGES, source, name, config, store=store, force=force, progress=progress)
 
 
 @dataclass
@@ -31,79 +68,73 @@ class QueryResult:
     novelty: dict | None
 
 
-def run_query(store: Store, name: str, query: str | None = None, **options) -> list[Hit]:
-    """The hits of :func:`search` (same arguments)."""
-    return search(store, name, query, **options).hits
-
-
-def search(store: Store, name: str, query: str | None = None, *, file: Path | None = None,
-           like: str | None = None, k: int = 10, method: str | None = None, show: Path | None = None,
-           strip: str | None = None, rerank: str | None = None, shortlist: int | None = None,
-           radius: int | None = None) -> QueryResult:
-    """Answer one query given exactly one of text/image, ``file`` or ``like``.
+def search(store: Store, name: str, query=None, *, file: Path | None = None, like: str | None = None,
+           k: int = 10, method: str | None = None, show: Path | None = None, strip: str | None = None,
+           rerank: str | None = None, shortlist: int | None = None, radius: int | None = None) -> QueryResult:
+    """Answer one query given exactly one of ``query`` (text or image), ``file`` or ``like``.
 
     For image indexes ``query`` is a path or http(s) URL; ``show`` writes a
     contact sheet of the query and its hits. ``rerank``, ``shortlist`` and
     ``radius`` drive two-stage search on binary codes (see
     :meth:`Retriever.rank`). The result also says how novel the query is.
     """
-    two_stage = {"rerank": rerank, "shortlist": shortlist, "radius": radius}
     given = [x for x in (query, file, like) if x is not None]
     if len(given) != 1:
         raise InputError("give exactly one query: QUERY (text, image path or URL), --file PATH or --like ID")
-    retriever = Retriever(name, store)
-    image = None
-    if like is not None:
-        hits = retriever.query_like(like, k, method, **two_stage)
-        novelty = _stored_novelty(retriever, like)
-        if retriever.modality == "images":
-            image = retriever.inputs()[retriever.metadata.position(like)][None]
-    elif retriever.modality == "docs":
-        from .corpus import read_text_file
+    with Retriever(name, store) as retriever:
+        return _answer(retriever, query, file=file, like=like, k=k, method=method, show=show, strip=strip,
+                       rerank=rerank, shortlist=shortlist, radius=radius)
 
-        text = read_text_file(file, strip=strip) if file is not None else query
-        hits = retriever.query_text(text, k, method, **two_stage)
-        novelty = next(iter(retriever.novelty(retriever.vectorize([text]), [text])), None)
+
+def _answer(retriever: Retriever, query=None, *, file=None, like=None, k=10, method=None, show=None, strip=None,
+            rerank=None, shortlist=None, radius=None) -> QueryResult:
+    two_stage = {"rerank": rerank, "shortlist": shortlist, "radius": radius}
+    if show is not None and retriever.modality is not IMAGES:
+        raise InputError(f"--show draws images; index {retriever.name!r} holds {retriever.modality.noun}")
+    if like is not None:
+        hits = retriever.like(like, k, method, **two_stage)
+        novelty = retriever.stored_novelty(like)
+        image = retriever.inputs("--like")[retriever.metadata.position(like)]
     else:
-        image = retriever.load_query_image(str(file if file is not None else query))
-        hits = retriever.search_inputs(image, k, method, **two_stage)[0]
-        novelty = next(iter(retriever.novelty(image)), None)
+        if file is not None:
+            query = _read_query_file(retriever.modality, file, strip)
+        inputs = retriever.query_inputs([query])  # decoded (or downloaded) once, for hits and sheet alike
+        hits = retriever.search_inputs(inputs, k, method, **two_stage)[0]
+        novelty = next(iter(retriever.novelty(inputs, [query])), None)
+        image = inputs[0]
     if show is not None:
-        _contact_sheet(retriever, hits, show, image)
+        from .plots import make_contact_sheet
+
+        pixels = retriever.inputs("--show")
+        captions = [f"{h.score:.3f} {h.label or ''}".strip() for h in hits]
+        make_contact_sheet(image, [pixels[h.position] for h in hits], captions, Path(show).expanduser())
     return QueryResult(hits, novelty)
 
 
-def _stored_novelty(retriever: Retriever, item_id: str) -> dict | None:
-    from . import novelty
+def _read_query_file(modality: Modality, file, strip):
+    """A query given as a file: its text for documents, the path itself for images."""
+    if modality is DOCS:
+        from .sources.documents import read_text_file
 
-    try:
-        scores, reference = novelty.load(retriever.folder)
-    except IndexFormatError:
-        return None
-    score = scores[retriever.metadata.position(item_id)]
-    return {"score": float(score), "percentile": float(novelty.percentile(reference, score))}
+        return read_text_file(file, strip=strip)
+    return str(file)
 
 
-def _contact_sheet(retriever: Retriever, hits: list[Hit], out: Path, image) -> None:
-    """The query image (already decoded, or downloaded: never fetched twice) beside its hits."""
-    from .images import make_contact_sheet
-
-    if retriever.modality != "images":
-        raise InputError("--show draws images; this index holds documents")
-    pixels = retriever.inputs()
-    captions = [f"{h.score:.3f} {h.label or ''}".strip() for h in hits]
-    make_contact_sheet(image[0], [pixels[h.position] for h in hits], captions, Path(out).expanduser())
+def outliers(store: Store, name: str, k: int = 20) -> list[dict]:
+    """The ``k`` items the autoencoder reconstructs worst (see :meth:`Retriever.outliers`)."""
+    with Retriever(name, store) as retriever:
+        return retriever.outliers(k)
 
 
 def outlier_sheet(store: Store, name: str, rows: list[dict], out: Path) -> Path:
     """Contact sheet of outlier images: each original beside its reconstruction."""
-    from .images import make_contact_sheet
+    from .plots import make_contact_sheet
 
-    retriever = Retriever(name, store)
-    if retriever.modality != "images":
-        raise InputError("--show draws images; this index holds documents")
-    pixels = retriever._require_inputs("--show")[[r["position"] for r in rows]]
-    recon = retriever.method("ae")[0].reconstruct(pixels)
+    with Retriever(name, store) as retriever:
+        if retriever.modality is not IMAGES:
+            raise InputError(f"--show draws images; index {name!r} holds {retriever.modality.noun}")
+        pixels = retriever.inputs("--show")[[r["position"] for r in rows]]
+        recon = retriever.method("ae")[0].reconstruct(pixels)
     tiles, captions = [], []
     for row, original, rebuilt in zip(rows, pixels, recon):
         tiles += [original, rebuilt]
@@ -111,7 +142,7 @@ def outlier_sheet(store: Store, name: str, rows: list[dict], out: Path) -> Path:
     return make_contact_sheet(pixels[0], tiles, captions, Path(out).expanduser(), query_caption="most novel")
 
 
-def run_evaluation(store: Store, name: str, queries: str, *, labels_from_folders: bool = False,
+def run_evaluation(store: Store, name: str, queries, *, labels_from_folders: bool = False,
                    strip: str | None = None, k: int = 100, methods: list[str] | None = None,
                    limit: int | None = None, plot: Path | None = None, shortlist: int | None = None,
                    progress: Progress | None = None) -> dict:
@@ -120,15 +151,19 @@ def run_evaluation(store: Store, name: str, queries: str, *, labels_from_folders
     Returns:
         The report of :func:`retrieval.evaluate.evaluate_index`.
     """
-    retriever = Retriever(name, store)
+    from .evaluate import evaluate_index, load_queries
+
     if plot is not None:
         from .plots import _check_png
 
         _check_png(plot)  # fail before the evaluation, not after
-    q = load_queries(retriever, queries, labels_from_folders=labels_from_folders, strip=strip, limit=limit)
-    report = evaluate_index(retriever, q, k=k, methods=methods, curves=plot is not None, shortlist=shortlist,
-                            progress=progress)
+    with Retriever(name, store) as retriever:
+        q = load_queries(retriever, queries, labels_from_folders=labels_from_folders, strip=strip, limit=limit)
+        report = evaluate_index(retriever, q, k=k, methods=methods, curves=plot is not None, shortlist=shortlist,
+                                progress=progress)
     if plot is not None:
+        from .plots import plot_pr_curves
+
         plot_pr_curves(report, plot)
     record = {key: report[key] for key in ("index", "queries", "k", "methods")}
     record["query_source"] = str(queries)
@@ -140,13 +175,21 @@ def run_evaluation(store: Store, name: str, queries: str, *, labels_from_folders
     return report
 
 
+def corpus_map(retriever: Retriever, out: Path, **options) -> Path:
+    """The 2-D map of an index (see :func:`retrieval.plots.corpus_map`)."""
+    from .plots import corpus_map as draw
+
+    return draw(retriever, out, **options)
+
+
 def list_indexes(store: Store) -> list[dict]:
     """One summary row per index."""
     rows = []
     for name in store.names():
         m = store.read_manifest(name)
         rows.append({"name": name, "modality": m.get("modality"), "items": m.get("counts", {}).get("items"),
-                     "methods": list(m.get("methods", {})), "created_at": m.get("created_at", "")})
+                     "methods": list(m.get("methods", {})), "created_at": m.get("created_at", ""),
+                     "format_version": m.get("migrated_from", m.get("format_version"))})
     return rows
 
 
@@ -155,6 +198,11 @@ def index_info(store: Store, name: str) -> dict:
     usage = store.disk_usage(name)
     return {"path": str(store.path(name)), "disk_bytes": sum(usage.values()), "files": usage,
             "manifest": store.read_manifest(name)}
+
+
+def upgrade_index(store: Store, name: str) -> dict:
+    """Rewrite an older-format index in the current format, in place (see :meth:`Store.upgrade`)."""
+    return store.upgrade(name)
 
 
 def crawl_cache_folder(store: Store, url: str) -> Path:
@@ -173,3 +221,194 @@ def run_demo(store: Store, part: str = "all", progress: Progress | None = None):
     yield from run(store, part=part, progress=progress)
 
 
+# -- the object API ------------------------------------------------------------------
+def _records(data, labels=None, ids=None, titles=None, key: str = "text") -> list:
+    """Merge parallel ``labels`` / ``ids`` / ``titles`` lists into the records of ``data``."""
+    if isinstance(data, (str, bytes, dict)):
+        raise InputError(f"give a list of items, not a single {type(data).__name__}")
+    records = list(data)
+    for extra, name in ((labels, "label"), (ids, "id"), (titles, "title")):
+        if extra is None:
+            continue
+        extra = list(extra)
+        if len(extra) != len(records):
+            raise InputError(f"{len(records)} items but {len(extra)} {name}s; give one {name} per item")
+        records = [dict(r) | {name: v} if isinstance(r, dict) else {key: r, name: v}
+                   for r, v in zip(records, extra)]
+    return records
+
+
+class Index:
+    """An index you can build, open, search and change from Python.
+
+    Build from data in memory (or a path, as the CLI does), then search::
+
+        idx = Index.build_docs(["a text", "another"], labels=["x", "y"], name="notes")
+        idx.search("a query", k=5)
+
+    Args:
+        name: Index name.
+        store: The store holding it (a :class:`Store` or a folder; default:
+            ``$RETRIEVAL_HOME`` or the default home).
+    """
+
+    def __init__(self, name: str, store: Store | str | Path | None = None) -> None:
+        self.store = store if isinstance(store, Store) else Store(store)
+        self.name = name
+        self._retriever = Retriever(name, self.store)
+
+    @classmethod
+    def open(cls, name: str, store: Store | str | Path | None = None) -> "Index":
+        """Open an existing index."""
+        return cls(name, store)
+
+    @classmethod
+    def _build(cls, modality: Modality, data, name, config, store, force, progress, overrides) -> "Index":
+        store = store if isinstance(store, Store) else Store(store)
+        config = replace(config or modality.config_class(), **overrides)
+        if isinstance(data, (str, Path)):
+            source = data
+        else:
+            source = modality.from_memory(None, data, config)
+        build_index(modality, source, name, config, store=store, force=force, progress=progress)
+        return cls(name, store)
+
+    @classmethod
+    def build_docs(cls, data, *, name: str, labels=None, ids=None, titles=None, config: DocsConfig | None = None,
+                   store: Store | str | Path | None = None, force: bool = False,
+                   progress: Progress | None = None, **options) -> "Index":
+        """Build a document index.
+
+        Args:
+            data: Texts, or dicts with ``text`` and optional ``id``, ``title``,
+                ``label``, ``path``, ``url``; or a folder / archive / JSONL path.
+            name: Index name.
+            labels: One label per text (enables :meth:`evaluate`).
+            ids: One id per text (default ``"0"``, ``"1"``, ...).
+            titles: One title per text (default: its first line).
+            config: Build options; ``options`` override single fields
+                (``code_dim=16``, ``epochs=5``, ...).
+            store: Where to keep it.
+            force: Replace an existing index of that name.
+            progress: Progress callback.
+        """
+        if not isinstance(data, (str, Path)):
+            data = _records(data, labels, ids, titles, key="text")
+        return cls._build(DOCS, data, name, config, store, force, progress, options)
+
+    @classmethod
+    def build_images(cls, data, *, name: str, labels=None, ids=None, titles=None,
+                     config: ImagesConfig | None = None, store: Store | str | Path | None = None,
+                     force: bool = False, progress: Progress | None = None, **options) -> "Index":
+        """Build an image index.
+
+        Args:
+            data: A ``(n, h, w[, c])`` array; or arrays, image file paths,
+                encoded image bytes, or dicts with ``image`` and optional
+                ``id``, ``label``, ``title``; or a folder / IDX file path.
+            name: Index name.
+            labels: One label per image.
+            ids: One id per image (default ``"0"``, ``"1"``, ...).
+            titles: One title per image.
+            config: Build options; ``options`` override single fields.
+            store: Where to keep it.
+            force: Replace an existing index of that name.
+            progress: Progress callback.
+        """
+        if not isinstance(data, (str, Path)):
+            data = _records(data, labels, ids, titles, key="image")
+        return cls._build(IMAGES, data, name, config, store, force, progress, options)
+
+    # -- reading -------------------------------------------------------------------------
+    @property
+    def retriever(self) -> Retriever:
+        """The underlying :class:`Retriever`."""
+        return self._retriever
+
+    @property
+    def manifest(self) -> dict:
+        self._retriever.refresh()
+        return self._retriever.manifest
+
+    def __len__(self) -> int:
+        return int(self.manifest["counts"]["items"])
+
+    @property
+    def methods(self) -> list[str]:
+        return self._retriever.methods
+
+    def search(self, query, k: int = 10, *, method: str | None = None, rerank: str | None = None,
+               shortlist: int | None = None, radius: int | None = None) -> list[Hit]:
+        """The ``k`` items most similar to ``query`` (a text; an image array, path, URL or bytes)."""
+        return _answer(self._retriever, query, k=k, method=method, rerank=rerank, shortlist=shortlist,
+                       radius=radius).hits
+
+    def like(self, item_id: str, k: int = 10, *, method: str | None = None) -> list[Hit]:
+        """The ``k`` items most similar to an indexed item (the item itself left out)."""
+        return self._retriever.like(item_id, k, method)
+
+    def novelty(self, query) -> dict | None:
+        """How unlike the indexed items ``query`` is: reconstruction error and its percentile."""
+        return _answer(self._retriever, query, k=1).novelty
+
+    def outliers(self, k: int = 20) -> list[dict]:
+        """The ``k`` least typical items (see :meth:`Retriever.outliers`)."""
+        return self._retriever.outliers(k)
+
+    def evaluate(self, queries, *, labels=None, k: int = 100, methods: list[str] | None = None) -> dict:
+        """Every method side by side on labelled queries (in memory, or a path as for the CLI).
+
+        Returns:
+            ``{"methods": {method: {"precision@10", "precision@k", "map@k", ...}}, ...}``.
+        """
+        from .evaluate import Queries, evaluate_index, load_queries
+
+        r = self._retriever
+        if isinstance(queries, (str, Path)):
+            q = load_queries(r, queries, labels_from_folders=True)
+        else:
+            batch = r.modality.from_memory(r.state, _records(queries, labels), r.modality.config_class())
+            if any(it.label is None for it in batch.items):
+                raise InputError("every query needs a label to be evaluated; pass labels=[...]")
+            raw = [it.text for it in batch.items] if r.modality is DOCS else list(batch.inputs)
+            import numpy as np
+
+            q = Queries(batch.inputs, np.array([it.label for it in batch.items], dtype=object), raw)
+        return evaluate_index(r, q, k=k, methods=methods)
+
+    # -- changing ---------------------------------------------------------------------------
+    def add(self, data, *, labels=None, ids=None, titles=None, progress: Progress | None = None) -> UpdateReport:
+        """Encode new items with the stored models and add them (no retraining).
+
+        Args:
+            data: As for :meth:`build_docs` / :meth:`build_images`. Ids default
+                to ``"0"``, ``"1"``, ...: give ``ids`` so new items do not
+                replace the ones already indexed under those ids.
+        """
+        if not isinstance(data, (str, Path)):
+            key = "text" if self._retriever.modality is DOCS else "image"
+            data = _records(data, labels, ids, titles, key=key)
+        return add_items(self.store, self.name, data, progress=progress)
+
+    def remove(self, ids) -> UpdateReport:
+        """Remove items by id."""
+        if isinstance(ids, str):
+            ids = [ids]
+        return remove_items(self.store, self.name, ids=list(ids))
+
+    def retrain(self, progress: Progress | None = None) -> dict:
+        """Refit every model on the items now indexed (see :func:`retrieval.writer.retrain`)."""
+        return retrain(self.store, self.name, progress=progress)
+
+    def close(self) -> None:
+        self._retriever.close()
+
+    def __enter__(self) -> "Index":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        m = self._retriever.manifest
+        return f"Index({self.name!r}, {m['modality']}, {m['counts']['items']} items, methods={self.methods})"

@@ -16,13 +16,13 @@ from collections.abc import Iterator
 import numpy as np
 
 from .config import DocsConfig, ImagesConfig
-from .corpus import DocumentCorpus
-from .errors import RetrievalWarning
+from .errors import InputError
 from .evaluate import Queries, evaluate_index
 from .items import Item
+from .modality import DOCS, IMAGES, PngList
 from .progress import Progress
-from .store import Store
-from .text import first_line
+from .sources.text import first_line
+from .storage import Store
 
 DEMO_DOCS = "demo-docs"
 DEMO_IMAGES = "demo-images"
@@ -61,25 +61,23 @@ def _split(n: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
 
 def run(store: Store, part: str = "all", progress: Progress | None = None) -> Iterator[dict]:
     """Build, query and evaluate the demo indexes; yields printable sections."""
-    from .build import build_docs_index, build_images_index
     from .search import Retriever
+    from .writer import build_index
 
     if part not in ("all", "docs", "images"):
-        from .errors import InputError
-
         raise InputError(f"--part must be all, docs or images; got {part!r}")
     if part in ("all", "docs"):
         items = scipy_docstrings()
         train, test = _split(len(items))
         config = DocsConfig(vocab_size=5000, hidden=(250, 125), epochs=30, neighbours=10)
-        manifest = build_docs_index(DocumentCorpus([items[i] for i in train]), DEMO_DOCS, config,
-                                    store=store, force=True, progress=progress)
+        from .sources.documents import DocumentCorpus
+
+        manifest = build_index(DOCS, DocumentCorpus([items[i] for i in train]), DEMO_DOCS, config,
+                               store=store, force=True, progress=progress)
         retriever = Retriever(DEMO_DOCS, store)
-        queries = [{"query": q, "hits": retriever.query_text(q, k=5)} for q in TEXT_QUERIES]
+        queries = [{"query": q, "hits": retriever.search(q, k=5)} for q in TEXT_QUERIES]
         test_items = [items[i] for i in test]
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", RetrievalWarning)
-            X = retriever.vectorize([it.text for it in test_items])
+        X = retriever.state.transform([it.text for it in test_items])
         q = Queries(X, np.array([it.label for it in test_items], dtype=object), [it.text for it in test_items])
         report = evaluate_index(retriever, q, k=20, progress=progress)
         yield {"title": f"documents: {len(train)} SciPy docstrings in {len(SCIPY_PACKAGES)} sub-packages "
@@ -90,7 +88,7 @@ def run(store: Store, part: str = "all", progress: Progress | None = None) -> It
     if part in ("all", "images"):
         from sklearn.datasets import load_digits
 
-        from .images import ImageCorpus
+        from .sources.images import ImageCorpus
 
         digits = load_digits()
         pixels = np.clip(digits.images * (255 / 16), 0, 255).astype(np.uint8)[..., None]
@@ -102,15 +100,13 @@ def run(store: Store, part: str = "all", progress: Progress | None = None) -> It
         # Mirroring turns digits into other glyphs: no geometric corruption; 8x8 codes
         # measured better without whitening (precision@20 0.904 vs 0.894).
         config = ImagesConfig(code_dim=16, filters=(32, 64), epochs=60, batch_size=64, augment=0.0, whiten=0.0)
-        manifest = build_images_index(corpus, DEMO_IMAGES, config, store=store, force=True, progress=progress)
+        manifest = build_index(IMAGES, corpus, DEMO_IMAGES, config, store=store, force=True, progress=progress)
         retriever = Retriever(DEMO_IMAGES, store)
-        from .evaluate import _PngList
-
-        q = Queries(pixels[test], labels[test].astype(object), _PngList(pixels[test]))
+        q = Queries(pixels[test], labels[test].astype(object), PngList(pixels[test]))
         report = evaluate_index(retriever, q, k=20, progress=progress)
         sheet = store.root / f"{DEMO_IMAGES}-query.png"
         hits = retriever.search_inputs(pixels[test[:1]], 8)[0]
-        from .images import make_contact_sheet
+        from .plots import make_contact_sheet
 
         make_contact_sheet(pixels[test[0]], [retriever.inputs()[h.position] for h in hits],
                            [f"{h.score:.2f} {h.label}" for h in hits], sheet,

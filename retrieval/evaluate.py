@@ -5,19 +5,16 @@ runs labelled queries through each method of an opened index.
 """
 from __future__ import annotations
 
-import io
 import time
 import warnings
 from dataclasses import dataclass
 
 import numpy as np
 
+from .ann import check_k
 from .errors import InputError, RetrievalWarning
-from .index import check_k
 from .progress import Progress, report
-from .build import DOC_INPUTS, IMAGE_INPUTS
 from .search import Retriever
-from .vectorize import empty_rows
 
 
 def relevance(query_labels: np.ndarray, positions: np.ndarray, index_labels: np.ndarray) -> np.ndarray:
@@ -74,53 +71,12 @@ class Queries:
 def load_queries(retriever: Retriever, source, *, labels_from_folders: bool = False,
                  strip: str | None = None, limit: int | None = None) -> Queries:
     """Read labelled queries and bring them into the index's input space."""
-    if retriever.modality == "docs":
-        from .corpus import read_documents
-
-        items = read_documents(source, labels_from_folders=labels_from_folders, strip=strip).items
-        items = [it for it in items if it.label is not None][:limit]
-        _require_labels(items, source)
-        X = retriever.vectorizer.transform([it.text for it in items])
-        keep = ~empty_rows(X)
-        if not keep.all():
-            warnings.warn(f"{int((~keep).sum())} queries have no word of the index vocabulary and were left out",
-                          RetrievalWarning, stacklevel=2)
-        items = [it for it, ok in zip(items, keep) if ok]
-        return Queries(X[keep], np.array([it.label for it in items], dtype=object), [it.text for it in items])
-    from pathlib import Path
-
-    from .images import read_images
-
-    opts = retriever.image_options
-    corpus = read_images(Path(source).expanduser(), size=opts["size"], color=opts["color"], fit=opts["fit"],
-                         labels_from_folders=labels_from_folders, limit=limit)
-    keep = [i for i, it in enumerate(corpus.items) if it.label is not None]
-    items = [corpus.items[i] for i in keep]
-    _require_labels(items, source)
-    pixels = corpus.pixels[keep]
-    return Queries(pixels, np.array([it.label for it in items], dtype=object), _PngList(pixels))
-
-
-class _PngList:
-    """Lazily PNG-encodes query images for the latency sample only."""
-
-    def __init__(self, pixels: np.ndarray) -> None:
-        self.pixels = pixels
-
-    def __getitem__(self, i: int) -> bytes:
-        from PIL import Image
-
-        arr = self.pixels[i]
-        img = Image.fromarray(arr[..., 0] if arr.shape[-1] == 1 else arr)
-        buf = io.BytesIO()
-        img.save(buf, format="PNG")
-        return buf.getvalue()
-
-
-def _require_labels(items, source) -> None:
+    inputs, items, raw = retriever.modality.read_queries(retriever.state, source, labels_from_folders=labels_from_folders,
+                                                         strip=strip, limit=limit)
     if not items:
         raise InputError(f"no labelled queries in {source}; use --labels-from-folders "
                          "(a sub-folder per label) or a 'label' field in JSONL")
+    return Queries(inputs, np.array([it.label for it in items], dtype=object), raw)
 
 
 def _latency_ms(retriever: Retriever, method: str, raw: list, k: int, samples: int,
@@ -130,11 +86,7 @@ def _latency_ms(retriever: Retriever, method: str, raw: list, k: int, samples: i
     for i in range(samples):
         query = raw[i]
         started = time.perf_counter()
-        if retriever.modality == "docs":
-            inputs = retriever.vectorizer.transform([query])
-        else:
-            inputs = retriever.load_query_image(query)
-        retriever.rank(inputs, k, method, shortlist=shortlist)
+        retriever.rank(retriever.query_inputs([query]), k, method, shortlist=shortlist)
         times.append(time.perf_counter() - started)
     return float(np.median(times) * 1000)
 
@@ -147,14 +99,12 @@ def default_methods(retriever: Retriever) -> list[str]:
     ``ae>float`` re-ranked by ``ae-float``; ``ae>tfidf+float`` by the sum of
     both cosines; ``ae>pixels`` by pixel distance (images).
     """
-    from .search import RERANKERS
-
     methods = list(retriever.methods)
-    have_inputs = (retriever.folder / (DOC_INPUTS if retriever.modality == "docs" else IMAGE_INPUTS)).exists()
+    have_inputs = retriever.has_inputs()
     for method in retriever.methods:
         if f"{method}-float" not in retriever.manifest["methods"]:
             continue  # only a learned binary autoencoder has float codes beside its bits
-        for rerank in RERANKERS[retriever.modality]:
+        for rerank in retriever.modality.rerankers:
             if rerank != "none" and (have_inputs or rerank == "float"):
                 methods.append(f"{method}>{rerank}")
     return methods
@@ -190,9 +140,16 @@ def evaluate_index(retriever: Retriever, queries: Queries, *, k: int = 100, meth
         raise InputError(f"index {retriever.name!r} has no labels; rebuild it with --labels-from-folders "
                          "or labelled JSONL to evaluate it")
     n_items = len(index_labels)
-    depth = min(k, n_items)
+    # precision@10 is always over ten results, also when k < 10.
+    depth = min(max(k, 10), n_items)
     counts = {label: int(c) for label, c in zip(*np.unique(index_labels[index_labels != None], return_counts=True))}  # noqa: E711
     n_relevant = np.array([counts.get(label, 0) for label in queries.labels])
+    unknown = sorted({str(label) for label, n in zip(queries.labels, n_relevant) if n == 0})
+    if unknown:
+        missing = int((n_relevant == 0).sum())
+        warnings.warn(f"{missing} queries have labels the index does not have ({', '.join(unknown[:5])}"
+                      f"{', ...' if len(unknown) > 5 else ''}); they score 0 (check --labels-from-folders "
+                      "and the query folders)", RetrievalWarning, stacklevel=2)
     methods = methods or default_methods(retriever)
     result = {"index": retriever.name, "queries": int(len(queries.labels)), "k": k, "methods": {}}
     if curves:
@@ -202,13 +159,12 @@ def evaluate_index(retriever: Retriever, queries: Queries, *, k: int = 100, meth
         base, rerank = retriever.split_method(method)
         _, positions = retriever.rank(queries.inputs, depth, method, shortlist=shortlist)
         rel = relevance(queries.labels, positions, index_labels)
-        row = {"precision@10": float(precision_at(rel, 10).mean())}
-        row[f"precision@{k}"] = float(precision_at(rel, k).mean())
+        row = {"precision@10": float(precision_at(rel, 10).mean()),
+               f"precision@{k}": float(precision_at(rel, k).mean())}
         row[f"map@{k}"] = float(average_precision_at(rel, n_relevant, k).mean())
         row["query_ms_p50"] = _latency_ms(retriever, method, queries.raw,
                                           k, min(latency_samples, len(queries.labels)), shortlist)
-        row["bytes_per_item"] = _bytes_per_item(retriever, base or retriever.manifest.get("default_method", "ae"),
-                                                rerank)
+        row["bytes_per_item"] = _bytes_per_item(retriever, base or retriever.default_method, rerank)
         result["methods"][method] = row
         if curves and rerank is None:
             encoder, index = retriever.method(method)
@@ -228,7 +184,7 @@ def _bytes_per_item(retriever: Retriever, method: str, rerank: str | None) -> fl
         if part == "float":
             size += float(methods[f"{method}-float"]["bytes_per_item"])
         elif part != "none":
-            stored = retriever.folder / (DOC_INPUTS if retriever.modality == "docs" else IMAGE_INPUTS)
+            stored = retriever.folder.inputs(retriever.modality)
             size += stored.stat().st_size / max(1, retriever.manifest["counts"]["items"])
     return size
 

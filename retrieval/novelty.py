@@ -14,17 +14,9 @@ base64 blob is mostly such words. Images: mean binary cross-entropy per pixel.
 """
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 
 from .errors import IndexFormatError
-
-NOVELTY = "novelty.npy"
-REFERENCE = "novelty_reference.npy"
-#: Documents: per-item fraction of tokens outside the vocabulary (position
-#: order), kept so that novelty can be recomputed after a retrain.
-OOV = "oov.npy"
 #: Additions whose mean novelty percentile exceeds this are unlike the data
 #: the models learned from. A model fits its own training items better than
 #: new ones of the same kind: 998 held-out 20NG training postings added to an
@@ -58,23 +50,35 @@ def percentile(reference: np.ndarray, scores) -> np.ndarray:
     return 100.0 * np.searchsorted(reference, scores, side="right") / len(reference)
 
 
-def save(folder: Path, scores: np.ndarray, reference: np.ndarray | None = None) -> dict:
-    """Write the per-item scores (and, at training time, the sorted reference); returns a summary."""
-    np.save(folder / NOVELTY, scores.astype(np.float32))
-    if reference is not None:
-        np.save(folder / REFERENCE, np.sort(reference).astype(np.float32))
-    ref = np.load(folder / REFERENCE, allow_pickle=False)
+def summary(reference: np.ndarray) -> dict:
+    """The manifest's ``novelty`` record: how the training items' scores are distributed."""
+    ref = np.asarray(reference)
     return {"method": "ae", "reference_items": int(len(ref)), "reference_mean": float(ref.mean()) if len(ref) else None,
             "reference_p50": float(np.median(ref)) if len(ref) else None,
             "reference_p99": float(np.quantile(ref, 0.99)) if len(ref) else None}
 
 
-def load(folder: Path) -> tuple[np.ndarray, np.ndarray]:
+def save(folder, scores: np.ndarray, reference: np.ndarray) -> dict:
+    """Write the per-item scores and the sorted reference into an index folder; returns :func:`summary`.
+
+    Args:
+        folder: The :class:`~retrieval.storage.IndexFolder`.
+        scores: Every item's score, position order.
+        reference: The scores of the items the models were trained on.
+    """
+    reference = np.sort(np.asarray(reference, np.float32))
+    np.save(folder.novelty, np.asarray(scores, np.float32))
+    np.save(folder.novelty_reference, reference)
+    return summary(reference)
+
+
+def load(folder) -> tuple[np.ndarray, np.ndarray]:
     """``(scores in position order, sorted reference)`` of an index folder."""
     try:
-        return np.load(folder / NOVELTY, allow_pickle=False), np.load(folder / REFERENCE, allow_pickle=False)
+        return (np.load(folder.novelty, allow_pickle=False),
+                np.load(folder.novelty_reference, allow_pickle=False))
     except FileNotFoundError:
-        raise IndexFormatError(f"{folder.name} has no novelty scores (built by an older retrieval); "
+        raise IndexFormatError(f"{folder.root.name} has no novelty scores (built by an older retrieval); "
                                "rebuild it with --force or run 'retrieval retrain'") from None
 
 

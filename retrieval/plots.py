@@ -1,15 +1,41 @@
-"""Figures: precision-recall curves and the 2-D map of a corpus."""
+"""Figures: precision-recall curves, the 2-D map of a corpus, and contact sheets of images.
+
+matplotlib is imported when a figure is drawn, and its backend is chosen
+there and then (``Agg``, files only), never at import: importing
+:mod:`retrieval` leaves a notebook's backend alone. Contact sheets need only
+Pillow.
+"""
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
-import matplotlib
+import numpy as np
+from PIL import Image, ImageDraw, ImageFont
 
-matplotlib.use("Agg")  # files only; no display on servers
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
+from .errors import InputError
 
-from .errors import InputError  # noqa: E402
+#: Hit thumbnails per row in :func:`make_contact_sheet`.
+SHEET_COLUMNS = 5
+_SHEET_PAD = 6
+_SHEET_GAP = 12
+_CAPTION_LINES = 2
+_RESAMPLE = Image.Resampling.LANCZOS
+
+
+def _figure(**kwargs):
+    """A figure and axes drawn on an ``Agg`` canvas of its own.
+
+    ``matplotlib.figure.Figure`` is used rather than ``plt.subplots`` so no
+    GUI window or interactive backend is involved and nothing needs closing.
+    """
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=kwargs.pop("figsize"))
+    FigureCanvasAgg(fig)
+    axes = fig.subplots(**kwargs)
+    return fig, axes
 
 
 def _check_png(out: str | Path) -> Path:
@@ -29,7 +55,7 @@ def plot_pr_curves(report: dict, out: str | Path) -> Path:
         out: Image file to write.
     """
     out = _check_png(out)
-    fig, ax = plt.subplots(figsize=(6.5, 4.5))
+    fig, ax = _figure(figsize=(6.5, 4.5))
     for method, curve in report["curves"].items():
         ax.plot(curve["recall"], curve["precision"], marker=".", label=method)
     ax.set_xscale("log")
@@ -40,7 +66,6 @@ def plot_pr_curves(report: dict, out: str | Path) -> Path:
     ax.legend()
     fig.tight_layout()
     fig.savefig(out, dpi=110)
-    plt.close(fig)
     return out
 
 
@@ -57,22 +82,24 @@ def plot_map(panels: dict[str, np.ndarray], labels: np.ndarray, out: str | Path,
     names = sorted({str(label) for label in labels})
     colour = {name: i for i, name in enumerate(names)}
     c = np.array([colour[str(label)] for label in labels])
-    cmap = plt.get_cmap("tab20", max(len(names), 1))
-    fig, axes = plt.subplots(1, len(panels), figsize=(6 * len(panels), 6), squeeze=False)
+    from matplotlib import colormaps
+    from matplotlib.lines import Line2D
+
+    cmap = colormaps["tab20"].resampled(max(len(names), 1))
+    fig, axes = _figure(nrows=1, ncols=len(panels), figsize=(6 * len(panels), 6), squeeze=False)
     for ax, (method, codes) in zip(axes[0], panels.items()):
         ax.scatter(codes[:, 0], codes[:, 1], c=c, cmap=cmap, s=3, alpha=0.6, vmin=-0.5, vmax=len(names) - 0.5)
         ax.set_title(f"{method} (2-d)")
         ax.set_xticks([])
         ax.set_yticks([])
     if 1 < len(names) <= 20:
-        handles = [plt.Line2D([], [], marker="o", linestyle="", color=cmap(i), label=name)
+        handles = [Line2D([], [], marker="o", linestyle="", color=cmap(i), label=name)
                    for name, i in colour.items()]
         fig.legend(handles=handles, loc="lower center", ncol=min(5, len(names)), fontsize=8)
         fig.subplots_adjust(bottom=0.08 + 0.03 * (len(names) // 5))
     if title:
         fig.suptitle(title)
     fig.savefig(out, dpi=100)
-    plt.close(fig)
     return out
 
 
@@ -80,24 +107,121 @@ def corpus_map(retriever, out: str | Path, *, max_items: int = 5000, epochs: int
     """The classic figure of Hinton & Salakhutdinov (2006): a 2-d autoencoder
     code beside the 2-d linear baseline (LSA for documents, PCA for images).
 
-    A 2-d autoencoder is trained on (a sample of) the index's stored inputs
-    with the index's own settings; the index itself is not changed.
+    A 2-d float autoencoder is trained on (a sample of) the index's stored
+    inputs with the index's own settings (a binary index's map uses float
+    codes: two bits draw no map); the index itself is not changed.
     """
-    from .encoders import LSAEncoder, PCAEncoder
-    from .encoders.autoencoder import ConvAutoencoder, TextAutoencoder
-
-    inputs = retriever.inputs()
+    out = _check_png(out)
+    inputs = retriever.inputs("plot")
     labels = retriever.metadata.labels()
     rng = np.random.default_rng(seed)
     take = np.sort(rng.choice(len(labels), size=min(max_items, len(labels)), replace=False))
     inputs, labels = inputs[take], labels[take]
-    params = dict(retriever.manifest["methods"]["ae"]["params"])
-    params.update(code_dim=2, epochs=epochs, center=True, seed=seed)
-    if retriever.modality == "docs":
-        params["pretrain"] = "none"
-        ae, linear, linear_name = TextAutoencoder(**params), LSAEncoder(2, seed=seed), "lsa"
-    else:
-        ae, linear, linear_name = ConvAutoencoder(**params), PCAEncoder(2, seed=seed), "pca"
+    modality = retriever.modality
+    config = modality.config_class.from_dict(retriever.manifest.get("config", {}))
+    ae = modality.autoencoder(config, code_dim=2, epochs=epochs, binarize="none", pretrain="none", seed=seed)
+    linear_name, linear = modality.linear_baseline(2, seed)
     panels = {"autoencoder": ae.fit(inputs).transform(inputs),
               linear_name: linear.fit(inputs).transform(inputs)}
     return plot_map(panels, labels, out, title=f"{retriever.name}: {len(labels)} items")
+
+
+# --------------------------------------------------------------------------
+# Contact sheets
+# --------------------------------------------------------------------------
+
+
+def _thumbnail(arr: np.ndarray, thumb: int, what: str) -> Image.Image:
+    arr = np.asarray(arr)
+    if arr.dtype != np.uint8 or arr.ndim != 3 or arr.shape[2] not in (1, 3):
+        raise InputError(
+            f"{what}: expected a uint8 array (s, s, 1) or (s, s, 3), got "
+            f"{arr.dtype} {arr.shape}; pass rows of ImageCorpus.pixels"
+        )
+    img = Image.fromarray(arr[:, :, 0] if arr.shape[2] == 1 else arr).convert("RGB")
+    # Small images (MNIST's 28 px) are shown with crisp pixels, not blurred.
+    scale = thumb / max(img.size)
+    new = (max(1, round(img.width * scale)), max(1, round(img.height * scale)))
+    return img.resize(new, Image.Resampling.NEAREST if scale > 1 else _RESAMPLE)
+
+
+def _fit_text(draw: ImageDraw.ImageDraw, text: str, font, width: int) -> str:
+    if draw.textlength(text, font=font) <= width:
+        return text
+    while text and draw.textlength(text + "...", font=font) > width:
+        text = text[:-1]
+    return text + "..."
+
+
+def make_contact_sheet(
+    query: np.ndarray,
+    hits: list[np.ndarray],
+    captions: list[str],
+    out: Path,
+    query_caption: str = "query",
+    thumb: int = 96,
+) -> Path:
+    """Draw a query and its hits side by side and save the sheet as PNG.
+
+    Layout: the query in its own column on the left, a separator, then the hits
+    in rank order, :data:`SHEET_COLUMNS` per row. Every cell is a
+    ``thumb`` x ``thumb`` thumbnail (small images enlarged with nearest
+    neighbour so pixels stay crisp) over up to two caption lines (split at
+    ``"\\n"``, shortened with ``...`` to the cell width) in Pillow's default font.
+
+    Args:
+        query: The query image, ``uint8`` ``(s, s, 1)`` or ``(s, s, 3)``.
+        hits: The top-k images, same format, best first.
+        captions: One caption per hit, e.g. ``"0.93 shirt"``.
+        out: Where to write the PNG; parent folders are created.
+        query_caption: Caption under the query.
+        thumb: Side of each thumbnail in pixels.
+
+    Returns:
+        ``out``.
+
+    Raises:
+        InputError: Bad array shapes/dtypes, or captions not matching hits.
+    """
+    if len(captions) != len(hits):
+        raise InputError(
+            f"make_contact_sheet: {len(hits)} hits but {len(captions)} captions; "
+            "pass one caption per hit"
+        )
+    if isinstance(thumb, bool) or not isinstance(thumb, int) or thumb < 8:
+        raise InputError(f"thumb={thumb!r} is too small; pass at least 8 (default 96)")
+    thumbs = [_thumbnail(query, thumb, "query")]
+    thumbs += [_thumbnail(h, thumb, f"hit {i}") for i, h in enumerate(hits)]
+
+    font = ImageFont.load_default()
+    bbox = font.getbbox("Ag|")
+    line_h = int(bbox[3] - bbox[1]) + 3
+    cell_w = thumb + 2 * _SHEET_PAD
+    cell_h = thumb + 2 * _SHEET_PAD + _CAPTION_LINES * line_h
+    cols = min(len(hits), SHEET_COLUMNS)
+    rows = max(1, math.ceil(len(hits) / SHEET_COLUMNS))
+    sheet = Image.new("RGB", (cell_w * (1 + cols) + _SHEET_GAP, cell_h * rows), "white")
+    draw = ImageDraw.Draw(sheet)
+
+    def cell(img: Image.Image, text: str, x: int, y: int) -> None:
+        # Centre the thumbnail so non-square hits still line up.
+        ox = x + _SHEET_PAD + (thumb - img.width) // 2
+        oy = y + _SHEET_PAD + (thumb - img.height) // 2
+        sheet.paste(img, (ox, oy))
+        ty = y + _SHEET_PAD + thumb + 2
+        for line in str(text).split("\n")[:_CAPTION_LINES]:
+            draw.text((x + _SHEET_PAD, ty), _fit_text(draw, line, font, thumb),
+                      fill=(0, 0, 0), font=font)
+            ty += line_h
+
+    cell(thumbs[0], query_caption, 0, 0)
+    sep_x = cell_w + _SHEET_GAP // 2
+    draw.line([(sep_x, 0), (sep_x, sheet.height)], fill=(160, 160, 160), width=1)
+    for rank, (img, text) in enumerate(zip(thumbs[1:], captions)):
+        r, c = divmod(rank, SHEET_COLUMNS)
+        cell(img, text, cell_w + _SHEET_GAP + c * cell_w, r * cell_h)
+
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    sheet.save(out, format="PNG")
+    return out

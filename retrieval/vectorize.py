@@ -96,7 +96,7 @@ class TextVectorizer:
         """Per text, the fraction of its (non-stop-word) tokens outside the vocabulary.
 
         TF-IDF cannot see such words at all; novelty scores count them
-        (see :func:`retrieval.novelty.document_novelty`). A text without
+        (see :func:`retrieval.novelty.item_novelty`). A text without
         any token gives 1.0.
         """
         if not hasattr(self, "_analyze"):

@@ -13,7 +13,7 @@ from retrieval.encoders.autoencoder import ConvAutoencoder, TextAutoencoder
 from retrieval.encoders.hashing import hamming_distances
 from retrieval.errors import InputError, RetrievalWarning
 from retrieval.evaluate import default_methods, evaluate_index, load_queries
-from retrieval.index import BinaryFlatIndex, BinaryIVFIndex, load_index, make_index
+from retrieval.ann import BinaryFlatIndex, BinaryIVFIndex, load_index, make_index
 from retrieval.search import Retriever
 from retrieval.vectorize import TextVectorizer
 from conftest import TINY_DOCS, TINY_IMAGES, synthetic_docs, synthetic_images, write_corpus
@@ -178,7 +178,7 @@ def test_two_stage_with_whole_collection_equals_exact_scorer(binary_docs):
     store, manifest, _ = binary_docs
     retriever = Retriever("hash", store)
     n = manifest["counts"]["items"]
-    X = retriever.vectorize(["rocket orbit launch nasa", "engine brake tire dealer"])
+    X = retriever.query_inputs(["rocket orbit launch nasa", "engine brake tire dealer"])
     # Re-ranking a shortlist that holds every item is the exact scorer itself.
     for rerank, exact in (("tfidf", "tfidf"), ("float", "ae-float")):
         two, positions = retriever.rank(X, 20, "ae", rerank=rerank, shortlist=n)
@@ -186,27 +186,32 @@ def test_two_stage_with_whole_collection_equals_exact_scorer(binary_docs):
         assert np.allclose(two, want, atol=1e-5)
         assert (positions == want_positions).mean() > 0.95  # exact ties may swap
     fused, positions = retriever.rank(X, 20, "ae", rerank="tfidf+float", shortlist=n)
-    parts = [retriever._scorer(p, "ae", X) for p in ("tfidf", "float")]
+    from retrieval.search import rerank as two_stage
+
+    parts = [two_stage.scorer(p, X, stored=retriever.inputs, float_method=lambda: retriever.method("ae-float"))
+             for p in ("tfidf", "float")]
     for qi in range(len(positions)):
         assert np.allclose(fused[qi], parts[0](qi, positions[qi]) + parts[1](qi, positions[qi]), atol=1e-5)
         assert (np.diff(fused[qi]) <= 1e-6).all()
     # Feedback: TF-IDF cosine against the query plus the nearest codes' TF-IDF centroid.
-    from retrieval.search import PRF_DOCUMENTS, PRF_WEIGHT
+    from retrieval.search.rerank import PRF_DOCUMENTS, PRF_WEIGHT
 
     prf, positions = retriever.rank(X[:1], 20, "ae", rerank="tfidf-prf", shortlist=40)
-    shortlist = retriever._shortlist(retriever.method("ae")[1], retriever.method("ae")[0].transform(X[:1]), 40, None)[0]
+    shortlist = two_stage.shortlist(retriever.method("ae")[1], retriever.method("ae")[0].transform(X[:1]), 40, None)[0]
     stored = retriever.inputs()
     expanded = X[0].toarray().ravel() + PRF_WEIGHT * np.asarray(stored[shortlist[:PRF_DOCUMENTS]].mean(axis=0)).ravel()
     assert np.allclose(prf[0], stored[positions[0]] @ expanded, atol=1e-5) and (np.diff(prf[0]) <= 1e-6).all()
-    hits = retriever.query_text("rocket orbit launch nasa", 5, rerank="tfidf")
+    hits = retriever.search("rocket orbit launch nasa", 5, rerank="tfidf")
     assert [h.label for h in hits].count("space") >= 4
     assert hits == retriever.search_inputs(X[:1], 5, "ae>tfidf")[0]
 
 
 def test_radius_shortlist_and_empty_ball(binary_docs):
+    from retrieval.search import rerank as two_stage
+
     store, _, _ = binary_docs
     retriever = Retriever("hash", store)
-    X = retriever.vectorize(["rocket orbit launch nasa"])
+    X = retriever.query_inputs(["rocket orbit launch nasa"])
     code = retriever.method("ae")[0].transform(X)
     _, positions = retriever.rank(X, 200, "ae", rerank="none", radius=3)
     index = retriever.method("ae")[1]
@@ -217,7 +222,7 @@ def test_radius_shortlist_and_empty_ball(binary_docs):
     distances = hamming_distances(far, index.index_.reconstruct_n(0, len(index)))
     if distances.min() > 0:
         with pytest.warns(RetrievalWarning, match="no item within Hamming radius 0"):
-            shortlist = retriever._shortlist(index, far, 10, radius=0)
+            shortlist = two_stage.shortlist(index, far, 10, radius=0)
         assert len(shortlist[0]) == 10
 
 
@@ -237,17 +242,17 @@ def test_evaluate_adds_two_stage_rows(binary_docs):
 def test_rerank_errors(binary_docs, built_docs, tmp_path):
     store, _, base = binary_docs
     retriever = Retriever("hash", store)
-    X = retriever.vectorize(["rocket orbit"])
-    with pytest.raises(InputError, match="does not apply to docs"):
+    X = retriever.query_inputs(["rocket orbit"])
+    with pytest.raises(InputError, match="does not apply to documents"):
         retriever.rank(X, 5, rerank="pixels")
     float_store, name, _ = built_docs
     with pytest.raises(InputError, match="need binary codes"):
-        Retriever(name, float_store).query_text("rocket orbit", 5, rerank="tfidf")
+        Retriever(name, float_store).search("rocket orbit", 5, rerank="tfidf")
     lean = replace(TINY_DOCS, bits=16, binary_epochs=1, baselines="none", keep_inputs=False, epochs=1)
     build_docs_index(base / "corpus", "lean", lean, store=store)
     with pytest.raises(InputError, match="without keeping its TF-IDF matrix.*--force"):
-        Retriever("lean", store).query_text("rocket orbit", 5, rerank="tfidf")
-    assert len(Retriever("lean", store).query_text("rocket orbit", 5, rerank="float")) == 5
+        Retriever("lean", store).search("rocket orbit", 5, rerank="tfidf")
+    assert len(Retriever("lean", store).search("rocket orbit", 5, rerank="float")) == 5
 
 
 def test_cli_bits(monkeypatch, capsys, binary_docs, docs_dir):
@@ -271,7 +276,7 @@ def test_image_index_with_bits(tmp_path):
     retriever = Retriever("pics", store)
     query = sorted((tmp_path / "images" / "disc").iterdir())[0]
     n = manifest["counts"]["items"]
-    hits = retriever.query_image(query, 5, rerank="pixels", shortlist=n)
-    exact = retriever.query_image(query, 5, method="pixels")
+    hits = retriever.search(query, 5, rerank="pixels", shortlist=n)
+    exact = retriever.search(query, 5, method="pixels")
     assert [h.position for h in hits] == [h.position for h in exact]
     assert "ae>pixels" in default_methods(retriever)

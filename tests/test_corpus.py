@@ -8,7 +8,7 @@ import zipfile
 
 import pytest
 
-from retrieval.corpus import MAX_DOC_BYTES, read_documents, read_text_file
+from retrieval.sources.documents import MAX_DOC_BYTES, read_documents, read_text_file
 from retrieval.errors import InputError, RetrievalWarning
 
 

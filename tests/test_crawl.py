@@ -25,7 +25,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from PIL import Image
 
-from retrieval.crawl import (
+from retrieval.sources.crawl import (
     DEFAULT_USER_AGENT,
     MANIFEST_NAME,
     CrawlConfig,

@@ -21,13 +21,12 @@ from hypothesis import strategies as st
 from PIL import Image
 
 from retrieval.errors import InputError, RetrievalWarning
-from retrieval.images import (
+from retrieval.plots import SHEET_COLUMNS, make_contact_sheet
+from retrieval.sources.images import (
     DEFAULT_SIZE,
     MAX_PIXELS,
-    SHEET_COLUMNS,
     ImageCorpus,
     load_image,
-    make_contact_sheet,
     read_idx,
     read_images,
     sniff_image_type,

@@ -7,7 +7,8 @@ import pytest
 from PIL import Image
 
 import cli
-from retrieval import Retriever, run_evaluation, run_query
+from retrieval import Retriever, run_evaluation
+from retrieval.api import search
 from retrieval.errors import InputError
 from conftest import synthetic_images
 
@@ -32,7 +33,7 @@ def test_manifest(built_images):
 @pytest.mark.parametrize("method", ["ae", "pca", "pixels"])
 def test_query_by_path_finds_itself_first(retriever, built_images, method):
     _, _, root = built_images
-    hits = retriever.query_image(root / "disc" / "disc03.png", k=5, method=method)
+    hits = retriever.search(root / "disc" / "disc03.png", k=5, method=method)
     assert hits[0].id == "disc/disc03.png"
     assert [h.rank for h in hits] == [1, 2, 3, 4, 5]
     if method == "pixels":
@@ -41,30 +42,30 @@ def test_query_by_path_finds_itself_first(retriever, built_images, method):
 
 def test_query_like_and_bytes(retriever, built_images):
     _, _, root = built_images
-    hits = retriever.query_like("bars/bars01.png", k=3, method="pixels")
+    hits = retriever.like("bars/bars01.png", k=3, method="pixels")
     assert "bars/bars01.png" not in [h.id for h in hits]
     data = (root / "square" / "square02.png").read_bytes()
-    assert retriever.query_image(data, k=1, method="pixels")[0].id == "square/square02.png"
+    assert retriever.search(data, k=1, method="pixels")[0].id == "square/square02.png"
 
 
 def test_text_query_on_image_index_is_refused(retriever):
     with pytest.raises(InputError, match="holds images"):
-        retriever.query_text("a red square")
+        retriever.search("a red square")
 
 
 def test_bad_query_images(retriever, tmp_path):
     with pytest.raises(InputError, match="does not exist"):
-        retriever.query_image(tmp_path / "missing.png")
+        retriever.search(tmp_path / "missing.png")
     fake = tmp_path / "fake.jpg"
     fake.write_text("not an image")
     with pytest.raises(InputError):
-        retriever.query_image(fake)
+        retriever.search(fake)
 
 
 def test_contact_sheet(built_images, tmp_path):
     store, name, root = built_images
     out = tmp_path / "sheet.png"
-    hits = run_query(store, name, str(root / "disc" / "disc00.png"), k=6, show=out)
+    hits = search(store, name, str(root / "disc" / "disc00.png"), k=6, show=out).hits
     assert len(hits) == 6
     with Image.open(out) as sheet:
         assert sheet.width > 96 * 3 and sheet.height >= 96
@@ -132,12 +133,12 @@ def test_query_by_url(retriever, built_images):
     thread.start()
     try:
         base = f"http://127.0.0.1:{server.server_address[1]}"
-        hits = retriever.query_image(f"{base}/square/square05.png", k=1, method="pixels")
+        hits = retriever.search(f"{base}/square/square05.png", k=1, method="pixels")
         assert hits[0].id == "square/square05.png"
         from retrieval.errors import FetchError
 
         with pytest.raises(FetchError):
-            retriever.query_image(f"{base}/square/missing.png", k=1)
+            retriever.search(f"{base}/square/missing.png", k=1)
     finally:
         server.shutdown()
         server.server_close()

@@ -4,7 +4,7 @@ import pytest
 import scipy.sparse as sp
 
 from retrieval.errors import InputError
-from retrieval.index import BACKENDS, APPROX_THRESHOLD, FlatIndex, SparseIndex, check_k, make_index
+from retrieval.ann import BACKENDS, APPROX_THRESHOLD, FlatIndex, SparseIndex, check_k, make_index
 
 rng = np.random.default_rng(0)
 CODES = rng.normal(size=(500, 16)).astype(np.float32)

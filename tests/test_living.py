@@ -49,17 +49,17 @@ def test_add_encodes_new_items_and_is_idempotent(living):
     extra = tmp / "extra"
     write_corpus(extra, synthetic_docs(5, seed=3), prefix="new")
     before = Retriever("live", store).method("ae")[0].transform(
-        Retriever("live", store).vectorize(["rocket orbit launch"]))
+        Retriever("live", store).query_inputs(["rocket orbit launch"]))
     report = add_items(store, "live", extra)
     assert (report.added, report.replaced, report.unchanged, report.items) == (20, 0, 0, 100)
     assert count(store) == 100 and "space/new000.txt" in ids(store)
     retriever = Retriever("live", store)
     # No retraining: the stored model encodes exactly as before.
-    assert np.array_equal(retriever.method("ae")[0].transform(retriever.vectorize(["rocket orbit launch"])), before)
+    assert np.array_equal(retriever.method("ae")[0].transform(retriever.query_inputs(["rocket orbit launch"])), before)
     for method in retriever.methods:
         assert len(retriever.method(method)[1]) == 100
     assert retriever.inputs().shape[0] == 100
-    hits = retriever.query_like("space/new000.txt", 5, method="tfidf")
+    hits = retriever.like("space/new000.txt", 5, method="tfidf")
     assert [h.label for h in hits].count("space") >= 4
     before = (store.path("live") / "manifest.json").stat()
     again = add_items(store, "live", extra)
@@ -97,7 +97,7 @@ def test_remove_by_id_and_prefix(living):
     retriever = Retriever("live", store)
     for method in retriever.methods:
         assert len(retriever.method(method)[1]) == 78
-    hits = retriever.query_text("orbit rocket nasa", 78, method="tfidf")
+    hits = retriever.search("orbit rocket nasa", 78, method="tfidf")
     assert "space/doc000.txt" not in {h.id for h in hits} and len(hits) == 78
     report = remove_items(store, "live", path_prefix=str(corpus / "medicine") + "/")
     assert (report.removed, report.items) == (20, 58)
@@ -163,7 +163,7 @@ def test_novelty_outliers_drift_and_retrain(living):
     assert strange["percentile"] > typical["percentile"]
     manifest = retrain(store, "live")
     assert manifest["drift"]["added_since_training"] == 0 and manifest["counts"]["items"] == 88
-    assert len(Retriever("live", store).query_text("rocket orbit", 5)) == 5
+    assert len(Retriever("live", store).search("rocket orbit", 5)) == 5
 
 
 def test_cli_living_commands(monkeypatch, capsys, living):
@@ -225,9 +225,9 @@ def test_image_index_add_and_outlier_sheet(tmp_path, monkeypatch, capsys):
 def test_open_retriever_sees_a_swapped_index(living):
     store, corpus, tmp = living
     retriever = Retriever("live", store)
-    assert len(retriever.query_text("orbit rocket", 100, method="tfidf")) == 80
+    assert len(retriever.search("orbit rocket", 100, method="tfidf")) == 80
     write_corpus(tmp / "late", synthetic_docs(1, seed=11), prefix="late")
     add_items(store, "live", tmp / "late")
-    hits = retriever.query_text("orbit rocket", 100, method="tfidf")  # the same object, opened before the add
+    hits = retriever.search("orbit rocket", 100, method="tfidf")  # the same object, opened before the add
     assert len(hits) == 84 and "space/late000.txt" in {h.id for h in hits}
     assert retriever.manifest["counts"]["items"] == 84

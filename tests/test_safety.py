@@ -16,7 +16,7 @@ import pytest
 from retrieval import Store, build_docs_index
 from retrieval.errors import IndexFormatError, IndexLocked, RetrievalWarning
 from retrieval.search import Retriever
-from retrieval.store import manifest_checksum, verify_index
+from retrieval.storage import manifest_checksum, verify_index
 from conftest import TINY_DOCS, synthetic_docs, write_corpus
 
 REPO = Path(__file__).resolve().parent.parent
@@ -81,7 +81,7 @@ def test_second_writer_in_another_thread_is_refused(built_docs, tmp_path):
 
 def test_lock_of_a_killed_process_is_free(tmp_path):
     store = Store(tmp_path / "home")
-    code = ("import sys, time\nfrom retrieval.store import Store\n"
+    code = ("import sys, time\nfrom retrieval.storage import Store\n"
             "held = Store(sys.argv[1]).lock('x', purpose='build')\nheld.__enter__()\nprint('locked', flush=True)\ntime.sleep(120)\n")
     proc = subprocess.Popen([sys.executable, "-c", code, str(store.root)], cwd=REPO, stdout=subprocess.PIPE, text=True)
     try:
@@ -159,13 +159,20 @@ def test_tampered_index_is_refused(built_docs, tmp_path, case):
         Retriever(name, store, verify=False).close()  # the documented opt-out
 
 
-def test_index_without_checksums_still_loads(built_docs, tmp_path):
+def test_checksums_are_mandatory_from_format_2(built_docs, tmp_path):
     store, name = _copy(built_docs, tmp_path)
     path = store.path(name) / "manifest.json"
     m = json.loads(path.read_text())
-    del m["files"], m["checksum"]  # as written before checksums existed
+    assert m["format_version"] == 2
+    del m["files"], m["checksum"]
     path.write_text(json.dumps(m))
-    assert Retriever(name, store).query_text("orbit rocket launch", k=3)
+    # Format 1 allowed this (indexes written before checksums existed); format 2 does not,
+    # so stripping them is not a way around verification.
+    with pytest.raises(IndexFormatError, match="checksum was removed"):
+        Retriever(name, store)
+    m["format_version"] = 1  # as written before checksums existed: loads, unverified
+    path.write_text(json.dumps(m))
+    assert Retriever(name, store).search("orbit rocket launch", k=3)
     m["files"] = {}  # a file list without its checksum is an edit, not an old index
     path.write_text(json.dumps(m))
     with pytest.raises(IndexFormatError, match="checksum was removed"):
@@ -243,7 +250,7 @@ def test_crash_between_the_two_renames_is_recovered(built_docs, tmp_path):
     _half_swapped(store, name)
     assert not store.path(name).exists()
     with pytest.warns(RetrievalWarning, match="restored the previous version"):
-        hits = Retriever(name, store).query_text("orbit rocket launch", k=3)
+        hits = Retriever(name, store).search("orbit rocket launch", k=3)
     assert hits and sorted(os.listdir(store.root)) == [name]  # leftovers deleted under the lock
     _half_swapped(store, name)
     with pytest.warns(RetrievalWarning, match="restored"):

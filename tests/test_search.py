@@ -22,7 +22,7 @@ def test_item_queried_with_itself_ranks_first(retriever, method):
 
 @pytest.mark.parametrize("method", ["ae", "lsa", "tfidf"])
 def test_query_text_finds_topic(retriever, method):
-    hits = retriever.query_text("nasa rocket launch into orbit around the moon", k=5, method=method)
+    hits = retriever.search("nasa rocket launch into orbit around the moon", k=5, method=method)
     assert len(hits) == 5 and [h.rank for h in hits] == [1, 2, 3, 4, 5]
     assert all(np.isfinite(h.score) for h in hits)
     assert hits[0].score >= hits[-1].score
@@ -32,27 +32,27 @@ def test_query_text_finds_topic(retriever, method):
 
 def test_query_like_excludes_itself(retriever):
     first = retriever.metadata.rows([0])[0]["id"]
-    hits = retriever.query_like(first, k=4, method="tfidf")
+    hits = retriever.like(first, k=4, method="tfidf")
     assert len(hits) == 4 and first not in [h.id for h in hits]
 
 
 @pytest.mark.parametrize("text", ["the and of to is", "zzzz qqqq", "   "])
 def test_stop_words_or_unknown_words_give_clear_error(retriever, text):
     with pytest.raises(EmptyQueryError):
-        retriever.query_text(text, k=3)
+        retriever.search(text, k=3)
 
 
 def test_unknown_method_and_id(retriever):
     with pytest.raises(InputError, match="no method 'bm25'"):
-        retriever.query_text("orbit", method="bm25")
+        retriever.search("orbit", method="bm25")
     with pytest.raises(InputError, match="no item with id"):
-        retriever.query_like("nope")
+        retriever.like("nope")
 
 
 @pytest.mark.parametrize("k", [0, -1])
 def test_bad_k(retriever, k):
     with pytest.raises(InputError, match="-k"):
-        retriever.query_text("orbit", k=k)
+        retriever.search("orbit", k=k)
 
 
 def test_evaluation_report(built_docs, queries_dir, tmp_path):

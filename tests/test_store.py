@@ -7,7 +7,7 @@ import pytest
 from retrieval import Store, build_docs_index
 from retrieval.errors import IndexExists, IndexFormatError, IndexNotFound, InputError
 from retrieval.search import Retriever
-from retrieval.store import FORMAT_VERSION, index_home
+from retrieval.storage import FORMAT_VERSION, index_home
 from conftest import TINY_DOCS
 
 
@@ -37,17 +37,17 @@ def test_bad_names(tmp_path, name):
 
 def test_interrupted_build_keeps_previous_index(built_docs, docs_dir, monkeypatch):
     store, name, _ = built_docs
-    before = Retriever(name, store).query_text("orbit rocket launch", k=3)
+    before = Retriever(name, store).search("orbit rocket launch", k=3)
 
-    import retrieval.build as build
+    from retrieval.writer import IndexWriter
 
     def boom(*args, **kwargs):
         raise KeyboardInterrupt  # the user pressed Ctrl-C during training
 
-    monkeypatch.setattr(build, "_fit_methods", boom)
+    monkeypatch.setattr(IndexWriter, "fit", boom)
     with pytest.raises(KeyboardInterrupt):
         build_docs_index(docs_dir, name, TINY_DOCS, store=store, force=True)
-    after = Retriever(name, store).query_text("orbit rocket launch", k=3)
+    after = Retriever(name, store).search("orbit rocket launch", k=3)
     assert [h.id for h in after] == [h.id for h in before]
     assert not [p for p in store.root.iterdir() if p.name.startswith(".tmp")]
 
@@ -93,7 +93,7 @@ def test_corrupted_faiss_file(built_docs, tmp_path):
     store, name = _copy_index(built_docs, tmp_path)
     (store.path(name) / "methods" / "ae" / "index.faiss").write_bytes(b"garbage")
     with pytest.raises(IndexFormatError, match="index.faiss"):
-        Retriever(name, store).query_text("orbit", k=2)
+        Retriever(name, store).search("orbit", k=2)
 
 
 def test_manifest_contents(built_docs):

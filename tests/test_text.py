@@ -1,6 +1,6 @@
 from hypothesis import given, strategies as st
 
-from retrieval.text import html_to_text, snippet, split_headers, strip_email
+from retrieval.sources.text import html_to_text, snippet, split_headers, strip_email
 
 
 def test_plain_text_keeps_first_paragraph():

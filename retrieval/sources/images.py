@@ -26,20 +26,19 @@ from pathlib import Path, PurePosixPath
 from typing import BinaryIO
 
 import numpy as np
-from PIL import Image, ImageDraw, ImageFont, ImageOps
+from PIL import Image, ImageOps
 
-from .errors import InputError, RetrievalWarning
-from .items import Item
+from ..errors import InputError, RetrievalWarning
+from ..items import Item
 
 __all__ = [
     "DEFAULT_SIZE",
     "IMAGE_EXTENSIONS",
     "MAX_PIXELS",
     "MIN_SIDE",
-    "SHEET_COLUMNS",
     "ImageCorpus",
+    "corpus_from_arrays",
     "load_image",
-    "make_contact_sheet",
     "read_idx",
     "read_images",
     "sniff_image_type",
@@ -55,8 +54,6 @@ DEFAULT_SIZE = 32
 IMAGE_EXTENSIONS = frozenset(
     {".jpg", ".jpeg", ".jpe", ".png", ".gif", ".webp", ".bmp", ".dib", ".tif", ".tiff"}
 )
-#: Hit thumbnails per row in :func:`make_contact_sheet`.
-SHEET_COLUMNS = 5
 
 # Magic numbers of the formats we accept; the crawler and the readers both
 # trust these bytes over file names and Content-Type headers.
@@ -102,9 +99,6 @@ _IDX_DTYPES = {
     0x0E: np.dtype(">f8"),
 }
 
-_SHEET_PAD = 6
-_SHEET_GAP = 12
-_CAPTION_LINES = 2
 
 
 def sniff_image_type(data: bytes) -> str | None:
@@ -838,101 +832,91 @@ def read_images(
 
 
 # --------------------------------------------------------------------------
-# Contact sheets
+# Images already in memory
 # --------------------------------------------------------------------------
 
 
-def _thumbnail(arr: np.ndarray, thumb: int, what: str) -> Image.Image:
+def _array_to_pil(arr: np.ndarray, where: str) -> Image.Image:
     arr = np.asarray(arr)
-    if arr.dtype != np.uint8 or arr.ndim != 3 or arr.shape[2] not in (1, 3):
-        raise InputError(
-            f"{what}: expected a uint8 array (s, s, 1) or (s, s, 3), got "
-            f"{arr.dtype} {arr.shape}; pass rows of ImageCorpus.pixels"
-        )
-    img = Image.fromarray(arr[:, :, 0] if arr.shape[2] == 1 else arr).convert("RGB")
-    # Small images (MNIST's 28 px) are shown with crisp pixels, not blurred.
-    scale = thumb / max(img.size)
-    new = (max(1, round(img.width * scale)), max(1, round(img.height * scale)))
-    return img.resize(new, Image.Resampling.NEAREST if scale > 1 else _RESAMPLE)
+    if arr.ndim == 3 and arr.shape[2] == 1:
+        arr = arr[:, :, 0]
+    if arr.ndim not in (2, 3) or (arr.ndim == 3 and arr.shape[2] not in (3, 4)):
+        raise InputError(f"{where}: an image array must be (height, width), (height, width, 1), "
+                         f"(height, width, 3) or (height, width, 4); got shape {arr.shape}")
+    if arr.dtype != np.uint8:
+        if not np.issubdtype(arr.dtype, np.number):
+            raise InputError(f"{where}: image arrays hold numbers; got dtype {arr.dtype}")
+        values = arr.astype(np.float64)
+        if not np.isfinite(values).all():
+            raise InputError(f"{where}: the image array holds NaN or infinite values")
+        # Floats in [0, 1] are the usual scaled form; anything else is read as 0-255.
+        scale = 255.0 if values.size and values.min() >= 0 and values.max() <= 1 else 1.0
+        arr = np.clip(np.rint(values * scale), 0, 255).astype(np.uint8)
+    return Image.fromarray(arr)
 
 
-def _fit_text(draw: ImageDraw.ImageDraw, text: str, font, width: int) -> str:
-    if draw.textlength(text, font=font) <= width:
-        return text
-    while text and draw.textlength(text + "...", font=font) > width:
-        text = text[:-1]
-    return text + "..."
-
-
-def make_contact_sheet(
-    query: np.ndarray,
-    hits: list[np.ndarray],
-    captions: list[str],
-    out: Path,
-    query_caption: str = "query",
-    thumb: int = 96,
-) -> Path:
-    """Draw a query and its hits side by side and save the sheet as PNG.
-
-    Layout: the query in its own column on the left, a separator, then the hits
-    in rank order, :data:`SHEET_COLUMNS` per row. Every cell is a
-    ``thumb`` x ``thumb`` thumbnail (small images enlarged with nearest
-    neighbour so pixels stay crisp) over up to two caption lines (split at
-    ``"\\n"``, shortened with ``...`` to the cell width) in Pillow's default font.
+def corpus_from_arrays(data, *, size: int | None = None, color: str = "auto", fit: str = "pad") -> ImageCorpus:
+    """An image corpus from images in memory.
 
     Args:
-        query: The query image, ``uint8`` ``(s, s, 1)`` or ``(s, s, 3)``.
-        hits: The top-k images, same format, best first.
-        captions: One caption per hit, e.g. ``"0.93 shirt"``.
-        out: Where to write the PNG; parent folders are created.
-        query_caption: Caption under the query.
-        thumb: Side of each thumbnail in pixels.
-
-    Returns:
-        ``out``.
+        data: A ``(n, h, w[, c])`` array, or an iterable whose elements are
+            arrays, image file paths, encoded image bytes, or dicts with
+            ``image`` (any of those) and optional ``id``, ``label``, ``title``.
+            Float arrays in [0, 1] are scaled to 0-255.
+        size: Side of the square arrays (default: the images' own side when
+            they are square arrays of one size, else :data:`DEFAULT_SIZE`).
+        color: ``"grey"``, ``"rgb"`` or ``"auto"``.
+        fit: ``"pad"`` or ``"crop"``.
 
     Raises:
-        InputError: Bad array shapes/dtypes, or captions not matching hits.
+        InputError: An element that is not an image (named by position),
+            duplicate ids, or no image.
     """
-    if len(captions) != len(hits):
-        raise InputError(
-            f"make_contact_sheet: {len(hits)} hits but {len(captions)} captions; "
-            "pass one caption per hit"
-        )
-    if isinstance(thumb, bool) or not isinstance(thumb, int) or thumb < 8:
-        raise InputError(f"thumb={thumb!r} is too small; pass at least 8 (default 96)")
-    thumbs = [_thumbnail(query, thumb, "query")]
-    thumbs += [_thumbnail(h, thumb, f"hit {i}") for i, h in enumerate(hits)]
-
-    font = ImageFont.load_default()
-    bbox = font.getbbox("Ag|")
-    line_h = int(bbox[3] - bbox[1]) + 3
-    cell_w = thumb + 2 * _SHEET_PAD
-    cell_h = thumb + 2 * _SHEET_PAD + _CAPTION_LINES * line_h
-    cols = min(len(hits), SHEET_COLUMNS)
-    rows = max(1, math.ceil(len(hits) / SHEET_COLUMNS))
-    sheet = Image.new("RGB", (cell_w * (1 + cols) + _SHEET_GAP, cell_h * rows), "white")
-    draw = ImageDraw.Draw(sheet)
-
-    def cell(img: Image.Image, text: str, x: int, y: int) -> None:
-        # Centre the thumbnail so non-square hits still line up.
-        ox = x + _SHEET_PAD + (thumb - img.width) // 2
-        oy = y + _SHEET_PAD + (thumb - img.height) // 2
-        sheet.paste(img, (ox, oy))
-        ty = y + _SHEET_PAD + thumb + 2
-        for line in str(text).split("\n")[:_CAPTION_LINES]:
-            draw.text((x + _SHEET_PAD, ty), _fit_text(draw, line, font, thumb),
-                      fill=(0, 0, 0), font=font)
-            ty += line_h
-
-    cell(thumbs[0], query_caption, 0, 0)
-    sep_x = cell_w + _SHEET_GAP // 2
-    draw.line([(sep_x, 0), (sep_x, sheet.height)], fill=(160, 160, 160), width=1)
-    for rank, (img, text) in enumerate(zip(thumbs[1:], captions)):
-        r, c = divmod(rank, SHEET_COLUMNS)
-        cell(img, text, cell_w + _SHEET_GAP + c * cell_w, r * cell_h)
-
-    out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    sheet.save(out, format="PNG")
-    return out
+    records = list(data) if not isinstance(data, np.ndarray) else [a for a in data]
+    if not records:
+        raise InputError("no images were given; pass a non-empty array or list of images")
+    entries = []
+    for i, record in enumerate(records):
+        record = record if isinstance(record, dict) else {"image": record}
+        if "image" not in record:
+            raise InputError(f"image {i} is a dict without an 'image' field")
+        entries.append((str(record.get("id", i)), record))
+    ids = [e[0] for e in entries]
+    if len(set(ids)) != len(ids):
+        dup = next(i for i in ids if ids.count(i) > 1)
+        raise InputError(f"duplicate image id {dup!r}; every image needs a distinct 'id'")
+    arrays = [r["image"] for _, r in entries if isinstance(r["image"], np.ndarray)]
+    if size is None:
+        sides = {a.shape[0] for a in arrays if a.ndim >= 2 and a.shape[0] == a.shape[1]}
+        size = sides.pop() if len(sides) == 1 and len(arrays) == len(entries) else DEFAULT_SIZE
+    color = _check_options(size, color, fit, allow_auto=True)
+    images, kinds = [], []
+    for item_id, record in entries:
+        where = f"image {item_id}"
+        source = record["image"]
+        if isinstance(source, np.ndarray):
+            images.append(_array_to_pil(source, where))
+            kinds.append("png")
+        else:
+            images.append(source)
+            kinds.append(None)
+    if color == "auto":
+        color = "grey" if all(isinstance(im, Image.Image) and _is_grey(im) for im in images) else "rgb"
+    pixels, items = [], []
+    for (item_id, record), image in zip(entries, images):
+        where = f"image {item_id}"
+        if isinstance(image, Image.Image):
+            try:
+                arr = _to_array(_fit(_normalise_mode(image, color), size, fit))
+            except Exception as exc:  # noqa: BLE001 - exotic modes
+                raise InputError(f"{where}: cannot convert the array ({type(exc).__name__}: {exc})") from None
+        else:
+            if not isinstance(image, (str, Path, bytes, bytearray)):
+                raise InputError(f"{where} is a {type(image).__name__}; give an array, a file path or bytes")
+            arr = load_image(image, size=size, color=color, fit=fit, name=where)
+        pixels.append(arr)
+        label = record.get("label")
+        items.append(Item(id=item_id, title=str(record.get("title") or item_id),
+                          label=None if label is None else str(label),
+                          path=str(record["image"]) if isinstance(record["image"], (str, Path)) else ""))
+    return ImageCorpus(items=items, pixels=np.stack(pixels), size=size, color=color)

@@ -1,4 +1,10 @@
-"""Nearest-neighbour backends behind one small interface, and a factory.
+"""Nearest-neighbour backends (FAISS) behind one small interface, and a factory.
+
+Every FAISS index is built from a factory string (``"Flat"``, ``"IVF64,Flat"``,
+``"HNSW32"``, ``"BFlat"``, ``"BIVF64"``), which the manifest records beside
+the index's search parameters (``nprobe``, ``ef_search``): an opened index
+searches exactly as it was built to, not with whatever defaults the code
+has later.
 
 Every backend answers ``search(queries, k) -> (scores, positions)`` with
 *higher scores better*: cosine similarity for ``metric="cosine"`` (vectors are
@@ -34,7 +40,7 @@ METRICS = ("cosine", "l2", "hamming")
 
 def check_k(k: int) -> int:
     """Validate a requested number of results."""
-    if not isinstance(k, (int, np.integer)) or k < 1:
+    if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1:
         raise InputError(f"-k must be a positive number of results; got {k}")
     return int(k)
 
@@ -82,6 +88,15 @@ class VectorIndex:
     def _params(self) -> dict:
         return {"metric": self.metric}
 
+    def search_params(self) -> dict:
+        """The parameters that change how the index searches (saved in the manifest)."""
+        return {k: v for k, v in self._params().items() if k != "metric"}
+
+    @property
+    def factory(self) -> str | None:
+        """The FAISS factory string the index was built from (``None``: not a FAISS index)."""
+        return None
+
     def save(self, folder: Path) -> Path:  # pragma: no cover
         """Write the index into ``folder``; returns the file written."""
         raise NotImplementedError
@@ -114,9 +129,22 @@ class _FaissBacked(VectorIndex):
     def __init__(self, metric: str = "cosine") -> None:
         super().__init__(metric)
         self.index_ = None
+        self.factory_ = None
 
-    def _build(self, codes: np.ndarray):  # pragma: no cover - abstract
+    def _factory_string(self, n: int, d: int) -> str:  # pragma: no cover - abstract
         raise NotImplementedError
+
+    def _build(self, codes: np.ndarray):
+        n, width = codes.shape
+        self.factory_ = self._factory_string(n, width)
+        return self._from_factory(self.factory_, codes)
+
+    def _from_factory(self, factory: str, codes: np.ndarray):
+        return faiss.index_factory(codes.shape[1], factory, self._faiss_metric())
+
+    @property
+    def factory(self) -> str | None:
+        return self.factory_
 
     def add(self, codes) -> None:
         codes = self._prepare(codes)
@@ -140,8 +168,8 @@ class _FaissBacked(VectorIndex):
         return path
 
     @classmethod
-    def load(cls, folder: Path, metric: str):
-        self = cls(metric)
+    def load(cls, folder: Path, metric: str, **search):
+        self = cls(metric, **search)
         try:
             self.index_ = cls._read(str(folder / cls.filename))
         except RuntimeError as exc:
@@ -180,9 +208,8 @@ class FlatIndex(FaissIndex):
 
     kind = "flat"
 
-    def _build(self, codes):
-        d = codes.shape[1]
-        return faiss.IndexFlatIP(d) if self.metric == "cosine" else faiss.IndexFlatL2(d)
+    def _factory_string(self, n, d):
+        return "Flat"
 
 
 class IVFIndex(FaissIndex):
@@ -202,15 +229,15 @@ class IVFIndex(FaissIndex):
     def _params(self) -> dict:
         return {"metric": self.metric, "nprobe": self.nprobe}
 
-    def _build(self, codes):
-        n, d = codes.shape
+    def _factory_string(self, n, d):
         # FAISS wants ~39 training points per centroid; sqrt(n) cells balance
         # the scan of centroids against the scan inside cells.
-        nlist = int(max(1, min(4 * np.sqrt(n), n // 39)))
-        quantizer = faiss.IndexFlatIP(d) if self.metric == "cosine" else faiss.IndexFlatL2(d)
-        index = faiss.IndexIVFFlat(quantizer, d, nlist, self._faiss_metric())
+        return f"IVF{int(max(1, min(4 * np.sqrt(n), n // 39)))},Flat"
+
+    def _from_factory(self, factory, codes):
+        index = super()._from_factory(factory, codes)
         index.train(codes)
-        index.nprobe = min(self.nprobe, nlist)
+        index.nprobe = min(self.nprobe, index.nlist)
         return index
 
     def _after_load(self) -> None:
@@ -230,8 +257,11 @@ class HNSWIndex(FaissIndex):
     def _params(self) -> dict:
         return {"metric": self.metric, "m": self.m, "ef_search": self.ef_search}
 
-    def _build(self, codes):
-        index = faiss.IndexHNSWFlat(codes.shape[1], self.m, self._faiss_metric())
+    def _factory_string(self, n, d):
+        return f"HNSW{self.m}"
+
+    def _from_factory(self, factory, codes):
+        index = super()._from_factory(factory, codes)
         index.hnsw.efConstruction = 80
         index.hnsw.efSearch = self.ef_search
         return index
@@ -296,7 +326,7 @@ class SparseIndex(VectorIndex):
         return path
 
     @classmethod
-    def load(cls, folder: Path, metric: str) -> "SparseIndex":
+    def load(cls, folder: Path, metric: str, **search) -> "SparseIndex":
         self = cls(metric)
         try:
             self.matrix_ = sp.load_npz(folder / cls.filename).tocsr()
@@ -321,6 +351,9 @@ class BinaryIndex(_FaissBacked):
         if metric != "hamming":
             raise InputError(f"binary indexes search Hamming distances; got metric {metric!r}")
         super().__init__(metric)
+
+    def _from_factory(self, factory, codes):
+        return faiss.index_binary_factory(codes.shape[1] * 8, factory)
 
     def _prepare(self, codes) -> np.ndarray:
         codes = np.ascontiguousarray(codes)
@@ -355,8 +388,8 @@ class BinaryFlatIndex(BinaryIndex):
 
     kind = "binary-flat"
 
-    def _build(self, codes):
-        return faiss.IndexBinaryFlat(codes.shape[1] * 8)
+    def _factory_string(self, n, width):
+        return "BFlat"
 
 
 class BinaryIVFIndex(BinaryIndex):
@@ -380,10 +413,13 @@ class BinaryIVFIndex(BinaryIndex):
     def _params(self) -> dict:
         return {"metric": self.metric, "nprobe": self.nprobe, "nlist": self.nlist}
 
-    def _build(self, codes):
-        n, width = codes.shape
-        nlist = self.nlist or int(max(1, min(4 * np.sqrt(n), n // 39)))
-        index = faiss.IndexBinaryIVF(faiss.IndexBinaryFlat(width * 8), width * 8, nlist)
+    def _factory_string(self, n, width):
+        return f"BIVF{self.nlist or int(max(1, min(4 * np.sqrt(n), n // 39)))}"
+
+    def _from_factory(self, factory, codes):
+        n = len(codes)
+        index = super()._from_factory(factory, codes)
+        nlist = index.nlist
         # Binary k-means is trained on a sample: 64 points per cell are plenty
         # (measured: ~16 s for a million codes on one idle core).
         rng = np.random.default_rng(0)
@@ -431,8 +467,24 @@ def make_index(kind: str, metric: str, n_items: int, sparse: bool = False) -> Ve
     return BACKENDS[kind](metric)
 
 
-def load_index(kind: str, folder: Path, metric: str) -> VectorIndex:
-    """Load a backend of the given kind from ``folder``."""
+def load_index(kind: str, folder: Path, metric: str, search: dict | None = None,
+               factory: str | None = None) -> VectorIndex:
+    """Load a backend of the given kind from ``folder``.
+
+    Args:
+        kind: The backend's ``kind`` as saved in the manifest.
+        folder: The method's folder.
+        metric: ``"cosine"``, ``"l2"`` or ``"hamming"``.
+        search: The search parameters saved with it (:meth:`VectorIndex.search_params`).
+        factory: The FAISS factory string saved with it.
+    """
     if kind not in BACKENDS:
         raise IndexFormatError(f"unknown index backend {kind!r} in {folder}; rebuild the index")
-    return BACKENDS[kind].load(folder, metric)
+    try:
+        index = BACKENDS[kind].load(folder, metric, **(search or {}))
+    except TypeError as exc:
+        raise IndexFormatError(f"search parameters {search!r} of {folder} do not fit a {kind!r} index "
+                               f"({exc}); rebuild the index") from None
+    if factory and hasattr(index, "factory_"):
+        index.factory_ = factory
+    return index

@@ -39,28 +39,18 @@ import os
 import re
 import shutil
 import socket
-import sqlite3
 import sys
 import tempfile
 import threading
 import time
 import warnings
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import datetime, timezone
 from pathlib import Path, PurePosixPath
 
-import numpy as np
-
-from .errors import (IndexExists, IndexFormatError, IndexLocked, IndexNotFound, InputError,
-                     RetrievalWarning)
-from .items import Item
-
-#: Bumped whenever the folder layout changes incompatibly; an index written
-#: by a newer version is refused with a message instead of misread.
-FORMAT_VERSION = 1
-MANIFEST = "manifest.json"
-METADATA = "items.sqlite"
+from ..errors import IndexExists, IndexFormatError, IndexLocked, IndexNotFound, InputError, RetrievalWarning
+from .layout import FORMAT_VERSION, MANIFEST, migrate, read_manifest, read_raw_manifest, write_json_atomic
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
 #: The random part ``tempfile.mkdtemp`` appends: matching it exactly keeps
 #: the leftovers of index ``a`` apart from those of index ``a-b``.
@@ -374,7 +364,7 @@ class Store:
         try:
             if copy_of is not None:
                 shutil.copytree(copy_of, tmp, copy_function=shutil.copy2, dirs_exist_ok=True)
-                verify_index(tmp, read_manifest(tmp))
+                verify_index(tmp, read_raw_manifest(tmp))
             yield tmp
             seal_index(tmp)
             self._swap(name, tmp)
@@ -415,17 +405,39 @@ class Store:
         """Apply ``update`` to the manifest and write it back atomically, under the lock.
 
         The manifest's own checksum is checked first (so an edited manifest is
-        not blessed) and recomputed after.
+        not blessed) and recomputed after. An index of an older format is
+        upgraded on the way (see :meth:`upgrade`).
         """
         with self.lock(name, purpose="manifest update"):
             folder = self._existing(name)
-            manifest = read_manifest(folder)
-            verify_index(folder, manifest, files=False)
+            raw = read_raw_manifest(folder)
+            verify_index(folder, raw, files=raw["format_version"] < FORMAT_VERSION)
+            manifest = migrate(raw)
             update(manifest)
-            if "files" in manifest or "checksum" in manifest:
+            if "files" in manifest:
                 manifest["checksum"] = manifest_checksum(manifest)
-            write_json_atomic(folder / MANIFEST, manifest)
+                write_json_atomic(folder / MANIFEST, manifest)
+            else:  # a format-1 index written before checksums: sealing is its upgrade
+                seal_index(folder, manifest)
         return manifest
+
+    def upgrade(self, name: str) -> dict:
+        """Rewrite an older-format index's manifest in the current format, in place.
+
+        Under the writer lock, after verifying every file against the old
+        manifest; only ``manifest.json`` changes (one atomic rename). A
+        current index is left alone.
+
+        Returns:
+            The manifest now on disk.
+        """
+        with self.lock(name, purpose="upgrade"):
+            folder = self._existing(name)
+            raw = read_raw_manifest(folder)
+            if raw["format_version"] == FORMAT_VERSION:
+                return raw
+            verify_index(folder, raw)
+            return seal_index(folder, migrate(raw))
 
     def remove(self, name: str) -> None:
         """Delete index ``name`` (renamed away first, so it never appears half-deleted)."""
@@ -503,25 +515,28 @@ def manifest_checksum(manifest: dict) -> str:
     return hashlib.sha256(json.dumps(body, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
 
 
-def seal_index(folder: str | Path) -> dict:
+def seal_index(folder: str | Path, manifest: dict | None = None) -> dict:
     """Record ``files`` (SHA-256 and size of every file) and ``checksum`` in ``folder/manifest.json``.
 
     Every file is also flushed to disk, so the swap that follows cannot
     publish data still only in the page cache.
 
     Args:
-        folder: A complete index folder, ``manifest.json`` included.
+        folder: A complete index folder.
+        manifest: The manifest to seal and write (default: the one in ``folder``,
+            migrated to the current format).
 
     Returns:
         The manifest written.
 
     Raises:
-        IndexFormatError: ``folder`` has no ``manifest.json``.
+        IndexFormatError: No manifest given and ``folder`` has none.
     """
     folder = Path(folder)
-    if not (folder / MANIFEST).is_file():
-        raise IndexFormatError(f"{folder} has no {MANIFEST}: the index writer finished without writing one")
-    manifest = read_manifest(folder)
+    if manifest is None:
+        if not (folder / MANIFEST).is_file():
+            raise IndexFormatError(f"{folder} has no {MANIFEST}: the index writer finished without writing one")
+        manifest = read_manifest(folder)
     files = {}
     for path in sorted(folder.rglob("*")):
         if path.is_dir():
@@ -541,13 +556,13 @@ def seal_index(folder: str | Path) -> dict:
 def verify_index(folder: str | Path, manifest: dict, *, files: bool = True) -> None:
     """Check an index folder against the checksums in its manifest.
 
-    Indexes written before checksums existed (no ``files`` nor ``checksum``)
-    pass unchecked. Sizes are compared before anything is hashed, so a
+    Format-1 indexes written before checksums existed (no ``files`` nor
+    ``checksum``) pass unchecked; from format 2 on both are mandatory. Sizes are compared before anything is hashed, so a
     missing or truncated file is reported at once.
 
     Args:
         folder: The index folder.
-        manifest: Its manifest, as read by :func:`read_manifest`.
+        manifest: Its manifest as written (:func:`read_raw_manifest`, before migration).
         files: Also check every file (``False``: only the manifest's checksum).
 
     Raises:
@@ -561,7 +576,7 @@ def verify_index(folder: str | Path, manifest: dict, *, files: bool = True) -> N
         if manifest["checksum"] != manifest_checksum(manifest):
             raise IndexFormatError(f"{where}: {MANIFEST} was modified after the index was written "
                                    f"(checksum mismatch); {_FIX}")
-    elif "files" in manifest:
+    elif "files" in manifest or manifest.get("format_version", 1) >= 2:
         raise IndexFormatError(f"{where}: {MANIFEST} was modified after the index was written "
                                f"(its checksum was removed); {_FIX}")
     if not files or "files" not in manifest:
@@ -589,100 +604,3 @@ def verify_index(folder: str | Path, manifest: dict, *, files: bool = True) -> N
     for rel, (_, sha) in sorted(expected.items()):
         if _sha256(folder / rel) != sha:
             raise IndexFormatError(f"{where}: {rel} was modified or truncated (sha256 mismatch); {_FIX}")
-
-
-def write_json_atomic(path: Path, data: dict) -> None:
-    """Write JSON to a sibling temp file, flush it to disk, then rename it over ``path``."""
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "w") as f:
-        f.write(json.dumps(data, indent=2, sort_keys=False))
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-
-
-def read_manifest(folder: Path) -> dict:
-    """Read ``folder/manifest.json``, checking its JSON and format version."""
-    path = folder / MANIFEST
-    try:
-        manifest = json.loads(path.read_text())
-        version = manifest["format_version"]
-    except FileNotFoundError:
-        raise IndexNotFound(f"{folder} has no {MANIFEST}; it is not an index") from None
-    except (ValueError, KeyError, TypeError) as exc:
-        raise IndexFormatError(f"{path} is corrupt ({type(exc).__name__}: {exc}); "
-                               "rebuild the index with --force") from None
-    if not isinstance(version, int) or version > FORMAT_VERSION:
-        raise IndexFormatError(f"{folder.name} was written by a newer retrieval (index format {version}, "
-                               f"this version reads up to {FORMAT_VERSION}); upgrade retrieval or rebuild the index")
-    return manifest
-
-
-_COLUMNS = ("id", "title", "label", "path", "url", "length", "snippet", "extra")
-
-
-def write_metadata(folder: Path, items: Sequence[Item], snippets: Sequence[str]) -> None:
-    """Write the item table; row ``i`` describes FAISS position ``i``."""
-    con = sqlite3.connect(folder / METADATA)
-    try:
-        con.execute("CREATE TABLE items (pos INTEGER PRIMARY KEY, id TEXT UNIQUE NOT NULL, title TEXT, "
-                    "label TEXT, path TEXT, url TEXT, length INTEGER, snippet TEXT, extra TEXT)")
-        insert_items(con, 0, items, snippets, [len(it.text) for it in items])
-        con.commit()
-    finally:
-        con.close()
-
-
-def insert_items(con: sqlite3.Connection, start: int, items: Sequence[Item], snippets: Sequence[str],
-                 lengths: Sequence[int]) -> None:
-    """Insert items at positions ``start, start + 1, ...`` of an open metadata table."""
-    con.executemany(
-        "INSERT INTO items VALUES (?,?,?,?,?,?,?,?,?)",
-        ((start + i, it.id, it.title, it.label, it.path, it.url, length, snip, json.dumps(it.extra))
-         for i, (it, snip, length) in enumerate(zip(items, snippets, lengths))))
-
-
-class Metadata:
-    """Read access to ``items.sqlite`` (one connection, kept open)."""
-
-    def __init__(self, folder: Path) -> None:
-        path = folder / METADATA
-        if not path.exists():
-            raise IndexFormatError(f"{path} is missing; rebuild the index")
-        # Read-only URI: a query must never modify an index.
-        self._con = sqlite3.connect(f"file:{path}?mode=ro", uri=True, check_same_thread=False)
-
-    def __len__(self) -> int:
-        return self._con.execute("SELECT COUNT(*) FROM items").fetchone()[0]
-
-    def rows(self, positions: Sequence[int]) -> list[dict]:
-        """Metadata of the given positions, in the given order."""
-        positions = [int(p) for p in positions]
-        if not positions:
-            return []
-        marks = ",".join("?" * len(positions))
-        found = {row[0]: row[1:] for row in self._con.execute(
-            f"SELECT pos, {', '.join(_COLUMNS)} FROM items WHERE pos IN ({marks})", positions)}
-        out = []
-        for pos in positions:
-            values = dict(zip(_COLUMNS, found[pos]))
-            values["extra"] = json.loads(values["extra"] or "{}")
-            values["position"] = pos
-            out.append(values)
-        return out
-
-    def position(self, item_id: str) -> int:
-        """Position of the item with id ``item_id``."""
-        row = self._con.execute("SELECT pos FROM items WHERE id = ?", (item_id,)).fetchone()
-        if row is None:
-            raise InputError(f"no item with id {item_id!r} in this index; "
-                             "ids are shown by 'retrieval query ... --json'")
-        return row[0]
-
-    def labels(self) -> np.ndarray:
-        """Labels of all items in position order (``None`` where unknown)."""
-        return np.array([r[0] for r in self._con.execute("SELECT label FROM items ORDER BY pos")], dtype=object)
-
-    def close(self) -> None:
-        """Close the connection."""
-        self._con.close()

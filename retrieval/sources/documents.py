@@ -14,8 +14,8 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 
-from .errors import InputError, RetrievalWarning
-from .items import Item
+from ..errors import InputError, RetrievalWarning
+from ..items import Item
 from .text import first_line, html_to_text, mail_subject, strip_email
 
 #: Documents longer than this many bytes are truncated (with a warning): a
@@ -249,4 +249,47 @@ def read_text_file(path: str | Path, *, strip: str | None = None, max_bytes: int
     return _make_item(path.name, decode(data), label=None, strip=strip).text
 
 
-__all__ = ["DocumentCorpus", "MAX_DOC_BYTES", "read_documents", "read_text_file", "decode"]
+def corpus_from_records(records, *, strip: str | None = None) -> DocumentCorpus:
+    """A corpus of documents already in memory.
+
+    Args:
+        records: An iterable of strings (ids ``"0"``, ``"1"``, ...) or of dicts
+            with ``text`` and optional ``id``, ``title``, ``label``, ``path``, ``url``.
+        strip: ``"email"`` as for files.
+
+    Raises:
+        InputError: A record that is neither a string nor a dict with a
+            ``text`` string (the message names its position), duplicate ids,
+            or no document with text.
+    """
+    if isinstance(records, (str, bytes, dict)):
+        raise InputError("give the documents as a list of strings or of dicts with a 'text' field, "
+                         f"not a single {type(records).__name__}")
+    corpus = DocumentCorpus(items=[])
+    for i, record in enumerate(records):
+        if isinstance(record, str):
+            record = {"text": record}
+        if not isinstance(record, dict) or not isinstance(record.get("text"), str):
+            raise InputError(f"document {i} is a {type(record).__name__}, not a string or a dict with a "
+                             "'text' string; give every document as text")
+        label = record.get("label")
+        item_id = str(record["id"]) if record.get("id") is not None else str(i)
+        item = _make_item(item_id, record["text"][:MAX_DOC_BYTES], label=None if label is None else str(label),
+                          strip=strip, title=str(record.get("title") or ""), item_id=item_id,
+                          path=str(record.get("path") or ""))
+        item.url = str(record.get("url") or "")
+        if not item.text.strip():
+            _skip(corpus, f"document {item_id}", "empty document")
+            continue
+        corpus.items.append(item)
+    if not corpus.items:
+        raise InputError("no document with text was given; pass a non-empty list of texts")
+    ids = [item.id for item in corpus.items]
+    if len(set(ids)) != len(ids):
+        dup = next(i for i in ids if ids.count(i) > 1)
+        raise InputError(f"duplicate document id {dup!r}; every document needs a distinct 'id'")
+    return corpus
+
+
+__all__ = ["DocumentCorpus", "MAX_DOC_BYTES", "corpus_from_records", "decode", "read_documents",
+           "read_text_file"]

@@ -73,8 +73,8 @@ from urllib.robotparser import RobotFileParser
 import httpx
 from PIL import Image
 
-from retrieval.errors import FetchError, InputError, RetrievalError, RetrievalWarning
-from retrieval.images import sniff_image_type
+from ..errors import FetchError, InputError, RetrievalError, RetrievalWarning
+from .images import sniff_image_type
 
 __all__ = [
     "DEFAULT_USER_AGENT",

@@ -1,0 +1,474 @@
+"""Everything that differs between documents and images, in one object each.
+
+The rest of the package (the writer, the retriever, evaluation, plots, the
+API) asks the index's :class:`Modality` instead of comparing strings: how to
+read a source, how raw items become model inputs (TF-IDF rows or pixels),
+how those inputs are stored, appended and sliced, which encoders and
+re-rankers exist, and how a query is turned into inputs. A third modality is
+one more subclass registered in :data:`MODALITIES`.
+"""
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, fields
+from pathlib import Path
+from typing import Any, ClassVar
+
+import numpy as np
+
+from .config import DocsConfig, ImagesConfig
+from .errors import EmptyQueryError, IndexFormatError, InputError
+from .items import Item
+
+
+@dataclass
+class Batch:
+    """Items of one source in the model's input space.
+
+    Attributes:
+        items: One item per row, each with ``extra["sha256"]`` of its content.
+        inputs: TF-IDF rows (CSR) or ``uint8`` pixels ``(n, s, s, c)``.
+        oov: Documents: the fraction of each text's tokens outside the
+            vocabulary (novelty counts them); ``None`` for images.
+        skipped: Unreadable files or records of the source (each warned about).
+    """
+
+    items: list[Item]
+    inputs: Any
+    oov: np.ndarray | None = None
+    skipped: int = 0
+
+    def take(self, rows) -> "Batch":
+        """The batch restricted to ``rows`` (positions, in order)."""
+        rows = np.asarray(rows, dtype=np.int64)
+        return Batch([self.items[i] for i in rows], self.inputs[rows],
+                     None if self.oov is None else self.oov[rows], self.skipped)
+
+
+def _hashed(items: list[Item], contents) -> list[Item]:
+    """Record the SHA-256 of every item's content in ``extra["sha256"]`` (``sync`` compares it)."""
+    for item, content in zip(items, contents):
+        data = content.encode("utf-8", "surrogatepass") if isinstance(content, str) else content.tobytes()
+        item.extra = {**item.extra, "sha256": hashlib.sha256(data).hexdigest()}
+    return items
+
+
+def encoder_options(config, cls, **overrides) -> dict:
+    """The encoder's constructor options: the config fields of the same name, then ``overrides``.
+
+    Options ``cls`` does not take are left out, so one call serves every
+    modality's autoencoder (``pretrain`` exists only for documents).
+    """
+    import inspect
+
+    accepted = set(inspect.signature(cls.__init__).parameters) - {"self"}
+    values = {f.name: getattr(config, f.name) for f in fields(config)} | overrides
+    return {k: v for k, v in values.items() if k in accepted}
+
+
+class Modality:
+    """The behaviour of one kind of item; subclasses are singletons in :data:`MODALITIES`."""
+
+    #: The manifest's ``modality`` value.
+    name: ClassVar[str] = ""
+    #: Plural noun used in messages ("documents").
+    noun: ClassVar[str] = ""
+    #: What the stored inputs are, in messages ("TF-IDF matrix").
+    inputs_noun: ClassVar[str] = ""
+    #: File name of the stored model inputs inside the index folder.
+    inputs_file: ClassVar[str] = ""
+    config_class: ClassVar[type] = object
+    #: The float baselines built beside the autoencoder by default.
+    baselines: ClassVar[tuple[str, ...]] = ()
+    #: Re-rankers of a Hamming shortlist (``none`` keeps the Hamming order).
+    rerankers: ClassVar[tuple[str, ...]] = ()
+    #: What a query is, in messages.
+    query_noun: ClassVar[str] = ""
+
+    # -- the index's preprocessing state ------------------------------------------
+    def prepare(self, source, config, *, store_root: Path | None = None) -> tuple[Any, Batch, dict]:
+        """Read a source and fit the preprocessing: ``(state, batch, manifest entries)``."""
+        raise NotImplementedError
+
+    def save_state(self, state, folder) -> None:
+        """Write the preprocessing state into the index folder (may write nothing)."""
+
+    def load_state(self, folder, manifest: dict):
+        """The preprocessing state of an opened index."""
+        raise NotImplementedError
+
+    def read(self, state, source, config, *, labels_from_folders: bool) -> Batch:
+        """Read new items with the index's own preprocessing (``add``/``sync``)."""
+        raise NotImplementedError
+
+    def from_memory(self, state, data, config) -> Batch:
+        """A batch of in-memory items (see :class:`retrieval.api.Index`)."""
+        raise NotImplementedError
+
+    # -- stored inputs ----------------------------------------------------------------
+    def save_inputs(self, path: Path, inputs) -> None:
+        raise NotImplementedError
+
+    def load_inputs(self, path: Path):
+        raise NotImplementedError
+
+    def concat(self, a, b):
+        """Rows of ``a`` followed by rows of ``b``."""
+        raise NotImplementedError
+
+    def empty(self, state, manifest: dict) -> Batch:
+        """A batch of no items of the index's input shape."""
+        raise NotImplementedError
+
+    # -- models -------------------------------------------------------------------------
+    def encoders(self, config) -> dict:
+        """The unfitted encoders of an index: the autoencoder, the baselines, the hashing baselines."""
+        from .encoders.hashing import ITQEncoder, LSHEncoder
+
+        encoders = {"ae": self.autoencoder(config)}
+        encoders.update(self.baseline_encoders(config))
+        if "itq" in config.baselines:
+            encoders["itq"] = ITQEncoder(config.bits, seed=config.seed)
+        if "lsh" in config.baselines:
+            encoders["lsh"] = LSHEncoder(config.bits, seed=config.seed)
+        return encoders
+
+    def autoencoder_class(self) -> type:
+        raise NotImplementedError
+
+    def autoencoder(self, config, **overrides):
+        """The unfitted autoencoder of ``config`` (``overrides`` replace options, e.g. for the 2-D map)."""
+        cls = self.autoencoder_class()
+        base = {"code_dim": config.bits or config.code_dim, "binarize": "learned" if config.bits else "none"}
+        return cls(**encoder_options(config, cls, **(base | overrides)))
+
+    def baseline_encoders(self, config) -> dict:
+        raise NotImplementedError
+
+    def linear_baseline(self, dim: int, seed: int):
+        """The linear baseline the 2-D map is drawn beside (LSA or PCA)."""
+        raise NotImplementedError
+
+    # -- items and queries -----------------------------------------------------------------
+    def snippet(self, item: Item) -> str:
+        """The text shown under a hit."""
+        raise NotImplementedError
+
+    def query(self, state, query, *, options: dict | None = None):
+        """Model inputs ``(1, ...)`` of one query (text, or an image path / URL / bytes)."""
+        raise NotImplementedError
+
+    def query_batch(self, state, queries: list) -> Any:
+        """Model inputs of several raw queries at once (evaluation latency samples use :meth:`query`)."""
+        return self.concat_all([self.query(state, q) for q in queries])
+
+    def concat_all(self, parts: list):
+        out = parts[0]
+        for part in parts[1:]:
+            out = self.concat(out, part)
+        return out
+
+    def read_queries(self, state, source, *, labels_from_folders: bool, strip: str | None,
+                     limit: int | None) -> tuple[Any, list[Item], list]:
+        """Labelled evaluation queries: ``(inputs, items, raw queries for the latency sample)``."""
+        raise NotImplementedError
+
+
+class Docs(Modality):
+    """Text documents: TF-IDF bag of words -> dense autoencoder; LSA and TF-IDF cosine baselines."""
+
+    name = "docs"
+    noun = "documents"
+    inputs_noun = "TF-IDF matrix"
+    inputs_file = "inputs.npz"
+    config_class = DocsConfig
+    baselines = ("lsa", "tfidf")
+    rerankers = ("tfidf", "tfidf-prf", "float", "tfidf+float", "none")
+    query_noun = "text"
+
+    def _corpus(self, source, config, labels_from_folders: bool):
+        from .sources.documents import DocumentCorpus, read_documents
+
+        if isinstance(source, DocumentCorpus):
+            return source
+        return read_documents(source, labels_from_folders=labels_from_folders, strip=config.strip)
+
+    def _batch(self, vectorizer, corpus) -> Batch:
+        texts = [it.text for it in corpus.items]
+        return Batch(_hashed(corpus.items, texts), vectorizer.transform(texts), vectorizer.oov_fraction(texts),
+                     len(corpus.skipped))
+
+    def prepare(self, source, config, *, store_root=None):
+        from .vectorize import TextVectorizer
+
+        corpus = self._corpus(source, config, config.labels_from_folders)
+        texts = [it.text for it in corpus.items]
+        vectorizer = TextVectorizer(max_features=config.vocab_size)
+        X = vectorizer.fit_transform(texts)
+        batch = Batch(_hashed(corpus.items, texts), X, vectorizer.oov_fraction(texts), len(corpus.skipped))
+        return vectorizer, batch, {"vectorizer": {"vocabulary": vectorizer.n_features}}
+
+    def save_state(self, state, folder) -> None:
+        state.save(folder.vectorizer)
+
+    def load_state(self, folder, manifest):
+        from .vectorize import TextVectorizer
+
+        return TextVectorizer.load(folder.vectorizer)
+
+    def read(self, state, source, config, *, labels_from_folders):
+        return self._batch(state, self._corpus(source, config, labels_from_folders))
+
+    def from_memory(self, state, data, config):
+        from .sources.documents import corpus_from_records
+
+        corpus = corpus_from_records(data, strip=config.strip)
+        if state is None:
+            return corpus
+        return self._batch(state, corpus)
+
+    def save_inputs(self, path, inputs):
+        import scipy.sparse as sp
+
+        sp.save_npz(path, sp.csr_matrix(inputs), compressed=True)
+
+    def load_inputs(self, path):
+        import scipy.sparse as sp
+
+        return sp.load_npz(path).tocsr()
+
+    def concat(self, a, b):
+        import scipy.sparse as sp
+
+        return sp.vstack([a, b]).tocsr()
+
+    def empty(self, state, manifest):
+        import scipy.sparse as sp
+
+        vocabulary = manifest["vectorizer"]["vocabulary"]
+        return Batch([], sp.csr_matrix((0, vocabulary), dtype=np.float32), np.zeros(0, np.float32), 0)
+
+    def autoencoder_class(self):
+        from .encoders.autoencoder import TextAutoencoder
+
+        return TextAutoencoder
+
+    def baseline_encoders(self, config):
+        from .encoders import LSAEncoder, TfidfEncoder
+
+        out = {}
+        if "lsa" in config.baselines:
+            out["lsa"] = LSAEncoder(config.baseline_dim or config.code_dim, seed=config.seed)
+        if "tfidf" in config.baselines:
+            out["tfidf"] = TfidfEncoder()
+        return out
+
+    def linear_baseline(self, dim, seed):
+        from .encoders import LSAEncoder
+
+        return "lsa", LSAEncoder(dim, seed=seed)
+
+    def snippet(self, item):
+        from .sources.text import snippet
+
+        return snippet(item.text)
+
+    def query(self, state, query, *, options=None):
+        from .vectorize import empty_rows
+
+        if isinstance(query, (bytes, Path)):
+            raise InputError("a document index is queried with text; give the words, --file PATH or --like ID")
+        if not query or not str(query).strip():
+            raise EmptyQueryError("the query text is empty; give some words, --file PATH or --like ID")
+        X = state.transform([query])
+        if empty_rows(X)[0]:
+            text = " ".join(query.split())[:60]
+            raise EmptyQueryError(f"the query {text!r} has no word of the index vocabulary "
+                                  "(only stop words or unknown words); use more specific words")
+        return X
+
+    def read_queries(self, state, source, *, labels_from_folders, strip, limit):
+        import warnings
+
+        from .errors import RetrievalWarning
+        from .sources.documents import read_documents
+        from .vectorize import empty_rows
+
+        items = read_documents(source, labels_from_folders=labels_from_folders, strip=strip).items
+        items = [it for it in items if it.label is not None][:limit]
+        X = state.transform([it.text for it in items]) if items else None
+        if items:
+            keep = ~empty_rows(X)
+            if not keep.all():
+                warnings.warn(f"{int((~keep).sum())} queries have no word of the index vocabulary and were "
+                              "left out", RetrievalWarning, stacklevel=3)
+                items = [it for it, ok in zip(items, keep) if ok]
+                X = X[keep]
+        return X, items, [it.text for it in items]
+
+
+@dataclass(frozen=True)
+class ImageShape:
+    """The preprocessing of an image index: every image becomes ``size x size`` in ``color``."""
+
+    size: int
+    color: str
+    fit: str
+
+    @property
+    def channels(self) -> int:
+        return 1 if self.color == "grey" else 3
+
+
+class Images(Modality):
+    """Images: pixels -> convolutional autoencoder; PCA and pixel-distance baselines."""
+
+    name = "images"
+    noun = "images"
+    inputs_noun = "pixels"
+    inputs_file = "pixels.npy"
+    config_class = ImagesConfig
+    baselines = ("pca", "pixels")
+    rerankers = ("pixels", "float", "none")
+    query_noun = "an image path or URL"
+
+    def _corpus(self, source, *, size, color, fit, labels_from_folders, limit=None):
+        from .sources.images import ImageCorpus, read_images
+
+        if isinstance(source, ImageCorpus):
+            return source
+        return read_images(Path(source).expanduser(), size=size, color=color, fit=fit,
+                           labels_from_folders=labels_from_folders, limit=limit)
+
+    @staticmethod
+    def _batch(corpus) -> Batch:
+        return Batch(_hashed(corpus.items, corpus.pixels), corpus.pixels, None, len(corpus.skipped))
+
+    def prepare(self, source, config, *, store_root=None):
+        corpus = self._corpus(source, size=config.size, color=config.color, fit=config.fit,
+                              labels_from_folders=config.labels_from_folders, limit=config.limit)
+        shape = ImageShape(int(corpus.pixels.shape[1]), corpus.color, config.fit)
+        return shape, self._batch(corpus), {"images": {"size": shape.size, "color": shape.color, "fit": shape.fit}}
+
+    def load_state(self, folder, manifest):
+        try:
+            return ImageShape(**manifest["images"])
+        except (KeyError, TypeError):
+            raise IndexFormatError(f"{folder.manifest} lacks the image size and colour; rebuild the index") from None
+
+    def read(self, state, source, config, *, labels_from_folders):
+        return self._batch(self._corpus(source, size=state.size, color=state.color, fit=state.fit,
+                                        labels_from_folders=labels_from_folders))
+
+    def from_memory(self, state, data, config):
+        from .sources.images import corpus_from_arrays
+
+        if state is None:
+            corpus = corpus_from_arrays(data, size=config.size, color=config.color, fit=config.fit)
+        else:
+            corpus = corpus_from_arrays(data, size=state.size, color=state.color, fit=state.fit)
+        return corpus if state is None else self._batch(corpus)
+
+    def save_inputs(self, path, inputs):
+        np.save(path, np.asarray(inputs))
+
+    def load_inputs(self, path):
+        return np.load(path, allow_pickle=False)
+
+    def concat(self, a, b):
+        return np.concatenate([a, b])
+
+    def empty(self, state, manifest):
+        return Batch([], np.zeros((0, state.size, state.size, state.channels), np.uint8), None, 0)
+
+    def autoencoder_class(self):
+        from .encoders.autoencoder import ConvAutoencoder
+
+        return ConvAutoencoder
+
+    def baseline_encoders(self, config):
+        from .encoders import PCAEncoder, PixelEncoder
+
+        out = {}
+        if "pca" in config.baselines:
+            out["pca"] = PCAEncoder(config.baseline_dim or config.code_dim, seed=config.seed)
+        if "pixels" in config.baselines:
+            out["pixels"] = PixelEncoder()
+        return out
+
+    def linear_baseline(self, dim, seed):
+        from .encoders import PCAEncoder
+
+        return "pca", PCAEncoder(dim, seed=seed)
+
+    def snippet(self, item):
+        return item.title
+
+    def query(self, state, query, *, options=None):
+        """Decode and preprocess a query image: a path, an http(s) URL, raw bytes or an array."""
+        from .sources.images import load_image
+
+        if isinstance(query, np.ndarray):
+            from .sources.images import corpus_from_arrays
+
+            return corpus_from_arrays([query], size=state.size, color=state.color, fit=state.fit).pixels
+        if isinstance(query, str) and query.startswith(("http://", "https://")):
+            from .sources.crawl import fetch_image_bytes
+
+            name, query = query, fetch_image_bytes(query)
+        elif isinstance(query, bytes):
+            name = "query image"
+        else:
+            name = str(query)
+            path = Path(query).expanduser()
+            if not path.is_file():
+                raise InputError(f"query image {query} does not exist; this index holds images: give an image "
+                                 "file, an http(s) URL or --like ID")
+            query = path
+        return load_image(query, size=state.size, color=state.color, fit=state.fit, name=name)[None]
+
+    def read_queries(self, state, source, *, labels_from_folders, strip, limit):
+        corpus = self._corpus(source, size=state.size, color=state.color, fit=state.fit,
+                              labels_from_folders=labels_from_folders, limit=limit)
+        keep = [i for i, it in enumerate(corpus.items) if it.label is not None]
+        pixels = corpus.pixels[keep]
+        return pixels, [corpus.items[i] for i in keep], PngList(pixels)
+
+
+class PngList:
+    """Query images PNG-encoded on demand: what a user would send, so decoding is timed too."""
+
+    def __init__(self, pixels: np.ndarray) -> None:
+        self.pixels = pixels
+
+    def __len__(self) -> int:
+        return len(self.pixels)
+
+    def __getitem__(self, i: int) -> bytes:
+        import io
+
+        from PIL import Image
+
+        arr = self.pixels[i]
+        buf = io.BytesIO()
+        Image.fromarray(arr[..., 0] if arr.shape[-1] == 1 else arr).save(buf, format="PNG")
+        return buf.getvalue()
+
+
+DOCS = Docs()
+IMAGES = Images()
+#: Every modality by its manifest name.
+MODALITIES: dict[str, Modality] = {m.name: m for m in (DOCS, IMAGES)}
+
+
+def modality_of(manifest: dict, where: str = "the index") -> Modality:
+    """The modality object of a manifest.
+
+    Raises:
+        IndexFormatError: The manifest names no known modality.
+    """
+    name = manifest.get("modality")
+    if name not in MODALITIES:
+        raise IndexFormatError(f"{where} has modality {name!r}, which this version does not know "
+                               f"({', '.join(MODALITIES)}); rebuild the index")
+    return MODALITIES[name]

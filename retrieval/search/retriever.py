@@ -1,0 +1,278 @@
+"""An opened index: verified once, models loaded lazily, reopened when a writer swapped it."""
+from __future__ import annotations
+
+import numpy as np
+
+from .. import novelty as novelty_scores
+from ..ann import BinaryIndex, check_k, load_index
+from ..errors import IndexFormatError, InputError
+from ..modality import Modality, modality_of
+from ..storage import IndexFolder, Metadata, Store, migrate, read_raw_manifest, verify_index
+from . import rerank as two_stage
+from .hits import Hit, to_hits
+
+
+class Retriever:
+    """An opened index: models loaded once, then any number of queries.
+
+    Args:
+        name: Index name.
+        store: The store holding it (default home when omitted).
+        verify: Check every file against the manifest's SHA-256 checksums first.
+    """
+
+    def __init__(self, name: str, store: Store | None = None, verify: bool = True) -> None:
+        self.store = store or Store()
+        self.name = name
+        self.verify = verify
+        self._open()
+
+    def _open(self) -> None:
+        self.folder = IndexFolder(self.store.require(self.name))
+        self._stamp = self._manifest_stamp()
+        raw = read_raw_manifest(self.folder.root)
+        if self.verify:
+            verify_index(self.folder.root, raw)  # the checksum covers the manifest as written
+        self.manifest = migrate(raw)
+        self.modality: Modality = modality_of(self.manifest, str(self.folder.manifest))
+        if not self.manifest.get("methods"):
+            raise IndexFormatError(f"{self.folder.manifest} lists no methods; rebuild the index")
+        self.metadata = Metadata(self.folder.metadata)
+        self._methods: dict = {}
+        self._state = None
+        self._inputs = None
+        self._reference = None
+
+    def _manifest_stamp(self) -> tuple[int, int] | None:
+        try:
+            stat = self.folder.manifest.stat()
+        except OSError:
+            return None
+        return stat.st_ino, stat.st_mtime_ns
+
+    def refresh(self) -> bool:
+        """Reopen the index if a writer swapped in a new version since it was opened.
+
+        Methods load lazily; without this a long-lived retriever could pair
+        the old manifest and metadata with the new version's files. Costs one
+        ``stat`` per query.
+
+        Returns:
+            True when the index was reopened.
+        """
+        stamp = self._manifest_stamp()
+        if stamp is None or stamp == self._stamp:
+            return False
+        self.metadata.close()
+        self._open()
+        return True
+
+    # -- loading -------------------------------------------------------------
+    @property
+    def methods(self) -> list[str]:
+        """Method names in the index, the autoencoder first."""
+        return list(self.manifest["methods"])
+
+    @property
+    def default_method(self) -> str:
+        return self.manifest.get("default_method", "ae")
+
+    def method(self, name: str | None = None):
+        """The (encoder, nearest-neighbour index) pair of a method, loaded on first use."""
+        from ..encoders import load_encoder
+
+        name = name or self.default_method
+        if ">" in name:
+            raise InputError(f"{name!r} is a two-stage method; pass it to rank() or use --rerank")
+        if name not in self.manifest["methods"]:
+            raise InputError(f"index {self.name!r} has no method {name!r}; it has {', '.join(self.methods)}")
+        if name not in self._methods:
+            info = self.manifest["methods"][name]
+            folder = self.folder.method(name)
+            self._methods[name] = (load_encoder(info["encoder"], folder),
+                                   load_index(info["index"], folder, info["metric"], info.get("search"),
+                                              info.get("factory")))
+        return self._methods[name]
+
+    @property
+    def state(self):
+        """The modality's preprocessing state (the TF-IDF vectorizer; the image size and colour)."""
+        if self._state is None:
+            self._state = self.modality.load_state(self.folder, self.manifest)
+        return self._state
+
+    def has_inputs(self) -> bool:
+        """True when the index kept its model inputs (``--keep-inputs``)."""
+        return self.folder.inputs(self.modality).exists()
+
+    def inputs(self, need: str | None = None):
+        """The stored model inputs: TF-IDF rows (documents) or pixels (images).
+
+        Args:
+            need: What needs them, named in the error when the index has none.
+        """
+        if self._inputs is None:
+            path = self.folder.inputs(self.modality)
+            if not path.exists():
+                need = need or "this"
+                raise InputError(f"index {self.name!r} was built without keeping its {self.modality.inputs_noun} "
+                                 f"({path.name}), which {need} needs; rebuild it without --no-keep-inputs "
+                                 f"('retrieval index {self.modality.name} SOURCE --name {self.name} --force')")
+            try:
+                self._inputs = self.modality.load_inputs(path)
+            except (OSError, ValueError) as exc:
+                raise IndexFormatError(f"stored inputs of {self.name!r} are unreadable ({exc}); "
+                                       "rebuild the index") from None
+        return self._inputs
+
+    def query_inputs(self, queries: list):
+        """Model inputs of raw queries: texts for documents; paths, URLs, bytes or arrays for images.
+
+        Raises:
+            EmptyQueryError: A text query has no word of the index vocabulary.
+            InputError: A query of the wrong kind for the index.
+        """
+        self.refresh()  # before preprocessing: a rebuilt index may have another vocabulary
+        return self.modality.concat_all([self.modality.query(self.state, q) for q in queries])
+
+    # -- searching -------------------------------------------------------------
+    @staticmethod
+    def split_method(method: str | None) -> tuple[str | None, str | None]:
+        """``"ae>tfidf"`` -> ``("ae", "tfidf")``: a method and its re-ranker."""
+        if method and ">" in method:
+            base, rerank = method.split(">", 1)
+            return base or None, rerank
+        return method, None
+
+    def rank(self, inputs, k: int, method: str | None = None, rerank: str | None = None,
+             shortlist: int | None = None, radius: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """Encode model inputs and search: ``(scores, positions)``, best first.
+
+        Args:
+            inputs: TF-IDF rows or image arrays, as stored in the index.
+            k: Results per query.
+            method: Method name, or ``"METHOD>RERANKER"`` for two-stage search.
+            rerank: Re-rank a Hamming shortlist by one of the modality's
+                re-rankers (:mod:`retrieval.search.rerank`); ``none`` or
+                ``None`` keeps the Hamming order.
+            shortlist: Shortlist size (default :data:`~retrieval.search.rerank.DEFAULT_SHORTLIST`).
+            radius: Shortlist every item within this Hamming distance instead.
+        """
+        k = check_k(k)
+        self.refresh()
+        method, named = self.split_method(method)
+        method = method or self.default_method
+        rerank = rerank or named
+        encoder, index = self.method(method)
+        codes = encoder.transform(inputs)
+        if not len(index):  # every item was removed (sync --allow-empty)
+            return np.zeros((codes.shape[0], 0), np.float32), np.zeros((codes.shape[0], 0), np.int64)
+        if rerank in (None, "none") and radius is None:
+            return index.search(codes, k)
+        if not isinstance(index, BinaryIndex):
+            raise InputError(f"--rerank and --radius need binary codes; method {method!r} of {self.name!r} "
+                             "has float codes (build the index with --bits 64)")
+        rerank = rerank or "none"
+        if rerank not in self.modality.rerankers:
+            raise InputError(f"--rerank {rerank!r} does not apply to {self.modality.noun}; use one of "
+                             f"{', '.join(self.modality.rerankers)}")
+        size = max(k, shortlist or two_stage.DEFAULT_SHORTLIST)
+        candidates = two_stage.shortlist(index, codes, size, radius)
+        score = two_stage.scorer(rerank, inputs, stored=self.inputs, float_method=lambda: self._float_codes(method))
+        return two_stage.rerank(candidates, k, score)
+
+    def _float_codes(self, method: str):
+        name = f"{method}-float"
+        if name not in self.manifest["methods"]:
+            raise InputError(f"index {self.name!r} has no float codes {name!r} to re-rank with; "
+                             "use another --rerank or rebuild with --bits")
+        return self.method(name)
+
+    def search_inputs(self, inputs, k: int, method: str | None = None, *,
+                      exclude: np.ndarray | None = None, rerank: str | None = None,
+                      shortlist: int | None = None, radius: int | None = None) -> list[list[Hit]]:
+        """Encode model inputs and search; one list of hits per input row.
+
+        Args:
+            inputs: TF-IDF rows or image arrays, as stored in the index.
+            k: Number of hits per query.
+            method: Method name (default: the autoencoder).
+            exclude: Per-row position to leave out (the query item itself).
+            rerank: Two-stage search; see :meth:`rank`.
+            shortlist: Hamming shortlist size for ``rerank``.
+            radius: Hamming radius of the shortlist instead of a size.
+        """
+        k = check_k(k)
+        extra = 0 if exclude is None else 1
+        scores, positions = self.rank(inputs, k + extra, method, rerank, shortlist, radius)
+        return to_hits(self.metadata, scores, positions, k, exclude)
+
+    def search(self, query, k: int = 10, method: str | None = None, **two_stage_options) -> list[Hit]:
+        """Items most similar to one raw query (a text; an image path, URL, bytes or array)."""
+        return self.search_inputs(self.query_inputs([query]), k, method, **two_stage_options)[0]
+
+    def like(self, item_id: str, k: int = 10, method: str | None = None, **two_stage_options) -> list[Hit]:
+        """Items most similar to an indexed item, the item itself left out."""
+        self.refresh()
+        pos = self.metadata.position(item_id)
+        inputs = self.inputs("--like")[pos:pos + 1]
+        return self.search_inputs(inputs, k, method, exclude=np.array([pos]), **two_stage_options)[0]
+
+    # -- novelty -----------------------------------------------------------------
+    def novelty(self, inputs, queries: list | None = None) -> list[dict]:
+        """How unlike the indexed collection each query is.
+
+        Args:
+            inputs: TF-IDF rows or image arrays.
+            queries: The raw queries (documents: their out-of-vocabulary words count).
+
+        Returns:
+            One ``{"score", "percentile"}`` per row: the autoencoder's
+            reconstruction error and its percentile among the items the models
+            were trained on (100: worse than every one of them). Empty when
+            the index has no novelty scores (built by an older version).
+        """
+        if self.manifest.get("novelty") is None or not self.folder.novelty_reference.exists():
+            return []
+        if self._reference is None:
+            self._reference = np.load(self.folder.novelty_reference, allow_pickle=False)
+        oov = None
+        if queries is not None and hasattr(self.state, "oov_fraction"):
+            oov = self.state.oov_fraction([str(q) for q in queries])
+        scores = novelty_scores.item_novelty(self.method("ae")[0], inputs, oov)
+        return [{"score": float(s), "percentile": float(p)}
+                for s, p in zip(scores, novelty_scores.percentile(self._reference, scores))]
+
+    def stored_novelty(self, item_id: str) -> dict | None:
+        """The stored novelty of an indexed item (``None`` for an index without scores)."""
+        if self.manifest.get("novelty") is None:
+            return None
+        scores, reference = novelty_scores.load(self.folder)
+        score = scores[self.metadata.position(item_id)]
+        return {"score": float(score), "percentile": float(novelty_scores.percentile(reference, score))}
+
+    def outliers(self, k: int = 20) -> list[dict]:
+        """The ``k`` items the autoencoder reconstructs worst, most novel first.
+
+        Returns:
+            Dicts with rank, id, title, label, path, position, novelty (the
+            score) and percentile (among the items the models were trained on).
+        """
+        k = check_k(k)
+        scores, reference = novelty_scores.load(self.folder)
+        order = np.argsort(-scores, kind="stable")[:k]
+        rows = self.metadata.rows(order)
+        pct = novelty_scores.percentile(reference, scores[order])
+        return [{"rank": r + 1, "id": row["id"], "title": row["title"] or "", "label": row["label"],
+                 "path": row["path"] or "", "position": int(pos), "novelty": float(scores[pos]),
+                 "percentile": float(p)} for r, (row, pos, p) in enumerate(zip(rows, order, pct))]
+
+    def close(self) -> None:
+        """Release the metadata connection."""
+        self.metadata.close()
+
+    def __enter__(self) -> "Retriever":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()

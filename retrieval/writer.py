@@ -1,0 +1,581 @@
+"""The one way an index is written: :class:`IndexWriter` (fit, append, keep), and the operations on it.
+
+Every write goes through a staging folder of the :class:`~retrieval.storage.Store`
+(a new folder for a build, a verified copy for an update), under the index's
+writer lock, and is swapped in only when complete; a failure leaves the
+previous index as it was. The operations are compositions of three steps:
+
+* build = ``fit`` the encoders on the source, then ``append`` its items;
+* add / sync / remove-items = plan on the live index, then ``keep`` + ``append`` on a copy;
+* retrain = ``fit`` on the stored inputs, then re-encode them.
+"""
+from __future__ import annotations
+
+import platform
+import shutil
+import time
+from dataclasses import asdict, dataclass, field
+from datetime import datetime, timezone
+from importlib import metadata as importlib_metadata
+from pathlib import Path
+
+import numpy as np
+
+from . import novelty
+from .errors import IndexFormatError, InputError
+from .modality import Batch, Modality, modality_of
+from .progress import Progress, report
+from .storage import FORMAT_VERSION, IndexFolder, Store, read_manifest
+from .storage import metadata as item_table
+
+#: Methods derived from the float phase of a learned binary autoencoder:
+#: its float codes and their median thresholding (the baseline of learned bits).
+DERIVED = (("float", "none"), ("median", "median"))
+
+
+def library_versions() -> dict[str, str]:
+    """Versions of the libraries whose formats an index depends on."""
+    out = {"python": platform.python_version()}
+    for dist in ("retrieval", "tensorflow-cpu", "tensorflow", "keras", "faiss-cpu", "scikit-learn", "numpy"):
+        try:
+            out[dist] = importlib_metadata.version(dist)
+        except importlib_metadata.PackageNotFoundError:
+            pass
+    return out
+
+
+def _now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+@dataclass
+class UpdateReport:
+    """What an add / remove / sync did.
+
+    Attributes:
+        added: New items indexed.
+        replaced: Items whose content changed, re-encoded.
+        unchanged: Items of the source already indexed with the same content.
+        removed: Items removed.
+        items: Items in the index afterwards.
+        skipped: Unreadable files of the source (each reported by a warning).
+        seconds: Wall time.
+        drift: The manifest's drift record afterwards.
+    """
+
+    added: int = 0
+    replaced: int = 0
+    unchanged: int = 0
+    removed: int = 0
+    items: int = 0
+    skipped: int = 0
+    seconds: float = 0.0
+    drift: dict = field(default_factory=dict)
+
+    def to_dict(self) -> dict:
+        """JSON-ready dict."""
+        return asdict(self)
+
+
+class IndexWriter:
+    """Writes one index folder: fitted encoders, their FAISS indexes, inputs, novelty, metadata.
+
+    Open it on a staging folder (:meth:`Store.writer` / :meth:`Store.updater`),
+    call :meth:`fit`, :meth:`keep` and :meth:`append`, then :meth:`save`.
+
+    Args:
+        root: The staging folder.
+        manifest: Its manifest (current format).
+        state: The modality's preprocessing state (the vectorizer, the image shape).
+    """
+
+    def __init__(self, root: Path, manifest: dict, state) -> None:
+        self.folder = IndexFolder(Path(root))
+        self.manifest = manifest
+        self.modality: Modality = modality_of(manifest)
+        self.state = state
+        self._encoders: dict = {}
+        self._indexes: dict = {}
+        self._fitted: set[str] = set()
+        self._keep: np.ndarray | None = None
+        self._new_items: list = []
+        self._inputs = None
+        self._scores: np.ndarray | None = None
+        self._reference: np.ndarray | None = None
+        self._oov: np.ndarray | None = None
+        self._dirty_inputs = False
+
+    @classmethod
+    def open(cls, root: Path) -> "IndexWriter":
+        """A writer on an existing (copied) index folder."""
+        folder = IndexFolder(Path(root))
+        manifest = read_manifest(folder.root)
+        modality = modality_of(manifest, str(folder.manifest))
+        return cls(folder.root, manifest, modality.load_state(folder, manifest))
+
+    # -- state, loaded on first use --------------------------------------------------
+    @property
+    def count(self) -> int:
+        """Items in the index now (kept ones plus appended ones)."""
+        n = self.manifest["counts"]["items"] if self._keep is None else int(self._keep.sum())
+        return n + len(self._new_items)
+
+    def _index(self, method: str):
+        if method not in self._indexes:
+            from .ann import load_index
+
+            info = self.manifest["methods"][method]
+            self._indexes[method] = load_index(info["index"], self.folder.method(method), info["metric"],
+                                               info.get("search"), info.get("factory"))
+        return self._indexes[method]
+
+    def _encoder(self, method: str):
+        if method not in self._encoders:
+            from .encoders import load_encoder
+
+            self._encoders[method] = load_encoder(self.manifest["methods"][method]["encoder"],
+                                                  self.folder.method(method))
+        return self._encoders[method]
+
+    def _load_sidecars(self) -> None:
+        if self._scores is None:
+            if self.manifest.get("novelty") is None:
+                raise IndexFormatError(f"index {self.manifest['name']!r} was built by an older retrieval without "
+                                       "novelty scores; rebuild it with --force to add or remove items")
+            self._scores, self._reference = novelty.load(self.folder)
+            if self.folder.oov.exists():
+                self._oov = np.load(self.folder.oov, allow_pickle=False)
+        if self._inputs is None and self.folder.inputs(self.modality).exists():
+            self._inputs = self.modality.load_inputs(self.folder.inputs(self.modality))
+
+    def stored_inputs(self, need: str):
+        """The stored model inputs; raises when the index was built without them."""
+        self._load_sidecars()
+        if self._inputs is None:
+            raise InputError(f"index {self.manifest['name']!r} was built with --no-keep-inputs, so {need} "
+                             "cannot re-encode its items; rebuild it from its source with --force")
+        return self._inputs
+
+    # -- the three steps ----------------------------------------------------------------
+    def fit(self, encoders: dict, batch: Batch, *, index_kind: str, progress: Progress | None = None) -> np.ndarray:
+        """Fit every encoder on ``batch`` and give each an empty nearest-neighbour index.
+
+        A learned binary autoencoder ``ae`` also yields ``ae-float`` and
+        ``ae-median`` from its float phase, at no extra training.
+
+        Returns:
+            The novelty scores of the training items (the reference of every later score).
+        """
+        from .ann import make_index
+
+        X = batch.inputs
+        methods = {}
+        for method, encoder in encoders.items():
+            started = time.perf_counter()
+            report(progress, f"{method}: fit", 0, 1)
+            encoder.fit(X, progress=progress)
+            family = {method: encoder}
+            if getattr(encoder, "binarize", "none") == "learned":
+                family.update({f"{method}-{suffix}": encoder.derive(mode, X) for suffix, mode in DERIVED})
+            for name, enc in family.items():
+                index = make_index(index_kind, enc.metric, X.shape[0], sparse=enc.sparse)
+                self._encoders[name], self._indexes[name] = enc, index
+                self._fitted.add(name)
+                methods[name] = _method_entry(enc, round(time.perf_counter() - started, 3))
+                if name != method:
+                    methods[name]["derived_from"] = method
+            report(progress, f"{method}: fit", 1, 1)
+        self.manifest["methods"] = methods
+        reference = novelty.item_novelty(self._encoders["ae"], X, batch.oov)
+        self._reference = np.sort(reference)
+        self.manifest["novelty"] = novelty.summary(self._reference)
+        self.manifest["drift"] = novelty.drift(X.shape[0])
+        return reference
+
+    def keep(self, mask: np.ndarray) -> None:
+        """Keep only the items where ``mask`` is true, in every part of the index (positions compact)."""
+        mask = np.asarray(mask, bool)
+        if self._keep is not None or self._new_items:
+            raise RuntimeError("keep() comes before append() and only once per writer")
+        if mask.all():
+            return
+        self._load_sidecars()
+        rows = np.flatnonzero(mask)
+        for method in self.manifest["methods"]:
+            self._indexes[method] = self._index(method).keep(rows)
+        if self._inputs is not None:
+            self._inputs = self._inputs[rows]
+            self._dirty_inputs = True
+        self._scores = self._scores[rows]
+        if self._oov is not None:
+            self._oov = self._oov[rows]
+        self._keep = mask
+        drift = self.manifest["drift"]
+        self.manifest["drift"] = novelty.drift(
+            drift["trained_items"], drift["added_since_training"], drift["removed_since_training"] + int((~mask).sum()),
+            drift.get("added_novelty_percentile_sum", 0.0), drift.get("added_novelty_sum", 0.0))
+
+    def append(self, batch: Batch, *, scores: np.ndarray | None = None, training: bool = False,
+               progress: Progress | None = None) -> None:
+        """Encode ``batch`` with every method and append it after the current items.
+
+        Args:
+            batch: The items and their model inputs.
+            scores: Their novelty scores when already computed (a build has them from :meth:`fit`).
+            training: The batch is what the models were fitted on (a build): it does not count as drift.
+            progress: Progress callback.
+        """
+        if not len(batch.items):
+            return
+        if self._scores is None and not training:
+            self._load_sidecars()
+        methods = list(self.manifest["methods"])
+        for step, method in enumerate(methods):
+            report(progress, "encode", step, len(methods), method=method)
+            self._indexes[method] = self._index(method)
+            self._indexes[method].add(self._encoder(method).transform(batch.inputs))
+        report(progress, "encode", len(methods), len(methods))
+        if scores is None:
+            scores = novelty.item_novelty(self._encoder("ae"), batch.inputs, batch.oov)
+        if training:
+            self._scores = np.asarray(scores, np.float32)
+            self._oov = batch.oov
+            self._inputs = batch.inputs
+        else:
+            self._scores = np.concatenate([self._scores, scores]).astype(np.float32)
+            if self._oov is not None and batch.oov is not None:
+                self._oov = np.concatenate([self._oov, batch.oov])
+            if self._inputs is not None:
+                self._inputs = self.modality.concat(self._inputs, batch.inputs)
+            drift = self.manifest["drift"]
+            self.manifest["drift"] = novelty.drift(
+                drift["trained_items"], drift["added_since_training"] + len(batch.items),
+                drift["removed_since_training"],
+                drift.get("added_novelty_percentile_sum", 0.0)
+                + float(novelty.percentile(self._reference, scores).sum()),
+                drift.get("added_novelty_sum", 0.0) + float(np.sum(scores)))
+        self._dirty_inputs = True
+        self._new_items.extend(batch.items)
+
+    def reencode(self, inputs, scores: np.ndarray, progress: Progress | None = None) -> None:
+        """Fill the freshly fitted indexes with every stored item again (retrain).
+
+        Args:
+            inputs: The stored inputs, position order.
+            scores: Their novelty scores, as :meth:`fit` returned them.
+            progress: Progress callback.
+        """
+        methods = list(self.manifest["methods"])
+        for step, method in enumerate(methods):
+            report(progress, "encode", step, len(methods), method=method)
+            self._indexes[method].add(self._encoders[method].transform(inputs))
+        self._scores = np.asarray(scores, np.float32)
+
+    # -- writing -------------------------------------------------------------------------
+    def save(self, *, keep_inputs: bool = True) -> dict:
+        """Write everything that changed and the manifest; returns the manifest."""
+        for method, index in self._indexes.items():
+            out = self.folder.method(method)
+            out.mkdir(parents=True, exist_ok=True)
+            if method in self._fitted:
+                self._encoders[method].save(out)
+            for old_file in out.glob("index.*"):
+                old_file.unlink()
+            size = index.save(out).stat().st_size
+            self.manifest["methods"][method].update(
+                index=index.kind, search=index.search_params(), factory=index.factory, index_bytes=size,
+                bytes_per_item=size / max(1, len(index)))
+        if self._dirty_inputs or self._fitted:
+            if self._scores is not None:
+                self.manifest["novelty"] = novelty.save(self.folder, self._scores, self._reference)
+            if self._oov is not None:
+                np.save(self.folder.oov, self._oov)
+        if self._dirty_inputs and self._inputs is not None and keep_inputs:
+            self.modality.save_inputs(self.folder.inputs(self.modality), self._inputs)
+        if self._keep is not None or self._new_items:
+            if not self.folder.metadata.exists():
+                item_table.create(self.folder.metadata)
+            keep = self._keep if self._keep is not None else np.ones(self.manifest["counts"]["items"], bool)
+            item_table.rewrite(self.folder.metadata, keep, self._new_items,
+                               [self.modality.snippet(it) for it in self._new_items])
+            with item_table.Metadata(self.folder.metadata) as table:
+                labels = [label for label in table.labels() if label is not None]
+            self.manifest["counts"].update(items=self.count, labelled=len(labels), labels=len(set(labels)))
+        self.folder.write_manifest(self.manifest)
+        return self.manifest
+
+
+def _method_entry(encoder, fit_seconds: float) -> dict:
+    entry = {"encoder": encoder.name, "params": encoder.get_params(), "dim": int(encoder.dim),
+             "metric": encoder.metric, "binary": bool(encoder.binary), "fit_seconds": fit_seconds}
+    history = getattr(encoder, "history_", None)
+    if history and history.get("loss"):
+        entry["training"] = {
+            "epochs": len(history["loss"]), "loss": history["loss"][-1],
+            "val_loss": history.get("val_loss", [None])[-1],
+            "pretrain_layers": len(history.get("pretrain", [])),
+            "binary_epochs": len(history.get("binary", {}).get("loss", []))}
+    return entry
+
+
+# -- the operations ----------------------------------------------------------------------
+def build_index(modality: Modality, source, name: str, config=None, *, store: Store | None = None,
+                force: bool = False, progress: Progress | None = None) -> dict:
+    """Build an index of ``modality`` from ``source``: read -> preprocess -> fit -> FAISS -> store.
+
+    Args:
+        modality: :data:`retrieval.modality.DOCS` or :data:`~retrieval.modality.IMAGES`.
+        source: A path (folder, archive, JSONL, IDX file, crawl folder) or a corpus already read.
+        name: Index name.
+        config: Build options (``DocsConfig`` / ``ImagesConfig``; default: the defaults).
+        store: Where to write (default: the default home).
+        force: Replace an existing index of that name.
+        progress: Progress callback.
+
+    Returns:
+        The manifest written.
+    """
+    store = store or Store()
+    config = config or modality.config_class()
+    started = time.perf_counter()
+    store.check_new(name, force)  # fail before minutes of training, not after
+    report(progress, "read", 0, 1)
+    state, batch, extra = modality.prepare(source, config)
+    report(progress, "read", 1, 1, items=len(batch.items))
+    in_memory = not isinstance(source, (str, Path))
+    labels = [it.label for it in batch.items if it.label is not None]
+    manifest = {
+        "format_version": FORMAT_VERSION,
+        "name": name,
+        "modality": modality.name,
+        "created_at": _now(),
+        "source": "(in memory)" if in_memory else str(source),
+        "source_root": None if in_memory else str(Path(source).expanduser().resolve()),
+        "counts": {"items": 0, "skipped": batch.skipped, "labelled": len(labels), "labels": len(set(labels))},
+        "config": config.to_dict(),
+        "methods": {},
+        "default_method": "ae",
+        "versions": library_versions(),
+        **extra,
+    }
+    with store.writer(name, force) as root:
+        writer = IndexWriter(root, manifest, state)
+        scores = writer.fit(modality.encoders(config), batch, index_kind=config.index_kind, progress=progress)
+        writer.append(batch, scores=scores, training=True, progress=progress)
+        modality.save_state(state, writer.folder)
+        manifest["build_seconds"] = round(time.perf_counter() - started, 2)
+        writer.save(keep_inputs=config.keep_inputs)
+    return manifest
+
+
+def _config_of(manifest: dict):
+    return modality_of(manifest).config_class.from_dict(manifest.get("config", {}))
+
+
+def _update(store: Store, name: str, plan, progress: Progress | None) -> UpdateReport:
+    """Run ``plan(writer, rows) -> (keep mask, new batch, report)`` on the live index, then apply it on a copy.
+
+    Only a plan that changes something pays for the copy and the swap (a
+    re-run of ``add`` after a crawl that found nothing new copies nothing).
+    """
+    started = time.perf_counter()
+    with store.lock(name, purpose="update"):
+        live = IndexWriter.open(store.require(name))
+        if live.manifest.get("novelty") is None:
+            raise IndexFormatError(f"index {name!r} was built by an older retrieval without novelty scores; "
+                                   f"rebuild it with --force to add or remove items")
+        with item_table.Metadata(live.folder.metadata) as table:
+            rows = table.rows()
+        keep, new, result = plan(live, rows)
+        if keep.all() and not new.items:
+            result.items = live.manifest["counts"]["items"]
+            result.drift = live.manifest.get("drift") or {}
+        else:
+            with store.updater(name) as copy:  # the lock is re-entrant: no writer slips in between
+                writer = IndexWriter.open(copy)
+                writer.keep(keep)
+                writer.append(new, progress=progress)
+                writer.manifest["updated_at"] = _now()
+                manifest = writer.save()
+                result.items = manifest["counts"]["items"]
+                result.drift = manifest["drift"]
+    result.seconds = round(time.perf_counter() - started, 3)
+    return result
+
+
+def _merge(rows: list[dict], new: Batch, remove_missing: bool) -> tuple[np.ndarray, Batch, UpdateReport]:
+    """Decide per item: add, replace (content changed), keep unchanged, or remove."""
+    by_id = {row["id"]: i for i, row in enumerate(rows)}
+    keep = np.ones(len(rows), bool)
+    result = UpdateReport(skipped=new.skipped)
+    fresh = []
+    for j, item in enumerate(new.items):
+        i = by_id.get(item.id)
+        if i is None:
+            result.added += 1
+        elif rows[i]["extra"].get("sha256") == item.extra.get("sha256"):
+            result.unchanged += 1
+            continue
+        else:
+            keep[i] = False
+            result.replaced += 1
+        fresh.append(j)
+    if remove_missing:
+        present = {item.id for item in new.items}
+        for i, row in enumerate(rows):
+            if row["id"] not in present:
+                keep[i] = False
+                result.removed += 1
+    return keep, new.take(fresh), result
+
+
+def _read_new(writer: IndexWriter, source, labels_from_folders: bool | None) -> Batch:
+    """New items read with the index's own preprocessing, their ids continuing the build's id scheme."""
+    manifest, modality = writer.manifest, writer.modality
+    config = _config_of(manifest)
+    labels = config.labels_from_folders if labels_from_folders is None else labels_from_folders
+    try:
+        if isinstance(source, (str, Path)):
+            batch = modality.read(writer.state, source, config, labels_from_folders=labels)
+        else:
+            batch = modality.from_memory(writer.state, source, config)
+    except InputError as exc:
+        raise InputError(f"index {manifest['name']!r} holds {modality.noun}; {source} gives none ({exc})") from None
+    prefix = _id_prefix(manifest, source)
+    if prefix:
+        for item in batch.items:
+            item.id = prefix + item.id
+            item.path = prefix + item.path if item.path else item.path
+    return batch
+
+
+def _id_prefix(manifest: dict, source) -> str:
+    """Ids of items under the build's source folder continue its id scheme.
+
+    An index built from ``~/corpus`` names a file ``new/a.txt``; adding
+    ``~/corpus/new`` must give it the same id, not ``a.txt``.
+    """
+    root = manifest.get("source_root")
+    if not root or not isinstance(source, (str, Path)):
+        return ""
+    try:
+        relative = Path(source).expanduser().resolve().relative_to(root)
+    except ValueError:
+        return ""
+    return "" if str(relative) == "." else relative.as_posix() + "/"
+
+
+def add_items(store: Store, name: str, source, *, labels_from_folders: bool | None = None,
+              progress: Progress | None = None) -> UpdateReport:
+    """Encode the items of ``source`` with the stored models and add them; no retraining.
+
+    Items whose id is already indexed with the same content are left alone;
+    with different content they are replaced.
+
+    Args:
+        store: The store holding the index.
+        name: Index name.
+        source: Folder, archive or JSONL (documents) / image folder, crawl folder or IDX file (images),
+            or items in memory (see :class:`retrieval.api.Index`).
+        labels_from_folders: Label = sub-folder (default: as the index was built).
+        progress: Progress callback.
+    """
+    def plan(writer, rows):
+        return _merge(rows, _read_new(writer, source, labels_from_folders), remove_missing=False)
+
+    return _update(store, name, plan, progress)
+
+
+def remove_items(store: Store, name: str, ids=(), path_prefix: str | None = None,
+                 progress: Progress | None = None) -> UpdateReport:
+    """Remove items by id, or every item whose path (or id) starts with ``path_prefix``.
+
+    Raises:
+        InputError: An id is not in the index, nothing matches the prefix, or
+            neither was given.
+    """
+    ids = list(ids)
+    if not ids and not path_prefix:
+        raise InputError("give the items to remove: --id ID (repeatable) or --path-prefix PREFIX")
+
+    def plan(writer, rows):
+        keep = np.ones(len(rows), bool)
+        by_id = {row["id"]: i for i, row in enumerate(rows)}
+        for item_id in ids:
+            if item_id not in by_id:
+                raise InputError(f"no item with id {item_id!r} in index {name!r}; nothing was removed "
+                                 "(ids are shown by 'retrieval query ... --json')")
+            keep[by_id[item_id]] = False
+        if path_prefix:
+            prefixes = _prefixes(writer.manifest, path_prefix)
+            matched = [i for i, row in enumerate(rows)
+                       if any((row["path"] or "").startswith(p) or row["id"].startswith(p) for p in prefixes)]
+            if not matched:
+                raise InputError(f"no item of index {name!r} has a path starting with {path_prefix!r}; "
+                                 "nothing was removed")
+            keep[matched] = False
+        return keep, writer.modality.empty(writer.state, writer.manifest), UpdateReport(removed=int((~keep).sum()))
+
+    return _update(store, name, plan, progress)
+
+
+def _prefixes(manifest: dict, prefix: str) -> list[str]:
+    """The prefix as given, and relative to the build's source folder when it lies inside it."""
+    out = [prefix]
+    root = manifest.get("source_root")
+    if root:
+        path = Path(prefix).expanduser()
+        try:
+            relative = path.resolve().relative_to(root).as_posix()
+            out.append("" if relative == "." else relative + ("/" if prefix.endswith("/") else ""))
+        except ValueError:
+            pass
+    return out
+
+
+def sync_items(store: Store, name: str, source, *, allow_empty: bool = False,
+               labels_from_folders: bool | None = None, progress: Progress | None = None) -> UpdateReport:
+    """Make the index match ``source``: add new items, replace changed ones, drop deleted ones.
+
+    Raises:
+        InputError: ``source`` is missing or holds no item, unless
+            ``allow_empty`` (then every item is removed).
+    """
+    def plan(writer, rows):
+        try:
+            new = _read_new(writer, source, labels_from_folders)
+        except InputError as exc:
+            if not allow_empty:
+                raise InputError(f"sync source {source} gives no items ({exc}); refusing to remove all "
+                                 f"{len(rows)} items of {name!r}: pass --allow-empty to do that") from None
+            new = writer.modality.empty(writer.state, writer.manifest)
+        return _merge(rows, new, remove_missing=True)
+
+    return _update(store, name, plan, progress)
+
+
+def retrain(store: Store, name: str, progress: Progress | None = None) -> dict:
+    """Refit every model on the items now in the index and rebuild its indexes.
+
+    The new state is built on a copy and swapped in atomically: the old index
+    answers queries until then. Documents keep the vocabulary of the first
+    build (the texts are not stored, their TF-IDF rows are).
+
+    Returns:
+        The new manifest.
+    """
+    started = time.perf_counter()
+    store.require(name)
+    with store.updater(name) as copy:
+        writer = IndexWriter.open(copy)
+        X = writer.stored_inputs("retrain")
+        oov = writer._oov
+        config = _config_of(writer.manifest)
+        shutil.rmtree(writer.folder.methods)
+        scores = writer.fit(writer.modality.encoders(config), Batch([], X, oov), index_kind=config.index_kind,
+                            progress=progress)
+        writer.reencode(X, scores, progress)
+        writer.manifest["retrained_at"] = _now()
+        writer.manifest["retrain_seconds"] = round(time.perf_counter() - started, 2)
+        writer.manifest.pop("evaluation", None)  # measured on the old models
+        return writer.save()
