@@ -1,10 +1,18 @@
 """The encoder contract, checked on every encoder."""
+import dataclasses
+import json
+import logging
+import subprocess
+import sys
+from pathlib import Path
+
 import numpy as np
 import pytest
 import scipy.sparse as sp
 
+from retrieval.config import DocsConfig, ImagesConfig
 from retrieval.encoders import LSAEncoder, PCAEncoder, PixelEncoder, TfidfEncoder, encoder_class, load_encoder
-from retrieval.encoders.autoencoder import ConvAutoencoder, TextAutoencoder, _neighbour_targets
+from retrieval.encoders.autoencoder import ConvAutoencoder, TextAutoencoder, _neighbour_targets, numpy_forward
 from retrieval.errors import IndexFormatError, InputError
 from retrieval.vectorize import TextVectorizer
 from conftest import synthetic_docs
@@ -129,6 +137,87 @@ def test_numpy_fast_path_matches_keras_with_batchnorm():
     """The NumPy inference path (BatchNorm folded into the code layer) equals Keras' own forward pass."""
     enc = TextAutoencoder(hidden=(16,), code_dim=4, epochs=2, neighbours=2, code_norm=True).fit(TFIDF)
     assert any(layer.name == "code_norm" for layer in enc.encoder_.layers)
-    ours = enc._predict_few(TFIDF[:7])
+    ours = numpy_forward.forward(numpy_forward.dense_stack(enc.encoder_), TFIDF[:7])
     keras_codes = enc.encoder_(TFIDF[:7].toarray(), training=False).numpy()
     assert np.allclose(ours, keras_codes, atol=1e-4)
+
+
+def _tfidf_like(n_rows: int, n_words: int, seed: int) -> sp.csr_matrix:
+    """Random non-negative sparse rows of unit length, some of them empty, like TF-IDF."""
+    X = sp.random(n_rows, n_words, density=0.05, format="csr", dtype=np.float32,
+                  random_state=np.random.default_rng(seed))
+    norms = np.sqrt(np.asarray(X.multiply(X).sum(axis=1))).ravel()
+    scale = 1 / np.maximum(norms, 1e-12)
+    scale[::17] = 0  # rows without a known word
+    X = sp.csr_matrix(sp.diags(scale) @ X, dtype=np.float32)
+    X.eliminate_zeros()
+    return X
+
+
+@pytest.mark.parametrize("noise", [0.0, 0.2])  # trained on sparse inputs / with a Dropout layer in the encoder
+def test_numpy_forward_contract(noise):
+    """numpy_forward.forward equals Keras' encoder_(x, training=False) on sparse and dense rows."""
+    enc = TextAutoencoder(hidden=(16, 8), code_dim=4, epochs=2, batch_size=16, neighbours=2, noise=noise,
+                          code_norm=True).fit(TFIDF)
+    stack = numpy_forward.dense_stack(enc.encoder_)
+    assert stack is not None and len(stack) == 3  # enc_0, enc_1, code (BatchNorm folded in)
+    X = _tfidf_like(200, TFIDF.shape[1], seed=1)
+    expected = enc.encoder_(X.toarray(), training=False).numpy()
+    for rows in (X, X.toarray()):
+        codes = numpy_forward.forward(stack, rows)
+        assert codes.dtype == np.float32 and codes.shape == (200, 4)
+        assert np.abs(codes - expected).max() <= 1e-5
+
+
+def test_numpy_forward_imports_neither_tensorflow_nor_keras():
+    path = Path(numpy_forward.__file__)
+    code = ("import importlib.util, sys\n"
+            f"spec = importlib.util.spec_from_file_location('numpy_forward', {str(path)!r})\n"
+            "spec.loader.exec_module(importlib.util.module_from_spec(spec))\n"
+            "print(sorted(m for m in sys.modules if m.split('.')[0] in ('tensorflow', 'keras')))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"
+
+
+@pytest.mark.parametrize("cls", [TextAutoencoder, ConvAutoencoder])
+def test_autoencoder_options_are_keyword_only(cls):
+    with pytest.raises(TypeError):
+        cls(64)
+
+
+def test_autoencoder_defaults_come_from_the_configs():
+    for cls, config in ((TextAutoencoder, DocsConfig()), (ConvAutoencoder, ImagesConfig())):
+        params = cls().get_params()
+        shared = {f.name for f in dataclasses.fields(config)} & set(params)
+        assert {"code_dim", "epochs", "batch_size", "learning_rate", "binary_epochs", "seed"} <= shared
+        for name in shared:
+            value = getattr(config, name)
+            assert params[name] == (list(value) if isinstance(value, tuple) else value), name
+        json.dumps(params)  # saved as params.json
+
+
+def test_repeated_fits_print_no_retracing_warning(capfd, caplog):
+    """Each fit makes Keras build new tf.functions; TensorFlow's per-code-object
+    retracing counter must not turn them into an "excessive retracing" warning."""
+    caplog.set_level(logging.WARNING, logger="tensorflow")
+    for seed in range(6):  # one step per epoch: every call of the train function is a trace
+        enc = TextAutoencoder(hidden=(8,), code_dim=4, epochs=1, batch_size=64, neighbours=0, seed=seed).fit(TFIDF)
+        enc.transform(TFIDF.toarray())  # > 16 dense rows: the compiled TensorFlow path
+        enc.reconstruction_error(TFIDF[:5])
+    out, err = capfd.readouterr()
+    assert "retracing" not in out + err + caplog.text
+
+
+def test_retracing_filter_keeps_other_tensorflow_warnings(caplog):
+    from retrieval.encoders.autoencoder.training import _quiet_step_retracing
+
+    caplog.set_level(logging.WARNING, logger="tensorflow")
+    tf_logger = logging.getLogger("tensorflow")
+    with _quiet_step_retracing():
+        tf_logger.warning("5 out of the last 6 calls to <function TensorFlowTrainer._make_function.<locals>"
+                          ".multi_step_on_iterator> triggered tf.function retracing.")
+        tf_logger.warning("5 out of the last 6 calls to <function my_step> triggered tf.function retracing.")
+        tf_logger.error("a real error")
+    assert "my_step" in caplog.text and "a real error" in caplog.text
+    assert "TensorFlowTrainer" not in caplog.text
+    assert not tf_logger.filters

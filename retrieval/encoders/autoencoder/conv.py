@@ -1,0 +1,123 @@
+"""The convolutional autoencoder of images."""
+from __future__ import annotations
+
+import time
+
+import keras
+import numpy as np
+
+from ...config import ImagesConfig
+from ...errors import InputError
+from ...progress import Progress
+from .base import KerasAutoencoder
+from .models import build_conv
+
+#: The defaults of the options ``retrieval index images`` shares with the encoder.
+_I = ImagesConfig()
+
+
+class ConvAutoencoder(KerasAutoencoder):
+    """Convolutional autoencoder of images.
+
+    The encoder stacks strided 3x3 convolutions (each followed by batch
+    normalisation and ReLU, each halving the size) and a dense bottleneck.
+    The decoder is either ``"deconv"``, transposed convolutions mirroring the
+    encoder (the "deconvolution" autoencoder), or ``"dense"``, two dense
+    layers back to the pixels (cheaper per epoch on small images). The output
+    is a sigmoid trained with binary cross-entropy on pixels in [0, 1].
+
+    All arguments are keyword-only; the defaults of those ``ImagesConfig``
+    shares are its defaults.
+
+    Args:
+        filters: Channels of the strided convolutions.
+        code_dim: Code dimension.
+        decoder: ``"deconv"`` or ``"dense"``.
+        epochs: Maximum training epochs.
+        batch_size: Mini-batch size.
+        learning_rate: Adam learning rate.
+        noise: Input dropout rate (denoising); 0 disables it.
+        patience: Early-stopping patience.
+        validation_fraction: Held-out slice for early stopping.
+        center: Subtract the mean training code.
+        whiten: Partial whitening exponent of the codes (0 = none, 0.5 = full).
+        augment: Denoising by geometric corruption: random shifts up to this
+            fraction of the side, and mirroring, in training only (0 = off).
+        lr_decay: Cosine learning-rate decay over the planned epochs.
+        binarize: ``"none"`` (float codes), ``"learned"`` (``code_dim`` bits
+            trained as bits) or ``"median"`` (float codes thresholded).
+        binary_epochs: Epochs of binarised training after the float phase.
+        seed: Seed of weights, noise and shuffling.
+
+    Attributes:
+        encoder_: The Keras encoder model (image -> code).
+        code_mean_: Mean training code.
+        code_projection_: Partial-whitening projection of centred codes.
+    """
+
+    name = "conv_autoencoder"
+    modality = "images"
+
+    def __init__(self, *, filters: tuple[int, ...] | list[int] = _I.filters, code_dim: int = _I.code_dim,
+                 decoder: str = _I.decoder, epochs: int = _I.epochs, batch_size: int = _I.batch_size,
+                 learning_rate: float = _I.learning_rate, noise: float = _I.noise, patience: int = 3,
+                 validation_fraction: float = 0.05, center: bool = True, whiten: float = _I.whiten,
+                 augment: float = _I.augment, lr_decay: bool = True, binarize: str = "none",
+                 binary_epochs: int = _I.binary_epochs, seed: int = _I.seed) -> None:
+        self.filters = list(filters)
+        self.code_dim = code_dim
+        self.decoder = decoder
+        self.epochs = epochs
+        self.batch_size = batch_size
+        self.learning_rate = learning_rate
+        self.noise = noise
+        self.patience = patience
+        self.validation_fraction = validation_fraction
+        self.center = center
+        self.whiten = whiten
+        self.augment = augment
+        self.lr_decay = lr_decay
+        self.binarize = binarize
+        self.binary_epochs = binary_epochs
+        self.seed = seed
+
+    def _prepare_input(self, part):
+        return np.asarray(part, dtype=np.float32) * np.float32(1 / 255)
+
+    def reconstruct(self, X) -> np.ndarray:
+        """The decoder's rendering of each image's code, uint8 like the input."""
+        raw = self._predict(np.asarray(X))
+        if self.binary:
+            raw = np.where(raw > 0, 1.0, -1.0).astype(np.float32)
+        decoded = np.asarray(self._decode(raw)).reshape(np.shape(X))
+        return np.clip(np.rint(decoded * 255), 0, 255).astype(np.uint8)
+
+    def _item_loss(self, part, decoded: np.ndarray) -> np.ndarray:
+        x = np.asarray(part, dtype=np.float64).reshape(len(part), -1) / 255
+        p = np.clip(decoded.reshape(len(part), -1), 1e-7, 1 - 1e-7)
+        return -(x * np.log(p) + (1 - x) * np.log(1 - p)).mean(axis=1)
+
+    def _build(self, shape: tuple[int, int, int]):
+        return build_conv(shape, filters=self.filters, code_dim=self.code_dim, decoder=self.decoder,
+                          noise=self.noise, augment=self.augment, code_norm=self.binary, seed=self.seed)
+
+    def fit(self, X, progress: Progress | None = None, **kwargs) -> "ConvAutoencoder":
+        """Train on uint8 images ``(n, size, size, channels)``; returns self."""
+        X = np.asarray(X)
+        if X.ndim != 4 or X.shape[1] != X.shape[2]:
+            raise InputError(f"images must be (n, size, size, channels); got shape {X.shape}")
+        if len(X) < 4:
+            raise InputError(f"an autoencoder needs at least 4 images; got {len(X)}")
+        if self.decoder not in ("dense", "deconv"):
+            raise InputError(f"decoder must be 'dense' or 'deconv'; got {self.decoder!r}")
+        self._check_binarize()
+        started = time.perf_counter()
+        keras.utils.set_random_seed(self.seed)
+        self.encoder_, self.decoder_, autoencoder = self._build(X.shape[1:])
+        scaled = X.astype(np.float32) * np.float32(1 / 255)
+        loss = keras.losses.BinaryCrossentropy()
+        history = self._train(autoencoder, scaled, scaled, loss, self.epochs, "ae: epoch", progress)
+        if self.binarize == "learned":
+            history["binary"] = self._binary_phase(scaled, scaled, loss, progress)
+        self._finish(X, time.perf_counter() - started, history)
+        return self

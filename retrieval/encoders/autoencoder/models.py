@@ -1,0 +1,125 @@
+"""The Keras models: encoder, decoder and the autoencoder joining them.
+
+Only standard Keras layers end up in the saved ``encoder.keras`` and
+``decoder.keras`` (they load in safe mode); :class:`_StochasticSign` lives
+in the binary training graph only.
+"""
+from __future__ import annotations
+
+import keras
+import numpy as np
+from keras import layers
+
+
+class _StochasticSign(layers.Layer):
+    """Binarise codes to +-1 in the forward pass, straight-through backwards.
+
+    In training each unit is +1 with probability ``(1 + tanh z) / 2``: the
+    sampling noise only leaves the decoder a clean signal when units saturate,
+    which is what pushes the code to be binary (as the noise injected in the
+    semantic-hashing papers did). The gradient is that of ``tanh``. At
+    inference the bit is ``z > 0``. This layer lives only in the training
+    graph, never in the saved encoder.
+    """
+
+    def __init__(self, seed: int = 0, **kwargs) -> None:
+        super().__init__(**kwargs)
+        self.seed_generator = keras.random.SeedGenerator(seed)
+
+    def call(self, z, training=None):
+        t = keras.ops.tanh(z)
+        if training:
+            u = keras.random.uniform(keras.ops.shape(z), seed=self.seed_generator)
+            b = keras.ops.where(u < (t + 1) / 2, 1.0, -1.0)
+        else:
+            b = keras.ops.where(z > 0, 1.0, -1.0)
+        return t + keras.ops.stop_gradient(b - t)
+
+
+def build_text(n_words: int, *, hidden: list[int], code_dim: int, noise: float, decoder_hidden: list[int],
+               code_norm: bool, sparse: bool = False):
+    """The dense autoencoder of TF-IDF rows: ``(encoder, decoder, autoencoder)``.
+
+    The encoder stacks ReLU layers ``enc_<i>`` and a linear ``code`` (batch
+    normalised as ``code_norm`` when asked); the decoder ends in a softmax
+    over the vocabulary (``words``).
+    """
+    inp = keras.Input((n_words,), name="tfidf", sparse=sparse)
+    h = layers.Dropout(noise, name="masking_noise")(inp) if noise else inp
+    for i, units in enumerate(hidden):
+        h = layers.Dense(units, activation="relu", name=f"enc_{i}")(h)
+    code = layers.Dense(code_dim, name="code")(h)
+    if code_norm:
+        code = layers.BatchNormalization(name="code_norm")(code)
+    encoder = keras.Model(inp, code, name="encoder")
+    dec_in = keras.Input((code_dim,), name="code_in")
+    h = dec_in
+    for i, units in reversed(list(enumerate(decoder_hidden))):
+        h = layers.Dense(units, activation="relu", name=f"dec_{i}")(h)
+    words = layers.Dense(n_words, activation="softmax", name="words")(h)
+    decoder = keras.Model(dec_in, words, name="decoder")
+    autoencoder = keras.Model(inp, decoder(encoder(inp)), name="autoencoder")
+    return encoder, decoder, autoencoder
+
+
+def build_conv(shape: tuple[int, int, int], *, filters: list[int], code_dim: int, decoder: str, noise: float,
+               augment: float, code_norm: bool, seed: int):
+    """The convolutional autoencoder of square images: ``(encoder, decoder, autoencoder)``.
+
+    ``decoder`` is ``"dense"`` (two dense layers back to the pixels) or
+    ``"deconv"`` (transposed convolutions mirroring the encoder).
+    """
+    size, _, channels = shape
+    inp = keras.Input(shape, name="pixels")
+    h = layers.Dropout(noise, name="masking_noise")(inp) if noise else inp
+    if augment:
+        # Geometric corruption (active in training only): the decoder must
+        # restore the original from a shifted, mirrored view.
+        h = layers.RandomTranslation(augment, augment, fill_mode="constant", seed=seed, name="jitter")(h)
+        h = layers.RandomFlip("horizontal", seed=seed, name="mirror")(h)
+    for i, f in enumerate(filters):
+        h = layers.Conv2D(f, 3, strides=2, padding="same", use_bias=False, name=f"conv_{i}")(h)
+        h = layers.BatchNormalization(name=f"conv_{i}_bn")(h)
+        h = layers.Activation("relu", name=f"conv_{i}_relu")(h)
+    inner = tuple(h.shape[1:])
+    code = layers.Dense(code_dim, name="code")(layers.Flatten()(h))
+    if code_norm:  # standardised units: each bit splits the collection near its middle
+        code = layers.BatchNormalization(name="code_norm")(code)
+    encoder = keras.Model(inp, code, name="encoder")
+    dec_in = keras.Input((code_dim,), name="code_in")
+    if decoder == "dense":
+        h = layers.Dense(512, activation="relu", name="dec_hidden")(dec_in)
+        h = layers.Dense(size * size * channels, activation="sigmoid", name="dec_pixels")(h)
+        h = layers.Reshape((size, size, channels), name="pixels_out")(h)
+    else:
+        h = layers.Dense(int(np.prod(inner)), activation="relu")(dec_in)
+        h = layers.Reshape(inner)(h)
+        for i, f in reversed(list(enumerate(filters))):
+            h = layers.Conv2DTranspose(f, 3, strides=2, padding="same", activation="relu", name=f"deconv_{i}")(h)
+        h = layers.Conv2D(channels, 3, padding="same", activation="sigmoid", name="pixels_out")(h)
+        if h.shape[1] != size:  # sizes not divisible by 2**len(filters)
+            h = layers.Resizing(size, size, name="resize")(h)
+    decoder_model = keras.Model(dec_in, h, name="decoder")
+    return encoder, decoder_model, keras.Model(inp, decoder_model(encoder(inp)), name="autoencoder")
+
+
+def build_binary(encoder, decoder, seed: int):
+    """The training graph of binary codes: encoder, stochastic +-1 bits, decoder."""
+    spec = encoder.inputs[0]
+    inp = keras.Input(batch_shape=spec.shape, sparse=spec.sparse)
+    bits = _StochasticSign(seed=seed, name="binarize")(encoder(inp))
+    return keras.Model(inp, decoder(bits), name="binary_autoencoder")
+
+
+def build_shallow(n_inputs: int, units: int, *, level: int, last: bool, sparse: bool):
+    """One level of layer-wise pre-training: ``(shallow autoencoder, its encoding Dense layer)``.
+
+    Level 0 reconstructs the word distribution (softmax); deeper levels
+    reconstruct the previous level's activations (linear). The code level
+    (``last``) encodes linearly, the others with ReLU.
+    """
+    inp = keras.Input((n_inputs,), sparse=sparse)
+    encoding = layers.Dense(units, activation=None if last else "relu")
+    hidden = encoding(inp)
+    out = layers.Dense(n_inputs, activation="softmax" if level == 0 else None)(hidden)
+    return keras.Model(inp, out), encoding

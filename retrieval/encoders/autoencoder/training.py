@@ -1,0 +1,241 @@
+"""Training: data pipelines, the fit loop, the binary phase, layer-wise pre-training, targets."""
+from __future__ import annotations
+
+import contextlib
+import logging
+from dataclasses import dataclass
+
+import keras
+import numpy as np
+import scipy.sparse as sp
+
+from ...progress import Progress, report
+from .models import build_binary, build_shallow
+
+
+class _Batches(keras.utils.PyDataset):
+    """Mini-batches from dense or sparse arrays, densified one batch at a time.
+
+    A 11k x 10k TF-IDF matrix is 450 MB dense; batches of it are a few MB.
+    """
+
+    def __init__(self, inputs, targets, batch_size: int, shuffle: bool, seed: int,
+                 noise_target: bool = False) -> None:
+        super().__init__()
+        self.inputs, self.targets = inputs, targets
+        self.batch_size = batch_size
+        self.shuffle = shuffle
+        self.rng = np.random.default_rng(seed)
+        self.order = np.arange(inputs.shape[0])
+        if shuffle:
+            self.rng.shuffle(self.order)
+
+    def __len__(self) -> int:
+        return -(-self.inputs.shape[0] // self.batch_size)
+
+    @staticmethod
+    def _take(array, idx):
+        part = array[idx]
+        if sp.issparse(part):
+            return part.toarray()
+        return part
+
+    def __getitem__(self, i):
+        idx = np.sort(self.order[i * self.batch_size:(i + 1) * self.batch_size])
+        return self._take(self.inputs, idx), self._take(self.targets, idx)
+
+    def on_epoch_end(self) -> None:
+        if self.shuffle:
+            self.rng.shuffle(self.order)
+
+
+def _sparse_tensor(matrix: sp.csr_matrix):
+    import tensorflow as tf
+
+    coo = matrix.tocoo()
+    indices = np.stack([coo.row, coo.col], axis=1).astype(np.int64)
+    return tf.sparse.reorder(tf.SparseTensor(indices, coo.data.astype(np.float32), coo.shape))
+
+
+def _sparse_dataset(inputs, targets, batch_size: int, shuffle: bool, seed: int):
+    """A tf.data pipeline that keeps TF-IDF inputs sparse into the first layer.
+
+    A document has ~100 of 10,000 terms: a sparse first layer does ~1 % of
+    the dense multiply-adds. Targets are densified per batch.
+    """
+    import tensorflow as tf
+
+    data = tf.data.Dataset.from_tensor_slices((_sparse_tensor(sp.csr_matrix(inputs)),
+                                               _sparse_tensor(sp.csr_matrix(targets))))
+    if shuffle:
+        data = data.shuffle(inputs.shape[0], seed=seed, reshuffle_each_iteration=True)
+    return data.batch(batch_size).map(lambda x, t: (x, tf.sparse.to_dense(t))).prefetch(2)
+
+
+class _EpochProgress(keras.callbacks.Callback):
+    def __init__(self, progress: Progress | None, task: str, epochs: int) -> None:
+        super().__init__()
+        self.progress, self.task, self.epochs = progress, task, epochs
+
+    def on_epoch_end(self, epoch, logs=None):
+        report(self.progress, self.task, epoch + 1, self.epochs,
+               **{k: float(v) for k, v in (logs or {}).items()})
+
+
+@dataclass(frozen=True)
+class Schedule:
+    """The optimisation settings every training phase of one encoder shares."""
+
+    batch_size: int
+    learning_rate: float
+    patience: int
+    validation_fraction: float
+    seed: int
+    lr_decay: bool = False
+
+
+class _KerasStepRetracing(logging.Filter):
+    """Drops TensorFlow's "triggered tf.function retracing" warning about Keras' own step functions.
+
+    Every ``fit`` of a new model makes Keras build new ``tf.function``s
+    (``TensorFlowTrainer._make_function.<locals>.multi_step_on_iterator``
+    and its test-step twin), each traced once. TensorFlow counts retracings
+    per Python code object, not per function, so a few small fits in one
+    process (``retrieval demo``, ``ae-float``/``ae-median`` beside ``ae``)
+    add up to a false "excessive retracing" warning in the middle of the
+    output. Nothing else is filtered, and only while :func:`train` runs.
+    """
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        return not ("triggered tf.function retracing" in message and "TensorFlowTrainer." in message)
+
+
+@contextlib.contextmanager
+def _quiet_step_retracing():
+    import tensorflow as tf
+
+    logger, quiet = tf.get_logger(), _KerasStepRetracing()
+    logger.addFilter(quiet)
+    try:
+        yield
+    finally:
+        logger.removeFilter(quiet)
+
+
+def split(n: int, seed: int, validation_fraction: float) -> tuple[np.ndarray, np.ndarray]:
+    """Sorted ``(train, validation)`` row indices; no validation rows when fewer than 2 would train."""
+    rng = np.random.default_rng(seed)
+    order = rng.permutation(n)
+    n_val = int(round(n * validation_fraction))
+    if n - n_val < 2:
+        n_val = 0
+    return np.sort(order[n_val:]), np.sort(order[:n_val])
+
+
+def train(model, inputs, targets, loss, schedule: Schedule, epochs: int, task: str, progress: Progress | None,
+          sparse_input: bool = False, decay: bool | None = None) -> dict:
+    """Fit ``model`` with early stopping on a held-out slice; returns the history (floats)."""
+    train_rows, val = split(inputs.shape[0], schedule.seed, schedule.validation_fraction)
+    rate = schedule.learning_rate
+    if schedule.lr_decay if decay is None else decay:
+        # Cosine decay to 5 % over the planned epochs: the last epochs
+        # settle into a minimum instead of bouncing around it.
+        steps = epochs * -(-len(train_rows) // schedule.batch_size)
+        rate = keras.optimizers.schedules.CosineDecay(schedule.learning_rate, steps, alpha=0.05)
+    model.compile(optimizer=keras.optimizers.Adam(rate), loss=loss)
+    callbacks = [_EpochProgress(progress, task, epochs)]
+    data = _sparse_dataset if sparse_input else _Batches
+    val_data = None
+    if len(val):
+        val_data = data(inputs[val], targets[val], 1024, False, schedule.seed)
+        callbacks.append(keras.callbacks.EarlyStopping(
+            monitor="val_loss", patience=schedule.patience, restore_best_weights=True))
+    with _quiet_step_retracing():
+        history = model.fit(data(inputs[train_rows], targets[train_rows], schedule.batch_size, True, schedule.seed),
+                            validation_data=val_data, epochs=epochs, verbose=0, callbacks=callbacks,
+                            shuffle=False)  # the data sources shuffle themselves, seeded
+    return {k: [float(x) for x in v] for k, v in history.history.items()}
+
+
+def binary_phase(encoder, decoder, inputs, targets, loss, schedule: Schedule, epochs: int,
+                 progress: Progress | None, sparse_input: bool = False) -> dict:
+    """Train ``encoder`` and ``decoder`` further on binarised codes.
+
+    The decoder, trained on float codes, now receives +-1 bits; a fresh
+    cosine-decayed schedule lets both adapt without undoing the float phase.
+    """
+    model = build_binary(encoder, decoder, schedule.seed)
+    return train(model, inputs, targets, loss, schedule, epochs, "ae: binary epoch", progress,
+                 sparse_input=sparse_input, decay=True)
+
+
+def pretrain_layerwise(encoder, X, targets, widths: list[int], schedule: Schedule, epochs: int,
+                       progress: Progress | None, sparse: bool) -> list:
+    """Greedy layer-wise pre-training (Hinton & Salakhutdinov 2006) of a text encoder.
+
+    Layer 0 is a shallow multinomial autoencoder of the documents; each
+    deeper layer (and the code) is a shallow linear-output autoencoder of
+    the previous layer's activations. Their encoding weights seed the deep
+    encoder's ``enc_<i>`` and ``code`` layers, which is then fine-tuned end
+    to end by the caller. ``widths`` are the hidden widths and the code's.
+    """
+    inputs, losses = X, []
+    for level, units in enumerate(widths):
+        last = level == len(widths) - 1
+        model, encoding = build_shallow(inputs.shape[1], units, level=level, last=last, sparse=sparse and level == 0)
+        if level == 0:
+            target, loss = targets, keras.losses.CategoricalCrossentropy()
+        else:
+            target, loss = inputs, keras.losses.MeanSquaredError()
+        hist = train(model, inputs, target, loss, schedule, epochs,
+                     f"ae: pretrain layer {level + 1}/{len(widths)}", progress, sparse_input=sparse and level == 0)
+        losses.append(hist)
+        weights = encoding.get_weights()
+        encoder.get_layer("code" if last else f"enc_{level}").set_weights(weights)
+        # The next level learns from this level's activations (NumPy: exact and fast).
+        w, b = weights
+        inputs = np.asarray(inputs @ w) + b
+        if not last:
+            np.maximum(inputs, 0, out=inputs)
+    return losses
+
+
+def _partial_whitening(codes: np.ndarray, power: float) -> np.ndarray:
+    """Projection onto the codes' principal axes, each scaled by variance**-power.
+
+    ``power`` 0 leaves the codes unchanged, 0.5 is full whitening. Between
+    the two, dominant directions (lighting, size) stop drowning the others
+    in the cosine; measured on Fashion-MNIST codes, 0.25 gave +0.01
+    precision@100 over centring alone, full whitening +0.003.
+    """
+    dim = codes.shape[1]
+    if power == 0 or len(codes) <= dim:
+        return np.eye(dim, dtype=np.float32)
+    values, vectors = np.linalg.eigh(np.cov(codes.T.astype(np.float64)))
+    values = np.maximum(values, values.max() * 1e-6)
+    return (vectors * values ** -power).astype(np.float32)
+
+
+def _neighbour_targets(X: sp.csr_matrix, targets: sp.csr_matrix, k: int, weight: float,
+                       block: int = 1024) -> sp.csr_matrix:
+    """Mix each row's target with the mean target of its k nearest neighbours.
+
+    Neighbours by TF-IDF cosine within ``X`` (rows are L2-normalised), the
+    document itself excluded: the semantic-hashing trick that pulls codes of
+    related documents together without labels.
+    """
+    n = X.shape[0]
+    k = min(k, n - 1)
+    if k < 1 or weight <= 0:
+        return targets
+    XT = X.T.tocsr()
+    cols = np.empty((n, k), np.int64)
+    for start in range(0, n, block):
+        sims = (X[start:start + block] @ XT).toarray()
+        rows = np.arange(sims.shape[0])
+        sims[rows, rows + start] = -np.inf
+        cols[start:start + block] = np.argpartition(-sims, k - 1, axis=1)[:, :k]
+    adjacency = sp.csr_matrix((np.full(n * k, 1.0 / k, np.float32), cols.ravel(),
+                               np.arange(0, n * k + 1, k)), shape=(n, n))
+    return ((1 - weight) * targets + weight * (adjacency @ targets)).astype(np.float32).tocsr()
