@@ -10,6 +10,51 @@ IMAGE_BASELINES = ("pca", "pixels")
 #: Hashing baselines, built beside learned binary codes (``--bits``).
 HASH_BASELINES = ("itq", "lsh")
 
+# -- allowed values of the choice options (the CLI shows them in --help) ------
+#: ``strip``: cleaning of mail/newsgroup text (``None``: no cleaning).
+STRIP_MODES = ("email",)
+#: ``pretrain``: greedy layer-wise pre-training of the document autoencoder.
+PRETRAIN_MODES = ("none", "layerwise")
+#: ``color``: channels images are read as.
+COLORS = ("auto", "grey", "rgb")
+#: ``fit``: how an image is made square (letterbox or centre crop).
+FITS = ("pad", "crop")
+#: ``decoder`` of the image autoencoder: dense layers or transposed convolutions.
+DECODERS = ("dense", "deconv")
+#: ``index_kind``: the FAISS index type (``auto`` picks by collection size).
+INDEX_KINDS = ("auto", "flat", "ivf", "hnsw")
+#: ``retrieval demo --part`` (the first is the default).
+DEMO_PARTS = ("all", "docs", "images")
+#: Re-rankers of a Hamming shortlist, per modality (``none``: Hamming order).
+RERANKERS_DOCS = ("tfidf", "tfidf-prf", "float", "tfidf+float", "none")
+RERANKERS_IMAGES = ("pixels", "float", "none")
+#: Every re-ranker of either modality (what ``query --rerank`` accepts).
+RERANKERS = tuple(dict.fromkeys(RERANKERS_DOCS[:-1] + RERANKERS_IMAGES))
+
+# -- defaults of query-time operations -----------------------------------------
+#: Results of a query (``query -k``).
+DEFAULT_K = 10
+#: Ranking depth scored by an evaluation (``evaluate -k``).
+EVALUATE_K = 100
+#: Items listed by ``outliers -k``.
+OUTLIERS_K = 20
+#: Hamming shortlist re-ranked by two-stage search (``--shortlist``). Measured
+#: on 20NG at 64 bits (BENCHMARKS.md, shortlist table): TF-IDF re-ranks best on
+#: short lists, the float codes are as good at 250 as at 1,000.
+DEFAULT_SHORTLIST = 250
+#: Items sampled for the 2-d map (``plot --max-items``).
+MAP_MAX_ITEMS = 5000
+#: Epochs of the 2-d autoencoder of the map (``plot --epochs``).
+MAP_EPOCHS = 10
+#: Square side images are resized to when neither ``size`` nor the source
+#: (an IDX file) gives one.
+DEFAULT_IMAGE_SIZE = 32
+
+
+def _check_choice(option: str, value, allowed: tuple[str, ...]) -> None:
+    if value not in allowed:
+        raise InputError(f"{option} must be one of {', '.join(allowed)}; got {value!r}")
+
 
 def _resolve_baselines(config, floats: tuple[str, ...]) -> None:
     """Fill in the default baselines and check them against ``--bits``."""
@@ -111,6 +156,10 @@ class DocsConfig(_Config):
             raise InputError(f"--code-dim must be >= 1; got {self.code_dim}")
         if self.epochs < 1:
             raise InputError(f"--epochs must be >= 1; got {self.epochs}")
+        if self.strip not in (None, "", "none") + STRIP_MODES:
+            raise InputError(f"--strip must be one of {', '.join(STRIP_MODES)} or left out; got {self.strip!r}")
+        _check_choice("--pretrain", self.pretrain, PRETRAIN_MODES)
+        _check_choice("--index", self.index_kind, INDEX_KINDS)
 
 
 @dataclass(frozen=True)
@@ -172,7 +221,7 @@ class ImagesConfig(_Config):
             raise InputError(f"--code-dim must be >= 1; got {self.code_dim}")
         if self.size is not None and not 8 <= self.size <= 512:
             raise InputError(f"--size must be between 8 and 512 pixels; got {self.size}")
-        if self.color not in ("auto", "grey", "rgb"):
-            raise InputError(f"--color must be auto, grey or rgb; got {self.color!r}")
-        if self.fit not in ("pad", "crop"):
-            raise InputError(f"--fit must be pad or crop; got {self.fit!r}")
+        _check_choice("--color", self.color, COLORS)
+        _check_choice("--fit", self.fit, FITS)
+        _check_choice("--decoder", self.decoder, DECODERS)
+        _check_choice("--index", self.index_kind, INDEX_KINDS)

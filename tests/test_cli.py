@@ -4,7 +4,7 @@ import sys
 
 import pytest
 
-import cli
+from retrieval import cli
 
 
 def run(monkeypatch, capsys, *args):

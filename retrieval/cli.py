@@ -1,0 +1,588 @@
+"""The ``retrieval`` command line: parse options, call the library, print.
+
+Run as ``retrieval ...`` (console script), ``python -m retrieval ...`` or
+``python cli.py ...`` from a checkout. Every library error becomes one
+``error: ...`` line on stderr and exit code 1 (so do operating-system errors
+such as a read-only folder); usage errors exit 2; warnings (skipped files,
+...) become ``warning: ...`` lines.
+
+Every default shown here is the library's: the build options read theirs from
+:class:`~retrieval.config.DocsConfig`, :class:`~retrieval.config.ImagesConfig`
+and :class:`~retrieval.crawl.CrawlConfig`, the others from the constants of
+:mod:`retrieval.config`, as do the allowed values of the choice options.
+"""
+from __future__ import annotations
+
+import enum
+import json
+import os
+import sys
+import warnings
+from pathlib import Path
+from typing import Annotated, Optional
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import typer  # noqa: E402
+from rich.console import Console  # noqa: E402
+from rich.markup import escape  # noqa: E402
+from rich.table import Table  # noqa: E402
+
+from retrieval import api, config  # noqa: E402
+from retrieval.config import DocsConfig, ImagesConfig  # noqa: E402
+from retrieval.errors import RetrievalError, RetrievalWarning  # noqa: E402
+
+CrawlConfig = api.CrawlConfig
+
+app = typer.Typer(help="Document and image retrieval with deep-autoencoder codes and FAISS.",
+                  no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False)
+index_app = typer.Typer(help="Build an index from documents or images.", no_args_is_help=True)
+app.add_typer(index_app, name="index")
+
+out = Console()
+err = Console(stderr=True)
+
+IndexDir = Annotated[Optional[Path], typer.Option("--index-dir", help="Home of indexes (default: $RETRIEVAL_HOME or indexes/).")]
+JsonOut = Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")]
+Force = Annotated[bool, typer.Option("--force", help="Replace an existing index of that name.")]
+Labels = Annotated[bool, typer.Option("--labels-from-folders", help="Label = first-level sub-folder name.")]
+Bits = Annotated[Optional[int], typer.Option("--bits", help="Learn binary codes of this many bits (multiple of 8; semantic hashing) instead of float codes.")]
+BinaryEpochs = Annotated[int, typer.Option("--binary-epochs", help="Epochs of binarised training after the float phase.")]
+KeepInputs = Annotated[bool, typer.Option("--keep-inputs/--no-keep-inputs", help="Keep the TF-IDF matrix / pixels (for --like, --rerank, plot).")]
+Shortlist = Annotated[int, typer.Option("--shortlist", help="Two-stage: Hamming shortlist size re-ranked.")]
+Seed = Annotated[int, typer.Option("--seed", help="Random seed of everything.")]
+CodeDim = Annotated[int, typer.Option("--code-dim", help="Autoencoder code dimension.")]
+Epochs = Annotated[int, typer.Option("--epochs", help="Maximum training epochs.")]
+Noise = Annotated[float, typer.Option("--noise", help="Denoising: input dropout rate.")]
+
+
+def _choices(name: str, values: tuple[str, ...]) -> type[enum.Enum]:
+    """A str-valued Enum of ``values``: typer lists them in --help, anything else is a usage error (exit 2)."""
+    return enum.Enum(name, [(v, v) for v in values], type=str)
+
+
+def _value(choice: enum.Enum | None) -> str | None:
+    """The string of a choice option (``None`` stays ``None``)."""
+    return None if choice is None else choice.value
+
+
+StripChoice = _choices("StripChoice", config.STRIP_MODES)
+PretrainChoice = _choices("PretrainChoice", config.PRETRAIN_MODES)
+ColorChoice = _choices("ColorChoice", config.COLORS)
+FitChoice = _choices("FitChoice", config.FITS)
+DecoderChoice = _choices("DecoderChoice", config.DECODERS)
+IndexKindChoice = _choices("IndexKindChoice", config.INDEX_KINDS)
+DemoPartChoice = _choices("DemoPartChoice", config.DEMO_PARTS)
+RerankChoice = _choices("RerankChoice", config.RERANKERS)
+
+IndexKind = Annotated[IndexKindChoice, typer.Option("--index", help="FAISS index type (auto: by collection size).")]
+Strip = Annotated[Optional[StripChoice], typer.Option("--strip", help="'email': drop headers, quotes, signatures.")]
+
+
+def _csv(values) -> str:
+    return ",".join(map(str, values))
+
+
+def _csv_ints(value: str, option: str) -> tuple[int, ...]:
+    try:
+        return tuple(int(v) for v in value.split(",") if v.strip())
+    except ValueError:
+        raise RetrievalError(f"{option} must be comma-separated integers like 500,250; got {value!r}") from None
+
+
+# -- printing -------------------------------------------------------------------
+def _print_hits(hits, as_json: bool) -> None:
+    if as_json:
+        print(json.dumps([{k: h.to_dict()[k] for k in ("rank", "id", "score", "title", "label", "path", "url")}
+                          for h in hits], indent=2))
+        return
+    table = Table(show_lines=False)
+    for col in ("rank", "score", "title", "label", "path", "snippet"):
+        table.add_column(col, overflow="fold", max_width=None if col != "snippet" else 60)
+    for h in hits:
+        table.add_row(str(h.rank), f"{h.score:.3f}", h.title[:60], h.label or "", h.path or h.url,
+                      h.snippet[:120])
+    out.print(table)
+
+
+def _print_report(report: dict) -> None:
+    k = report["k"]
+    table = Table(title=f"{report['index']}: {report['queries']} queries, k = {k}")
+    cols = ["method", "precision@10", f"precision@{k}", f"map@{k}", "query ms p50", "bytes/item"]
+    for col in cols:
+        table.add_column(col, justify="right" if col != "method" else "left")
+    best = max(report["methods"].values(), key=lambda r: r[f"precision@{k}"])
+    for method, row in report["methods"].items():
+        style = "bold" if row is best else None
+        table.add_row(method, f"{row['precision@10']:.3f}", f"{row[f'precision@{k}']:.3f}",
+                      f"{row[f'map@{k}']:.3f}", f"{row['query_ms_p50']:.2f}",
+                      f"{row['bytes_per_item']:.0f}", style=style)
+    out.print(table)
+
+
+# -- commands -------------------------------------------------------------------
+@index_app.command("docs")
+def index_docs(
+    source: Annotated[str, typer.Argument(help="Folder, .tar.gz/.zip (or a folder inside one: x.tar.gz/train), or .jsonl.")],
+    name: Annotated[str, typer.Option("--name", "-n", help="Index name.")],
+    labels_from_folders: Labels = DocsConfig.labels_from_folders,
+    strip: Strip = None if DocsConfig.strip is None else StripChoice(DocsConfig.strip),
+    vocab_size: Annotated[int, typer.Option(help="TF-IDF vocabulary cap.")] = DocsConfig.vocab_size,
+    code_dim: CodeDim = DocsConfig.code_dim,
+    hidden: Annotated[str, typer.Option(help="Hidden layer widths.")] = _csv(DocsConfig.hidden),
+    epochs: Epochs = DocsConfig.epochs,
+    noise: Noise = DocsConfig.noise,
+    neighbours: Annotated[int, typer.Option(help="Neighbour reconstruction: k TF-IDF neighbours (0 = off).")] = DocsConfig.neighbours,
+    neighbour_weight: Annotated[float, typer.Option(help="Weight of the neighbours in the target.")] = DocsConfig.neighbour_weight,
+    pretrain: Annotated[PretrainChoice, typer.Option(help="Greedy layer-wise pre-training of the autoencoder.")] = PretrainChoice(DocsConfig.pretrain),
+    baselines: Annotated[Optional[str], typer.Option(help=f"Comma-separated: {_csv(config.DOC_BASELINES)} (and {_csv(config.HASH_BASELINES)} with --bits) or none; default all.")] = DocsConfig.baselines,
+    bits: Bits = DocsConfig.bits,
+    binary_epochs: BinaryEpochs = DocsConfig.binary_epochs,
+    keep_inputs: KeepInputs = DocsConfig.keep_inputs,
+    baseline_dim: Annotated[Optional[int], typer.Option(help="LSA dimension (default: --code-dim).")] = DocsConfig.baseline_dim,
+    index_kind: IndexKind = IndexKindChoice(DocsConfig.index_kind),
+    seed: Seed = DocsConfig.seed,
+    force: Force = False,
+    index_dir: IndexDir = None,
+    as_json: JsonOut = False,
+) -> None:
+    """Build a document index: TF-IDF -> deep autoencoder codes -> FAISS, plus baselines."""
+    options = DocsConfig(vocab_size=vocab_size, strip=_value(strip), labels_from_folders=labels_from_folders,
+                         code_dim=code_dim, hidden=_csv_ints(hidden, "--hidden"), epochs=epochs, noise=noise,
+                         neighbours=neighbours, neighbour_weight=neighbour_weight, pretrain=_value(pretrain),
+                         baselines=baselines, baseline_dim=baseline_dim, index_kind=_value(index_kind), seed=seed,
+                         bits=bits, binary_epochs=binary_epochs, keep_inputs=keep_inputs)
+    with api.RichProgress(err) as progress:
+        manifest = api.build_docs_index(source, name, options, store=api.Store(index_dir), force=force,
+                                        progress=progress)
+    _print_built(manifest, as_json)
+
+
+@index_app.command("images")
+def index_images(
+    source: Annotated[str, typer.Argument(help="Image folder, crawl folder, IDX file, or an http(s) URL to crawl first.")],
+    name: Annotated[str, typer.Option("--name", "-n", help="Index name.")],
+    labels_from_folders: Labels = ImagesConfig.labels_from_folders,
+    size: Annotated[Optional[int], typer.Option(help=f"Square side in pixels (default: native for IDX, else {config.DEFAULT_IMAGE_SIZE}).")] = ImagesConfig.size,
+    color: Annotated[ColorChoice, typer.Option(help="Channels the images are read as.")] = ColorChoice(ImagesConfig.color),
+    fit: Annotated[FitChoice, typer.Option(help="pad (letterbox) or crop (centre crop).")] = FitChoice(ImagesConfig.fit),
+    code_dim: CodeDim = ImagesConfig.code_dim,
+    filters: Annotated[str, typer.Option(help="Channels of the strided convolutions.")] = _csv(ImagesConfig.filters),
+    decoder: Annotated[DecoderChoice, typer.Option(help="dense layers or deconv (transposed convolutions).")] = DecoderChoice(ImagesConfig.decoder),
+    whiten: Annotated[float, typer.Option(help="Partial whitening of the codes (0 = off, 0.5 = full).")] = ImagesConfig.whiten,
+    augment: Annotated[float, typer.Option(help="Denoising by random shifts (fraction of the side) and mirroring; 0 = off.")] = ImagesConfig.augment,
+    epochs: Epochs = ImagesConfig.epochs,
+    noise: Noise = ImagesConfig.noise,
+    baselines: Annotated[Optional[str], typer.Option(help=f"Comma-separated: {_csv(config.IMAGE_BASELINES)} (and {_csv(config.HASH_BASELINES)} with --bits) or none; default all.")] = ImagesConfig.baselines,
+    bits: Bits = ImagesConfig.bits,
+    binary_epochs: BinaryEpochs = ImagesConfig.binary_epochs,
+    keep_inputs: KeepInputs = ImagesConfig.keep_inputs,
+    baseline_dim: Annotated[Optional[int], typer.Option(help="PCA dimension (default: --code-dim).")] = ImagesConfig.baseline_dim,
+    index_kind: IndexKind = IndexKindChoice(ImagesConfig.index_kind),
+    limit: Annotated[Optional[int], typer.Option(help="Index at most this many images.")] = ImagesConfig.limit,
+    max_pages: Annotated[int, typer.Option(help="When SOURCE is a URL: pages to crawl.")] = CrawlConfig.max_pages,
+    seed: Seed = ImagesConfig.seed,
+    force: Force = False,
+    index_dir: IndexDir = None,
+    as_json: JsonOut = False,
+) -> None:
+    """Build an image index: pixels -> convolutional autoencoder codes -> FAISS, plus baselines."""
+    options = ImagesConfig(size=size, color=_value(color), fit=_value(fit), labels_from_folders=labels_from_folders,
+                           code_dim=code_dim, filters=_csv_ints(filters, "--filters"), decoder=_value(decoder),
+                           whiten=whiten, augment=augment, epochs=epochs,
+                           noise=noise, baselines=baselines, baseline_dim=baseline_dim,
+                           index_kind=_value(index_kind), limit=limit, seed=seed, bits=bits, binary_epochs=binary_epochs,
+                           keep_inputs=keep_inputs)
+    store = api.Store(index_dir)
+    with api.RichProgress(err) as progress:
+        if source.startswith(("http://", "https://")):
+            folder = api.crawl_cache_folder(store, source)
+            report = api.crawl(source, folder, CrawlConfig(max_pages=max_pages),
+                               on_progress=progress.crawl_callback())
+            err.print(f"crawled {report.pages} pages, {report.images} new images into {folder}")
+            source = str(folder)
+        manifest = api.build_images_index(source, name, options, store=store, force=force, progress=progress)
+    _print_built(manifest, as_json)
+
+
+def _print_built(manifest: dict, as_json: bool) -> None:
+    if as_json:
+        print(json.dumps(manifest, indent=2))
+        return
+    counts = manifest["counts"]
+    out.print(f"built index [bold]{manifest['name']}[/] ({manifest['modality']}): {counts['items']} items, "
+              f"{counts['skipped']} skipped, {manifest['build_seconds']:.1f} s")
+    for method, info in manifest["methods"].items():
+        out.print(f"  {method:9s} {info['encoder']:17s} dim {info['dim']:>5}  {info['metric']:7s} "
+                  f"{info['index']:11s} {info['bytes_per_item']:.0f} B/item  fit {info['fit_seconds']:.1f} s")
+
+
+@app.command()
+def query(
+    name: Annotated[str, typer.Argument(help="Index name.")],
+    query_: Annotated[Optional[str], typer.Argument(metavar="QUERY", help="Text (document index), or image path / URL (image index).")] = None,
+    file: Annotated[Optional[Path], typer.Option("--file", help="Read the query text from a file.")] = None,
+    like: Annotated[Optional[str], typer.Option("--like", help="Find items similar to this indexed item id.")] = None,
+    k: Annotated[int, typer.Option("-k", help="Number of results.")] = config.DEFAULT_K,
+    method: Annotated[Optional[str], typer.Option(help="ae (default) or a baseline of the index.")] = None,
+    show: Annotated[Optional[Path], typer.Option("--show", help="Image index: write a contact sheet PNG.")] = None,
+    strip: Annotated[Optional[StripChoice], typer.Option("--strip", help="'email' for a mail query file.")] = None,
+    rerank: Annotated[Optional[RerankChoice], typer.Option("--rerank", help=f"Binary index: re-rank a Hamming shortlist by {'|'.join(config.RERANKERS_DOCS[:-1])} (documents), {'|'.join(config.RERANKERS_IMAGES[:-1])} (images) or none.")] = None,
+    shortlist: Shortlist = config.DEFAULT_SHORTLIST,
+    radius: Annotated[Optional[int], typer.Option("--radius", help="Binary index: shortlist every item within this Hamming distance.")] = None,
+    index_dir: IndexDir = None,
+    as_json: JsonOut = False,
+) -> None:
+    """Find the items most similar to a text, an image, or an indexed item."""
+    result = api.search(api.Store(index_dir), name, query_, file=file, like=like, k=k, method=method,
+                        show=show, strip=_value(strip), rerank=_value(rerank), shortlist=shortlist, radius=radius)
+    _print_hits(result.hits, as_json)
+    if result.novelty is not None:
+        err.print(f"novelty of the query: reconstruction error {result.novelty['score']:.3f}, "
+                  f"higher than {result.novelty['percentile']:.0f} % of the indexed items"
+                  + (" (nothing like it is indexed)" if result.novelty["percentile"] >= 99 else ""))
+    if show and not as_json:
+        err.print(f"contact sheet written to {show}")
+
+
+@app.command()
+def evaluate(
+    name: Annotated[str, typer.Argument(help="Index name.")],
+    queries: Annotated[str, typer.Option("--queries", help="Labelled query documents or images (same kinds of source as index).")],
+    labels_from_folders: Labels = False,
+    strip: Annotated[Optional[StripChoice], typer.Option("--strip", help="'email' for mail/newsgroup queries.")] = None,
+    k: Annotated[int, typer.Option("-k", help="Ranking depth scored.")] = config.EVALUATE_K,
+    methods: Annotated[Optional[str], typer.Option(help="Comma-separated subset of the index's methods.")] = None,
+    limit: Annotated[Optional[int], typer.Option(help="Use at most this many queries.")] = None,
+    plot: Annotated[Optional[Path], typer.Option("--plot", help="Write precision-recall curves to this PNG.")] = None,
+    shortlist: Shortlist = config.DEFAULT_SHORTLIST,
+    index_dir: IndexDir = None,
+    as_json: JsonOut = False,
+) -> None:
+    """Compare every method of an index on labelled queries: precision, mAP, latency, bytes.
+
+    A binary index also gets two-stage rows: 'ae>tfidf' is the Hamming shortlist re-ranked by TF-IDF cosine.
+    """
+    with api.RichProgress(err) as progress:
+        report = api.run_evaluation(api.Store(index_dir), name, queries, labels_from_folders=labels_from_folders,
+                                    strip=_value(strip), k=k, methods=methods.split(",") if methods else None,
+                                    limit=limit, plot=plot, shortlist=shortlist, progress=progress)
+    if as_json:
+        print(json.dumps({key: report[key] for key in ("index", "queries", "k", "methods")}, indent=2))
+    else:
+        _print_report(report)
+        if plot:
+            err.print(f"precision-recall curves written to {plot}")
+
+
+def _print_update(name: str, report, as_json: bool) -> None:
+    if as_json:
+        print(json.dumps(report.to_dict(), indent=2))
+    else:
+        out.print(f"added {report.added}, replaced {report.replaced}, unchanged {report.unchanged}, "
+                  f"removed {report.removed}, skipped {report.skipped}; {report.items} items now "
+                  f"({report.seconds:.1f} s)")
+    _print_drift(name, report.drift)
+
+
+def _print_drift(name: str, drift: dict) -> None:
+    if drift.get("retrain_recommended"):
+        for reason in drift["reasons"]:
+            err.print(f"[yellow]retrain recommended:[/] {reason}; run 'retrieval retrain {name}'")
+
+
+@app.command()
+def add(
+    name: Annotated[str, typer.Argument(help="Index name.")],
+    source: Annotated[str, typer.Argument(help="Documents or images to add (same kinds of source as index).")],
+    labels_from_folders: Annotated[Optional[bool], typer.Option("--labels-from-folders/--no-labels-from-folders", help="Label = sub-folder (default: as built).")] = None,
+    index_dir: IndexDir = None,
+    as_json: JsonOut = False,
+) -> None:
+    """Add items with the stored models (no retraining); changed items are replaced, unchanged skipped."""
+    with api.RichProgress(err) as progress:
+        report = api.add_items(api.Store(index_dir), name, source, labels_from_folders=labels_from_folders,
+                               progress=progress)
+    _print_update(name, report, as_json)
+
+
+@app.command("remove-items")
+def remove_items(
+    name: Annotated[str, typer.Argument(help="Index name.")],
+    ids: Annotated[Optional[list[str]], typer.Option("--id", help="Item id to remove (repeatable).")] = None,
+    path_prefix: Annotated[Optional[str], typer.Option("--path-prefix", help="Remove every item whose path starts with this.")] = None,
+    index_dir: IndexDir = None,
+    as_json: JsonOut = False,
+) -> None:
+    """Remove items from every method of an index."""
+    report = api.remove_items(api.Store(index_dir), name, ids=list(ids or ()), path_prefix=path_prefix)
+    _print_update(name, report, as_json)
+
+
+@app.command()
+def sync(
+    name: Annotated[str, typer.Argument(help="Index name.")],
+    source: Annotated[str, typer.Argument(help="The folder the index should mirror.")],
+    allow_empty: Annotated[bool, typer.Option("--allow-empty", help="Allow removing every item when SOURCE is gone or empty.")] = False,
+    labels_from_folders: Annotated[Optional[bool], typer.Option("--labels-from-folders/--no-labels-from-folders", help="Label = sub-folder (default: as built).")] = None,
+    index_dir: IndexDir = None,
+    as_json: JsonOut = False,
+) -> None:
+    """Add new and changed files, drop deleted ones."""
+    with api.RichProgress(err) as progress:
+        report = api.sync_items(api.Store(index_dir), name, source, allow_empty=allow_empty,
+                                labels_from_folders=labels_from_folders, progress=progress)
+    _print_update(name, report, as_json)
+
+
+@app.command()
+def retrain(
+    name: Annotated[str, typer.Argument(help="Index name.")],
+    index_dir: IndexDir = None,
+    as_json: JsonOut = False,
+) -> None:
+    """Refit the models on every item now indexed; swapped in atomically (the old index answers meanwhile)."""
+    with api.RichProgress(err) as progress:
+        manifest = api.retrain(api.Store(index_dir), name, progress=progress)
+    _print_built(manifest, as_json)
+
+
+@app.command()
+def outliers(
+    name: Annotated[str, typer.Argument(help="Index name.")],
+    k: Annotated[int, typer.Option("-k", help="Number of items.")] = config.OUTLIERS_K,
+    show: Annotated[Optional[Path], typer.Option("--show", help="Image index: originals beside reconstructions, as a PNG.")] = None,
+    index_dir: IndexDir = None,
+    as_json: JsonOut = False,
+) -> None:
+    """The items the autoencoder reconstructs worst: the least typical of the collection."""
+    store = api.Store(index_dir)
+    rows = api.outliers(store, name, k)
+    if show is not None:
+        api.outlier_sheet(store, name, rows, show)
+        err.print(f"originals and reconstructions written to {show}")
+    if as_json:
+        print(json.dumps(rows, indent=2))
+        return
+    table = Table()
+    for col in ("rank", "novelty", "percentile", "id", "label", "title"):
+        table.add_column(col, overflow="fold")
+    for r in rows:
+        table.add_row(str(r["rank"]), f"{r['novelty']:.3f}", f"{r['percentile']:.1f}", r["id"], r["label"] or "",
+                      r["title"][:60])
+    out.print(table)
+
+
+@app.command("list")
+def list_(index_dir: IndexDir = None, as_json: JsonOut = False) -> None:
+    """List the indexes."""
+    rows = api.list_indexes(api.Store(index_dir))
+    if as_json:
+        print(json.dumps(rows, indent=2))
+        return
+    if not rows:
+        err.print(f"no indexes in {api.Store(index_dir).root}")
+        return
+    table = Table()
+    for col in ("name", "modality", "items", "methods", "created"):
+        table.add_column(col)
+    for r in rows:
+        table.add_row(r["name"], r["modality"], str(r["items"]), ",".join(r["methods"]), r["created_at"])
+    out.print(table)
+
+
+@app.command()
+def info(name: Annotated[str, typer.Argument(help="Index name.")], index_dir: IndexDir = None,
+         as_json: JsonOut = False) -> None:
+    """Show an index: counts, methods, dims, sizes on disk, build time, last evaluation."""
+    details = api.index_info(api.Store(index_dir), name)
+    if as_json:
+        print(json.dumps(details, indent=2))
+        return
+    m = details["manifest"]
+    out.print(f"[bold]{m['name']}[/] ({m['modality']}), format {m['format_version']}, built {m['created_at']} "
+              f"in {m['build_seconds']:.1f} s from {m['source']}")
+    out.print(f"items {m['counts']['items']}, skipped {m['counts']['skipped']}, labels {m['counts']['labels']}; "
+              f"{details['disk_bytes'] / 1e6:.1f} MB on disk at {details['path']}")
+    table = Table()
+    for col in ("method", "encoder", "dim", "metric", "index", "bytes/item", "fit s"):
+        table.add_column(col)
+    for method, i in m["methods"].items():
+        table.add_row(method, i["encoder"], str(i["dim"]), i["metric"], i["index"],
+                      f"{i['bytes_per_item']:.0f}", f"{i['fit_seconds']:.1f}")
+    out.print(table)
+    drift = m.get("drift")
+    if drift:
+        mean = drift.get("added_novelty_percentile_mean")
+        reference = m.get("novelty", {}).get("reference_mean")
+        out.print(f"trained on {drift['trained_items']} items; since then added {drift['added_since_training']}, "
+                  f"removed {drift['removed_since_training']}"
+                  + (f"; additions' mean reconstruction error {drift['added_novelty_mean']:.3f} against "
+                     f"{reference:.3f} for the training items (mean percentile {mean:.0f})"
+                     if mean is not None and reference is not None and drift.get("added_novelty_mean") is not None
+                     else ""))
+        _print_drift(m["name"], drift)
+    if "evaluation" in m:
+        _print_report(m["evaluation"])
+
+
+@app.command()
+def remove(name: Annotated[str, typer.Argument(help="Index name.")], index_dir: IndexDir = None) -> None:
+    """Delete an index."""
+    api.Store(index_dir).remove(name)
+    err.print(f"removed {name}")
+
+
+@app.command()
+def plot(
+    name: Annotated[str, typer.Argument(help="Index name.")],
+    out_file: Annotated[Path, typer.Option("--out", help="PNG to write.")] = Path("map.png"),
+    max_items: Annotated[int, typer.Option(help="Sample at most this many items.")] = config.MAP_MAX_ITEMS,
+    epochs: Annotated[int, typer.Option(help="Epochs of the 2-d autoencoder.")] = config.MAP_EPOCHS,
+    index_dir: IndexDir = None,
+) -> None:
+    """Draw the 2-D map: a 2-d autoencoder code beside 2-d LSA/PCA, coloured by label."""
+    path = api.corpus_map(api.Retriever(name, api.Store(index_dir)), out_file, max_items=max_items, epochs=epochs)
+    err.print(f"map written to {path}")
+
+
+@app.command()
+def crawl(
+    url: Annotated[str, typer.Argument(help="Start page.")],
+    out_dir: Annotated[Path, typer.Option("--out", help="Folder for images and manifest.jsonl.")],
+    allow_host: Annotated[Optional[list[str]], typer.Option("--allow-host", help="Also follow pages on this host.")] = None,
+    max_depth: Annotated[int, typer.Option(help="Links followed from the start page.")] = CrawlConfig.max_depth,
+    max_pages: Annotated[int, typer.Option(help="Pages crawled at most.")] = CrawlConfig.max_pages,
+    max_images: Annotated[int, typer.Option(help="Images saved at most by this run.")] = CrawlConfig.max_images,
+    concurrency: Annotated[int, typer.Option(help="HTTP requests in flight at most.")] = CrawlConfig.concurrency,
+    timeout: Annotated[float, typer.Option(help="Seconds allowed per request.")] = CrawlConfig.timeout,
+    no_robots: Annotated[bool, typer.Option("--ignore-robots", help="Do not read robots.txt (only for your own sites).")] = not CrawlConfig.respect_robots,
+    as_json: JsonOut = False,
+) -> None:
+    """Crawl a website for images (robots.txt respected, bounded concurrency, resumable)."""
+    options = CrawlConfig(allow_hosts=tuple(allow_host or ()), max_depth=max_depth, max_pages=max_pages,
+                          max_images=max_images, concurrency=concurrency, timeout=timeout,
+                          respect_robots=not no_robots)
+    with api.RichProgress(err) as progress:
+        report = api.crawl(url, out_dir, options, on_progress=progress.crawl_callback())
+    summary = {"pages": report.pages, "images": report.images, "duplicates": report.duplicates,
+               "already_had": report.already_had, "skipped": len(report.skipped),
+               "seconds": round(report.seconds, 2), "out": str(out_dir)}
+    if as_json:
+        print(json.dumps(summary, indent=2))
+    else:
+        out.print(", ".join(f"{k} {v}" for k, v in summary.items()))
+
+
+@app.command()
+def demo(
+    index_dir: IndexDir = None,
+    part: Annotated[DemoPartChoice, typer.Option(help="Which demo indexes to build.")] = DemoPartChoice(config.DEMO_PARTS[0]),
+) -> None:
+    """Build indexes from data shipped with the installed packages, query them, compare methods."""
+    with api.RichProgress(err) as progress:
+        for section in api.run_demo(api.Store(index_dir), part=_value(part), progress=progress):
+            progress.pause()
+            out.rule(section["title"])
+            for q in section.get("queries", []):
+                out.print(f"[bold]query:[/] {q['query']}")
+                _print_hits(q["hits"], False)
+            if "report" in section:
+                _print_report(section["report"])
+            for line in section.get("notes", []):
+                out.print(line)
+            progress.resume()
+
+
+# -- entry point ----------------------------------------------------------------
+def _version() -> str:
+    import retrieval
+
+    version = getattr(retrieval, "__version__", None)
+    if version is None:
+        from importlib.metadata import version as installed_version
+
+        version = installed_version("retrieval")
+    return version
+
+
+def _print_version(value: bool) -> None:
+    if value:
+        print(f"retrieval {_version()}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _options(
+    version: Annotated[Optional[bool], typer.Option("--version", callback=_print_version, is_eager=True,
+                                                    help="Print the version and exit.")] = None,
+) -> None:
+    pass
+
+
+#: Warnings aimed at programmers, not at the person running a command: dropped
+#: (Python's default filters hide most of them already).
+_NOISE = (DeprecationWarning, PendingDeprecationWarning, FutureWarning, ImportWarning, ResourceWarning)
+
+
+class _WarningPrinter:
+    """Prints warnings as one ``warning: ...`` line each; caps floods of them.
+
+    The library's own warnings (:class:`RetrievalWarning`: a skipped file, ...)
+    are printed as they are; any other warning (from the library or what it
+    calls) is printed with its category, except deprecation-like noise.
+    """
+
+    limit = 20
+
+    def __init__(self) -> None:
+        self.count = 0
+
+    def __call__(self, message, category, filename, lineno, file=None, line=None):
+        if issubclass(category, _NOISE):
+            return
+        text = " ".join(str(message).splitlines())
+        if not issubclass(category, RetrievalWarning):
+            text = f"{category.__name__}: {text}"
+        self.count += 1
+        if self.count <= self.limit:
+            err.print(f"[yellow]warning:[/] {escape(text)}", highlight=False, soft_wrap=True)
+
+    def summary(self) -> None:
+        if self.count > self.limit:
+            err.print(f"[yellow]warning:[/] {self.count - self.limit} more warnings not shown")
+
+
+def _os_error(exc: OSError) -> str:
+    """``strerror: filename`` of an operating-system error (read-only folder, full disk, ...)."""
+    if not exc.strerror:
+        return str(exc) or type(exc).__name__
+    if exc.filename is None:
+        return exc.strerror
+    where = str(exc.filename) + (f" -> {exc.filename2}" if exc.filename2 is not None else "")
+    return f"{exc.strerror}: {where}"
+
+
+def main() -> None:
+    """Console-script entry point: run the app, turning errors into one line."""
+    printer = _WarningPrinter()
+    warnings.showwarning = printer
+    warnings.simplefilter("always", RetrievalWarning)
+    code = 0
+    try:
+        # Standalone mode handles usage errors (exit 2), --help and Ctrl-C;
+        # library errors come out of it as exceptions.
+        app()
+    except RetrievalError as exc:
+        err.print(f"[red]error:[/] {escape(' '.join(str(exc).splitlines()))}", highlight=False, soft_wrap=True)
+        code = 1
+    except OSError as exc:
+        err.print(f"[red]error:[/] {escape(_os_error(exc))}", highlight=False, soft_wrap=True)
+        code = 1
+    finally:
+        printer.summary()
+    sys.exit(code)
+
+
+if __name__ == "__main__":
+    main()
