@@ -22,13 +22,13 @@ import faiss
 import numpy as np
 import scipy.sparse as sp
 
+from .config import INDEX_KINDS
 from .encoders.base import l2_normalize
 from .errors import IndexFormatError, InputError
 
 #: Above this many items ``kind="auto"`` switches from exact to HNSW search:
 #: below it a flat scan of 32-d codes takes well under a millisecond.
 APPROX_THRESHOLD = 200_000
-INDEX_KINDS = ("auto", "flat", "ivf", "hnsw")
 #: Above this many items ``kind="auto"`` switches binary codes from an exact
 #: Hamming scan to a binary IVF. Measured (BENCHMARKS.md, scale table): the
 #: exact scan of 64-bit codes costs ~1 ms per million items on one core.

@@ -17,7 +17,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from urllib.parse import urlparse
 
-from .config import DocsConfig, ImagesConfig
+from .config import DEFAULT_K, EVALUATE_K, OUTLIERS_K, DocsConfig, ImagesConfig
 from .errors import InputError
 from .modality import DOCS, IMAGES, Modality
 from .progress import Progress, RichProgress
@@ -69,7 +69,7 @@ class QueryResult:
 
 
 def search(store: Store, name: str, query=None, *, file: Path | None = None, like: str | None = None,
-           k: int = 10, method: str | None = None, show: Path | None = None, strip: str | None = None,
+           k: int = DEFAULT_K, method: str | None = None, show: Path | None = None, strip: str | None = None,
            rerank: str | None = None, shortlist: int | None = None, radius: int | None = None) -> QueryResult:
     """Answer one query given exactly one of ``query`` (text or image), ``file`` or ``like``.
 
@@ -86,7 +86,7 @@ def search(store: Store, name: str, query=None, *, file: Path | None = None, lik
                        rerank=rerank, shortlist=shortlist, radius=radius)
 
 
-def _answer(retriever: Retriever, query=None, *, file=None, like=None, k=10, method=None, show=None, strip=None,
+def _answer(retriever: Retriever, query=None, *, file=None, like=None, k=DEFAULT_K, method=None, show=None, strip=None,
             rerank=None, shortlist=None, radius=None) -> QueryResult:
     two_stage = {"rerank": rerank, "shortlist": shortlist, "radius": radius}
     if show is not None and retriever.modality is not IMAGES:
@@ -120,7 +120,7 @@ def _read_query_file(modality: Modality, file, strip):
     return str(file)
 
 
-def outliers(store: Store, name: str, k: int = 20) -> list[dict]:
+def outliers(store: Store, name: str, k: int = OUTLIERS_K) -> list[dict]:
     """The ``k`` items the autoencoder reconstructs worst (see :meth:`Retriever.outliers`)."""
     with Retriever(name, store) as retriever:
         return retriever.outliers(k)
@@ -143,7 +143,7 @@ def outlier_sheet(store: Store, name: str, rows: list[dict], out: Path) -> Path:
 
 
 def run_evaluation(store: Store, name: str, queries, *, labels_from_folders: bool = False,
-                   strip: str | None = None, k: int = 100, methods: list[str] | None = None,
+                   strip: str | None = None, k: int = EVALUATE_K, methods: list[str] | None = None,
                    limit: int | None = None, plot: Path | None = None, shortlist: int | None = None,
                    progress: Progress | None = None) -> dict:
     """Evaluate index ``name`` on labelled queries, record it in the manifest.
@@ -201,8 +201,16 @@ def index_info(store: Store, name: str) -> dict:
 
 
 def upgrade_index(store: Store, name: str) -> dict:
-    """Rewrite an older-format index in the current format, in place (see :meth:`Store.upgrade`)."""
-    return store.upgrade(name)
+    """Rewrite an older-format index in the current format, in place (see :meth:`Store.upgrade`).
+
+    Returns:
+        ``{"name", "from", "to"}``: the format versions before and after.
+    """
+    from .storage import read_raw_manifest
+
+    before = read_raw_manifest(store.require(name))["format_version"]
+    after = store.upgrade(name)["format_version"]
+    return {"name": name, "from": before, "to": after}
 
 
 def crawl_cache_folder(store: Store, url: str) -> Path:
@@ -337,13 +345,13 @@ class Index:
     def methods(self) -> list[str]:
         return self._retriever.methods
 
-    def search(self, query, k: int = 10, *, method: str | None = None, rerank: str | None = None,
+    def search(self, query, k: int = DEFAULT_K, *, method: str | None = None, rerank: str | None = None,
                shortlist: int | None = None, radius: int | None = None) -> list[Hit]:
         """The ``k`` items most similar to ``query`` (a text; an image array, path, URL or bytes)."""
         return _answer(self._retriever, query, k=k, method=method, rerank=rerank, shortlist=shortlist,
                        radius=radius).hits
 
-    def like(self, item_id: str, k: int = 10, *, method: str | None = None) -> list[Hit]:
+    def like(self, item_id: str, k: int = DEFAULT_K, *, method: str | None = None) -> list[Hit]:
         """The ``k`` items most similar to an indexed item (the item itself left out)."""
         return self._retriever.like(item_id, k, method)
 
@@ -351,11 +359,11 @@ class Index:
         """How unlike the indexed items ``query`` is: reconstruction error and its percentile."""
         return _answer(self._retriever, query, k=1).novelty
 
-    def outliers(self, k: int = 20) -> list[dict]:
+    def outliers(self, k: int = OUTLIERS_K) -> list[dict]:
         """The ``k`` least typical items (see :meth:`Retriever.outliers`)."""
         return self._retriever.outliers(k)
 
-    def evaluate(self, queries, *, labels=None, k: int = 100, methods: list[str] | None = None) -> dict:
+    def evaluate(self, queries, *, labels=None, k: int = EVALUATE_K, methods: list[str] | None = None) -> dict:
         """Every method side by side on labelled queries (in memory, or a path as for the CLI).
 
         Returns:

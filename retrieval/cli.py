@@ -8,7 +8,7 @@ such as a read-only folder); usage errors exit 2; warnings (skipped files,
 
 Every default shown here is the library's: the build options read theirs from
 :class:`~retrieval.config.DocsConfig`, :class:`~retrieval.config.ImagesConfig`
-and :class:`~retrieval.crawl.CrawlConfig`, the others from the constants of
+and :class:`~retrieval.sources.crawl.CrawlConfig`, the others from the constants of
 :mod:`retrieval.config`, as do the allowed values of the choice options.
 """
 from __future__ import annotations
@@ -108,14 +108,15 @@ def _print_hits(hits, as_json: bool) -> None:
 def _print_report(report: dict) -> None:
     k = report["k"]
     table = Table(title=f"{report['index']}: {report['queries']} queries, k = {k}")
-    cols = ["method", "precision@10", f"precision@{k}", f"map@{k}", "query ms p50", "bytes/item"]
-    for col in cols:
-        table.add_column(col, justify="right" if col != "method" else "left")
+    # At k = 10 precision@k is precision@10: one column, not two of the same.
+    metrics = list(dict.fromkeys(["precision@10", f"precision@{k}", f"map@{k}"]))
+    table.add_column("method", justify="left")
+    for col in [*metrics, "query ms p50", "bytes/item"]:
+        table.add_column(col, justify="right")
     best = max(report["methods"].values(), key=lambda r: r[f"precision@{k}"])
     for method, row in report["methods"].items():
         style = "bold" if row is best else None
-        table.add_row(method, f"{row['precision@10']:.3f}", f"{row[f'precision@{k}']:.3f}",
-                      f"{row[f'map@{k}']:.3f}", f"{row['query_ms_p50']:.2f}",
+        table.add_row(method, *(f"{row[m]:.3f}" for m in metrics), f"{row['query_ms_p50']:.2f}",
                       f"{row['bytes_per_item']:.0f}", style=style)
     out.print(table)
 
@@ -431,6 +432,16 @@ def remove(name: Annotated[str, typer.Argument(help="Index name.")], index_dir: 
     """Delete an index."""
     api.Store(index_dir).remove(name)
     err.print(f"removed {name}")
+
+
+@app.command()
+def upgrade(name: Annotated[str, typer.Argument(help="Index name.")], index_dir: IndexDir = None) -> None:
+    """Rewrite an index built by an older retrieval in the current format (in place, atomically)."""
+    result = api.upgrade_index(api.Store(index_dir), name)
+    if result["from"] == result["to"]:
+        err.print(f"{name}: already format {result['to']}; nothing to do")
+    else:
+        err.print(f"{name}: upgraded from format {result['from']} to {result['to']}")
 
 
 @app.command()

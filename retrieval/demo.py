@@ -15,7 +15,7 @@ from collections.abc import Iterator
 
 import numpy as np
 
-from .config import DocsConfig, ImagesConfig
+from .config import DEMO_PARTS, DocsConfig, ImagesConfig
 from .errors import InputError
 from .evaluate import Queries, evaluate_index
 from .items import Item
@@ -64,8 +64,8 @@ def run(store: Store, part: str = "all", progress: Progress | None = None) -> It
     from .search import Retriever
     from .writer import build_index
 
-    if part not in ("all", "docs", "images"):
-        raise InputError(f"--part must be all, docs or images; got {part!r}")
+    if part not in DEMO_PARTS:
+        raise InputError(f"--part must be one of {', '.join(DEMO_PARTS)}; got {part!r}")
     if part in ("all", "docs"):
         items = scipy_docstrings()
         train, test = _split(len(items))

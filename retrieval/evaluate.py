@@ -12,6 +12,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from .ann import check_k
+from .config import EVALUATE_K
 from .errors import InputError, RetrievalWarning
 from .progress import Progress, report
 from .search import Retriever
@@ -110,7 +111,7 @@ def default_methods(retriever: Retriever) -> list[str]:
     return methods
 
 
-def evaluate_index(retriever: Retriever, queries: Queries, *, k: int = 100, methods: list[str] | None = None,
+def evaluate_index(retriever: Retriever, queries: Queries, *, k: int = EVALUATE_K, methods: list[str] | None = None,
                    latency_samples: int = 200, curves: bool = False, shortlist: int | None = None,
                    progress: Progress | None = None) -> dict:
     """Evaluate every method of an index on labelled queries.

@@ -16,7 +16,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from .config import DocsConfig, ImagesConfig
+from .config import RERANKERS_DOCS, RERANKERS_IMAGES, DocsConfig, ImagesConfig
 from .errors import EmptyQueryError, IndexFormatError, InputError
 from .items import Item
 
@@ -121,12 +121,31 @@ class Modality:
         raise NotImplementedError
 
     # -- models -------------------------------------------------------------------------
-    def encoders(self, config) -> dict:
-        """The unfitted encoders of an index: the autoencoder, the baselines, the hashing baselines."""
+    def encoders(self, config, shape: tuple[int, ...] | None = None) -> dict:
+        """The unfitted encoders of an index: the autoencoder, the baselines, the hashing baselines.
+
+        Args:
+            config: The build options.
+            shape: The shape of the training inputs. A linear baseline has at
+                most ``min(items, features) - 1`` dimensions; on a smaller
+                corpus its dimension is lowered, with a warning, rather than
+                failing the build.
+        """
         from .encoders.hashing import ITQEncoder, LSHEncoder
 
+        dim = config.baseline_dim or config.code_dim
+        if shape is not None:
+            limit = min(shape[0], int(np.prod(shape[1:]))) - 1
+            if 1 <= limit < dim:
+                import warnings
+
+                from .errors import RetrievalWarning
+
+                warnings.warn(f"{shape[0]} items are too few for a {dim}-d {self.linear_baseline(1, 0)[0]} baseline; "
+                              f"it uses {limit} dimensions", RetrievalWarning, stacklevel=3)
+                dim = limit
         encoders = {"ae": self.autoencoder(config)}
-        encoders.update(self.baseline_encoders(config))
+        encoders.update(self.baseline_encoders(config, dim))
         if "itq" in config.baselines:
             encoders["itq"] = ITQEncoder(config.bits, seed=config.seed)
         if "lsh" in config.baselines:
@@ -142,7 +161,8 @@ class Modality:
         base = {"code_dim": config.bits or config.code_dim, "binarize": "learned" if config.bits else "none"}
         return cls(**encoder_options(config, cls, **(base | overrides)))
 
-    def baseline_encoders(self, config) -> dict:
+    def baseline_encoders(self, config, dim: int) -> dict:
+        """The float baselines of ``config`` (the linear one with ``dim`` dimensions)."""
         raise NotImplementedError
 
     def linear_baseline(self, dim: int, seed: int):
@@ -183,7 +203,7 @@ class Docs(Modality):
     inputs_file = "inputs.npz"
     config_class = DocsConfig
     baselines = ("lsa", "tfidf")
-    rerankers = ("tfidf", "tfidf-prf", "float", "tfidf+float", "none")
+    rerankers = RERANKERS_DOCS
     query_noun = "text"
 
     def _corpus(self, source, config, labels_from_folders: bool):
@@ -253,12 +273,12 @@ class Docs(Modality):
 
         return TextAutoencoder
 
-    def baseline_encoders(self, config):
+    def baseline_encoders(self, config, dim):
         from .encoders import LSAEncoder, TfidfEncoder
 
         out = {}
         if "lsa" in config.baselines:
-            out["lsa"] = LSAEncoder(config.baseline_dim or config.code_dim, seed=config.seed)
+            out["lsa"] = LSAEncoder(dim, seed=config.seed)
         if "tfidf" in config.baselines:
             out["tfidf"] = TfidfEncoder()
         return out
@@ -329,7 +349,7 @@ class Images(Modality):
     inputs_file = "pixels.npy"
     config_class = ImagesConfig
     baselines = ("pca", "pixels")
-    rerankers = ("pixels", "float", "none")
+    rerankers = RERANKERS_IMAGES
     query_noun = "an image path or URL"
 
     def _corpus(self, source, *, size, color, fit, labels_from_folders, limit=None):
@@ -386,12 +406,12 @@ class Images(Modality):
 
         return ConvAutoencoder
 
-    def baseline_encoders(self, config):
+    def baseline_encoders(self, config, dim):
         from .encoders import PCAEncoder, PixelEncoder
 
         out = {}
         if "pca" in config.baselines:
-            out["pca"] = PCAEncoder(config.baseline_dim or config.code_dim, seed=config.seed)
+            out["pca"] = PCAEncoder(dim, seed=config.seed)
         if "pixels" in config.baselines:
             out["pixels"] = PixelEncoder()
         return out

@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
+from .config import MAP_MAX_ITEMS, MAP_EPOCHS
 from .errors import InputError
 
 #: Hit thumbnails per row in :func:`make_contact_sheet`.
@@ -103,7 +104,8 @@ def plot_map(panels: dict[str, np.ndarray], labels: np.ndarray, out: str | Path,
     return out
 
 
-def corpus_map(retriever, out: str | Path, *, max_items: int = 5000, epochs: int = 10, seed: int = 0) -> Path:
+def corpus_map(retriever, out: str | Path, *, max_items: int = MAP_MAX_ITEMS, epochs: int = MAP_EPOCHS,
+               seed: int = 0) -> Path:
     """The classic figure of Hinton & Salakhutdinov (2006): a 2-d autoencoder
     code beside the 2-d linear baseline (LSA for documents, PCA for images).
 

@@ -360,7 +360,8 @@ def build_index(modality: Modality, source, name: str, config=None, *, store: St
     }
     with store.writer(name, force) as root:
         writer = IndexWriter(root, manifest, state)
-        scores = writer.fit(modality.encoders(config), batch, index_kind=config.index_kind, progress=progress)
+        scores = writer.fit(modality.encoders(config, batch.inputs.shape), batch, index_kind=config.index_kind,
+                            progress=progress)
         writer.append(batch, scores=scores, training=True, progress=progress)
         modality.save_state(state, writer.folder)
         manifest["build_seconds"] = round(time.perf_counter() - started, 2)
@@ -572,8 +573,8 @@ def retrain(store: Store, name: str, progress: Progress | None = None) -> dict:
         oov = writer._oov
         config = _config_of(writer.manifest)
         shutil.rmtree(writer.folder.methods)
-        scores = writer.fit(writer.modality.encoders(config), Batch([], X, oov), index_kind=config.index_kind,
-                            progress=progress)
+        scores = writer.fit(writer.modality.encoders(config, X.shape), Batch([], X, oov),
+                            index_kind=config.index_kind, progress=progress)
         writer.reencode(X, scores, progress)
         writer.manifest["retrained_at"] = _now()
         writer.manifest["retrain_seconds"] = round(time.perf_counter() - started, 2)

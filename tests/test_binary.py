@@ -264,7 +264,9 @@ def test_cli_bits(monkeypatch, capsys, binary_docs, docs_dir):
     code, _, err = run(monkeypatch, capsys, "index", "docs", docs_dir, "--name", "x", "--bits", "60")
     assert code == 1 and "--bits must be a multiple of 8" in err and "got 60" in err
     code, _, err = run(monkeypatch, capsys, "query", "hash", "rocket", "--rerank", "bm25", "--index-dir", store.root)
-    assert code == 1 and "--rerank 'bm25'" in err
+    assert code == 2 and "bm25" in err  # not a re-ranker at all: a usage error
+    code, _, err = run(monkeypatch, capsys, "query", "hash", "rocket", "--rerank", "pixels", "--index-dir", store.root)
+    assert code == 1 and "--rerank 'pixels' does not apply to documents" in err
 
 
 def test_image_index_with_bits(tmp_path):

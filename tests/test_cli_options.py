@@ -55,7 +55,10 @@ def test_version(monkeypatch, capsys):
     code, out, err = run(monkeypatch, capsys, "--version")
     assert code == 0, err
     assert out == f"retrieval {retrieval.__version__}\n"
-    assert retrieval.__version__ == _pyproject()["project"]["version"]
+    assert "version" in _pyproject()["project"]["dynamic"]  # read from retrieval.__version__, defined once
+    from importlib.metadata import version
+
+    assert version("retrieval") == retrieval.__version__
 
 
 @pytest.mark.parametrize("entry", [["-m", "retrieval"], ["cli.py"]], ids=["python -m retrieval", "python cli.py"])
@@ -209,21 +212,21 @@ def test_cli_source_has_no_literal_defaults():
     assert not bad
 
 
-def test_library_copies_agree_with_config():
-    """Modules that still keep their own copy of a choice list or default must match retrieval.config."""
-    copies = [("retrieval.index", "INDEX_KINDS", config.INDEX_KINDS),
-              ("retrieval.text", "STRIP_MODES", config.STRIP_MODES),
-              ("retrieval.search", "DEFAULT_SHORTLIST", config.DEFAULT_SHORTLIST),
-              ("retrieval.search", "RERANKERS", {"docs": config.RERANKERS_DOCS, "images": config.RERANKERS_IMAGES}),
-              ("retrieval.images", "_FITS", config.FITS),
-              ("retrieval.images", "DEFAULT_SIZE", config.DEFAULT_IMAGE_SIZE),
-              ("retrieval.encoders.autoencoder", "PRETRAIN_MODES", config.PRETRAIN_MODES)]
-    for module, name, expected in copies:
-        try:
-            value = getattr(importlib.import_module(module), name)
-        except (ImportError, AttributeError):
-            continue  # moved or now imported from config
-        assert value == expected, f"{module}.{name}"
+def test_choice_lists_are_defined_once():
+    """No module but retrieval/config.py spells out a choice list of the options."""
+    lists = [config.INDEX_KINDS, config.STRIP_MODES, config.PRETRAIN_MODES, config.COLORS, config.FITS,
+             config.DECODERS, config.DEMO_PARTS, config.RERANKERS_DOCS, config.RERANKERS_IMAGES]
+    spelled = {name: [repr(tuple(values)), repr(list(values))] for name, values in
+               zip(("INDEX_KINDS", "STRIP_MODES", "PRETRAIN_MODES", "COLORS", "FITS", "DECODERS", "DEMO_PARTS",
+                    "RERANKERS_DOCS", "RERANKERS_IMAGES"), lists)}
+    found = []
+    for path in sorted((ROOT / "retrieval").rglob("*.py")):
+        if path.name == "config.py" and path.parent.name == "retrieval":
+            continue
+        text = path.read_text()
+        found += [f"{path.relative_to(ROOT)}: {name}" for name, forms in spelled.items()
+                  if any(form in text for form in forms)]
+    assert not found
 
 
 # -- config validation -------------------------------------------------------------------

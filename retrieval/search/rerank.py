@@ -11,12 +11,9 @@ import warnings
 
 import numpy as np
 
+from ..config import DEFAULT_SHORTLIST  # noqa: F401  (re-exported)
 from ..errors import IndexFormatError, InputError, RetrievalWarning
 
-#: Hamming shortlist re-ranked by default. Measured on 20NG at 64 bits
-#: (BENCHMARKS.md, shortlist table): TF-IDF re-ranks best on short lists,
-#: the float codes are as good at 250 as at 1,000.
-DEFAULT_SHORTLIST = 250
 #: ``tfidf-prf``: the query is expanded by this many nearest codes' TF-IDF
 #: centroid, with this weight (Rocchio pseudo-relevance feedback; measured
 #: on 20NG at 64 bits: 20-50 documents, weight 1-2, BENCHMARKS.md).

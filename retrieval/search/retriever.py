@@ -5,6 +5,7 @@ import numpy as np
 
 from .. import novelty as novelty_scores
 from ..ann import BinaryIndex, check_k, load_index
+from ..config import DEFAULT_K, OUTLIERS_K
 from ..errors import IndexFormatError, InputError
 from ..modality import Modality, modality_of
 from ..storage import IndexFolder, Metadata, Store, migrate, read_raw_manifest, verify_index
@@ -207,11 +208,11 @@ class Retriever:
         scores, positions = self.rank(inputs, k + extra, method, rerank, shortlist, radius)
         return to_hits(self.metadata, scores, positions, k, exclude)
 
-    def search(self, query, k: int = 10, method: str | None = None, **two_stage_options) -> list[Hit]:
+    def search(self, query, k: int = DEFAULT_K, method: str | None = None, **two_stage_options) -> list[Hit]:
         """Items most similar to one raw query (a text; an image path, URL, bytes or array)."""
         return self.search_inputs(self.query_inputs([query]), k, method, **two_stage_options)[0]
 
-    def like(self, item_id: str, k: int = 10, method: str | None = None, **two_stage_options) -> list[Hit]:
+    def like(self, item_id: str, k: int = DEFAULT_K, method: str | None = None, **two_stage_options) -> list[Hit]:
         """Items most similar to an indexed item, the item itself left out."""
         self.refresh()
         pos = self.metadata.position(item_id)
@@ -251,7 +252,7 @@ class Retriever:
         score = scores[self.metadata.position(item_id)]
         return {"score": float(score), "percentile": float(novelty_scores.percentile(reference, score))}
 
-    def outliers(self, k: int = 20) -> list[dict]:
+    def outliers(self, k: int = OUTLIERS_K) -> list[dict]:
         """The ``k`` items the autoencoder reconstructs worst, most novel first.
 
         Returns:

@@ -14,6 +14,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 
+from ..config import STRIP_MODES
 from ..errors import InputError, RetrievalWarning
 from ..items import Item
 from .text import first_line, html_to_text, mail_subject, strip_email
@@ -157,7 +158,7 @@ def read_documents(
         InputError: The source does not exist, is of an unknown kind, or holds
             no usable document.
     """
-    if strip not in (None, "", "none", "email"):
+    if strip not in (None, "", "none", *STRIP_MODES):
         raise InputError(f"unknown --strip mode {strip!r}; use 'email' or leave it out")
     strip = strip or None
     if strip == "none":
@@ -278,6 +279,7 @@ def corpus_from_records(records, *, strip: str | None = None) -> DocumentCorpus:
                           strip=strip, title=str(record.get("title") or ""), item_id=item_id,
                           path=str(record.get("path") or ""))
         item.url = str(record.get("url") or "")
+        item.path = str(record.get("path") or "")  # in memory: no file unless the record names one
         if not item.text.strip():
             _skip(corpus, f"document {item_id}", "empty document")
             continue

@@ -28,6 +28,7 @@ from typing import BinaryIO
 import numpy as np
 from PIL import Image, ImageOps
 
+from ..config import DEFAULT_IMAGE_SIZE, FITS
 from ..errors import InputError, RetrievalWarning
 from ..items import Item
 
@@ -49,7 +50,7 @@ MAX_PIXELS = 64_000_000
 #: Smallest accepted side in pixels; smaller images carry no usable content.
 MIN_SIDE = 4
 #: Side of the square arrays when a folder is read without ``size``.
-DEFAULT_SIZE = 32
+DEFAULT_SIZE = DEFAULT_IMAGE_SIZE
 #: Extensions that claim to be images: such files are warned about when broken.
 IMAGE_EXTENSIONS = frozenset(
     {".jpg", ".jpeg", ".jpe", ".png", ".gif", ".webp", ".bmp", ".dib", ".tif", ".tiff"}
@@ -82,7 +83,7 @@ _GREY_MODES = frozenset({"1", "L", "LA", "La", "I", "I;16", "I;16L", "I;16B", "I
 _WIDE_MODES = frozenset({"I", "I;16", "I;16L", "I;16B", "I;16N", "F"})
 _ALPHA_MODES = frozenset({"RGBA", "RGBa", "LA", "PA"})
 _COLORS = {"grey": "grey", "gray": "grey", "rgb": "rgb"}
-_FITS = ("pad", "crop")
+_FITS = FITS
 
 # LANCZOS is the sharpest of Pillow's antialiasing filters; reducing_gap=3 lets
 # Pillow shrink big images by an integer factor first at no visible cost.

@@ -8,8 +8,6 @@ _HEADER_LINE = re.compile(r"^[A-Za-z][A-Za-z0-9-]*:")
 _QUOTE_INTRO = re.compile(r"(writes in|writes:|wrote:|says:|said:|^In article|^Quoting )")
 _SUBJECT = re.compile(r"^Subject:\s*(.*)$", re.MULTILINE)
 
-STRIP_MODES = ("email",)
-
 
 def split_headers(text: str) -> tuple[str, str]:
     """Split an RFC-822 message into its header block and its body.

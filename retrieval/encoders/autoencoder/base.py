@@ -8,13 +8,13 @@ import keras
 import numpy as np
 import scipy.sparse as sp
 
+from ...config import PRETRAIN_MODES  # noqa: F401  (re-exported)
 from ...errors import IndexFormatError, InputError
 from ...progress import Progress
 from ..base import Encoder
 from . import numpy_forward
 from .training import Schedule, _Batches, _partial_whitening, binary_phase, train
 
-PRETRAIN_MODES = ("none", "layerwise")
 #: ``none``: float codes; ``learned``: binary codes trained as such (a float
 #: phase, then straight-through stochastic binarisation); ``median``: the float
 #: code thresholded at each unit's median after training (the baseline).

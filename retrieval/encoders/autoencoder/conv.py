@@ -6,7 +6,7 @@ import time
 import keras
 import numpy as np
 
-from ...config import ImagesConfig
+from ...config import DECODERS, ImagesConfig
 from ...errors import InputError
 from ...progress import Progress
 from .base import KerasAutoencoder
@@ -108,7 +108,7 @@ class ConvAutoencoder(KerasAutoencoder):
             raise InputError(f"images must be (n, size, size, channels); got shape {X.shape}")
         if len(X) < 4:
             raise InputError(f"an autoencoder needs at least 4 images; got {len(X)}")
-        if self.decoder not in ("dense", "deconv"):
+        if self.decoder not in DECODERS:
             raise InputError(f"decoder must be 'dense' or 'deconv'; got {self.decoder!r}")
         self._check_binarize()
         started = time.perf_counter()
