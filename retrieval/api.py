@@ -271,13 +271,14 @@ class Index:
         return cls(name, store)
 
     @classmethod
-    def _build(cls, modality: Modality, data, name, config, store, force, progress, overrides) -> "Index":
+    def _build(cls, modality: Modality, data, name, config, store, force, progress, overrides,
+               labels=None, ids=None, titles=None) -> "Index":
         store = store if isinstance(store, Store) else Store(store)
         config = replace(config or modality.config_class(), **overrides)
         if isinstance(data, (str, Path)):
             source = data
         else:
-            source = modality.from_memory(None, data, config)
+            source = modality.from_memory(None, _records(data, labels, ids, titles, modality.record_key), config)
         build_index(modality, source, name, config, store=store, force=force, progress=progress)
         return cls(name, store)
 
@@ -300,32 +301,19 @@ class Index:
             force: Replace an existing index of that name.
             progress: Progress callback.
         """
-        if not isinstance(data, (str, Path)):
-            data = _records(data, labels, ids, titles, key="text")
-        return cls._build(DOCS, data, name, config, store, force, progress, options)
+        return cls._build(DOCS, data, name, config, store, force, progress, options, labels, ids, titles)
 
     @classmethod
     def build_images(cls, data, *, name: str, labels=None, ids=None, titles=None,
                      config: ImagesConfig | None = None, store: Store | str | Path | None = None,
                      force: bool = False, progress: Progress | None = None, **options) -> "Index":
-        """Build an image index.
+        """Build an image index; the arguments are those of :meth:`build_docs`.
 
-        Args:
-            data: A ``(n, h, w[, c])`` array; or arrays, image file paths,
-                encoded image bytes, or dicts with ``image`` and optional
-                ``id``, ``label``, ``title``; or a folder / IDX file path.
-            name: Index name.
-            labels: One label per image.
-            ids: One id per image (default ``"0"``, ``"1"``, ...).
-            titles: One title per image.
-            config: Build options; ``options`` override single fields.
-            store: Where to keep it.
-            force: Replace an existing index of that name.
-            progress: Progress callback.
+        ``data`` is a ``(n, h, w[, c])`` array; or arrays, image file paths,
+        encoded image bytes, or dicts with ``image`` and optional ``id``,
+        ``label``, ``title``; or a folder / IDX file path.
         """
-        if not isinstance(data, (str, Path)):
-            data = _records(data, labels, ids, titles, key="image")
-        return cls._build(IMAGES, data, name, config, store, force, progress, options)
+        return cls._build(IMAGES, data, name, config, store, force, progress, options, labels, ids, titles)
 
     # -- reading -------------------------------------------------------------------------
     @property
@@ -375,7 +363,8 @@ class Index:
         if isinstance(queries, (str, Path)):
             q = load_queries(r, queries, labels_from_folders=True)
         else:
-            batch = r.modality.from_memory(r.state, _records(queries, labels), r.modality.config_class())
+            batch = r.modality.from_memory(r.state, _records(queries, labels, key=r.modality.record_key),
+                                           r.modality.config_class())
             if any(it.label is None for it in batch.items):
                 raise InputError("every query needs a label to be evaluated; pass labels=[...]")
             raw = [it.text for it in batch.items] if r.modality is DOCS else list(batch.inputs)
@@ -394,8 +383,7 @@ class Index:
                 replace the ones already indexed under those ids.
         """
         if not isinstance(data, (str, Path)):
-            key = "text" if self._retriever.modality is DOCS else "image"
-            data = _records(data, labels, ids, titles, key=key)
+            data = _records(data, labels, ids, titles, self._retriever.modality.record_key)
         return add_items(self.store, self.name, data, progress=progress)
 
     def remove(self, ids) -> UpdateReport:
@@ -409,13 +397,8 @@ class Index:
         return retrain(self.store, self.name, progress=progress)
 
     def close(self) -> None:
+        """Release the index's open files (``with contextlib.closing(Index.open(...))``)."""
         self._retriever.close()
-
-    def __enter__(self) -> "Index":
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.close()
 
     def __repr__(self) -> str:
         m = self._retriever.manifest

@@ -42,6 +42,7 @@ app.add_typer(index_app, name="index")
 out = Console()
 err = Console(stderr=True)
 
+LabelsAsBuilt = Annotated[Optional[bool], typer.Option("--labels-from-folders/--no-labels-from-folders", help="Label = sub-folder (default: as built).")]
 IndexDir = Annotated[Optional[Path], typer.Option("--index-dir", help="Home of indexes (default: $RETRIEVAL_HOME or indexes/).")]
 JsonOut = Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")]
 Force = Annotated[bool, typer.Option("--force", help="Replace an existing index of that name.")]
@@ -296,7 +297,7 @@ def _print_drift(name: str, drift: dict) -> None:
 def add(
     name: Annotated[str, typer.Argument(help="Index name.")],
     source: Annotated[str, typer.Argument(help="Documents or images to add (same kinds of source as index).")],
-    labels_from_folders: Annotated[Optional[bool], typer.Option("--labels-from-folders/--no-labels-from-folders", help="Label = sub-folder (default: as built).")] = None,
+    labels_from_folders: LabelsAsBuilt = None,
     index_dir: IndexDir = None,
     as_json: JsonOut = False,
 ) -> None:
@@ -325,7 +326,7 @@ def sync(
     name: Annotated[str, typer.Argument(help="Index name.")],
     source: Annotated[str, typer.Argument(help="The folder the index should mirror.")],
     allow_empty: Annotated[bool, typer.Option("--allow-empty", help="Allow removing every item when SOURCE is gone or empty.")] = False,
-    labels_from_folders: Annotated[Optional[bool], typer.Option("--labels-from-folders/--no-labels-from-folders", help="Label = sub-folder (default: as built).")] = None,
+    labels_from_folders: LabelsAsBuilt = None,
     index_dir: IndexDir = None,
     as_json: JsonOut = False,
 ) -> None:

@@ -16,7 +16,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from .config import RERANKERS_DOCS, RERANKERS_IMAGES, DocsConfig, ImagesConfig
+from .config import DOC_BASELINES, IMAGE_BASELINES, RERANKERS_DOCS, RERANKERS_IMAGES, DocsConfig, ImagesConfig
 from .errors import EmptyQueryError, IndexFormatError, InputError
 from .items import Item
 
@@ -78,12 +78,17 @@ class Modality:
     #: File name of the stored model inputs inside the index folder.
     inputs_file: ClassVar[str] = ""
     config_class: ClassVar[type] = object
-    #: The float baselines built beside the autoencoder by default.
-    baselines: ClassVar[tuple[str, ...]] = ()
+    #: The autoencoder's encoder registry name (:func:`retrieval.encoders.encoder_class`).
+    autoencoder_name: ClassVar[str] = ""
+    #: The linear baseline (LSA, PCA) and the exact one (TF-IDF cosine, pixel distance): method and
+    #: encoder registry names alike.
+    linear: ClassVar[str] = ""
+    exact: ClassVar[str] = ""
     #: Re-rankers of a Hamming shortlist (``none`` keeps the Hamming order).
     rerankers: ClassVar[tuple[str, ...]] = ()
     #: What a query is, in messages.
-    query_noun: ClassVar[str] = ""
+    #: The field of an in-memory record that holds the item itself.
+    record_key: ClassVar[str] = ""
 
     # -- the index's preprocessing state ------------------------------------------
     def prepare(self, source, config, *, store_root: Path | None = None) -> tuple[Any, Batch, dict]:
@@ -141,7 +146,7 @@ class Modality:
 
                 from .errors import RetrievalWarning
 
-                warnings.warn(f"{shape[0]} items are too few for a {dim}-d {self.linear_baseline(1, 0)[0]} baseline; "
+                warnings.warn(f"{shape[0]} items are too few for a {dim}-d {self.linear} baseline; "
                               f"it uses {limit} dimensions", RetrievalWarning, stacklevel=3)
                 dim = limit
         encoders = {"ae": self.autoencoder(config)}
@@ -152,8 +157,15 @@ class Modality:
             encoders["lsh"] = LSHEncoder(config.bits, seed=config.seed)
         return encoders
 
+    @property
+    def baselines(self) -> tuple[str, ...]:
+        """The float baselines built beside the autoencoder by default."""
+        return (self.linear, self.exact)
+
     def autoencoder_class(self) -> type:
-        raise NotImplementedError
+        from .encoders import encoder_class
+
+        return encoder_class(self.autoencoder_name)
 
     def autoencoder(self, config, **overrides):
         """The unfitted autoencoder of ``config`` (``overrides`` replace options, e.g. for the 2-D map)."""
@@ -163,11 +175,20 @@ class Modality:
 
     def baseline_encoders(self, config, dim: int) -> dict:
         """The float baselines of ``config`` (the linear one with ``dim`` dimensions)."""
-        raise NotImplementedError
+        from .encoders import encoder_class
+
+        out = {}
+        if self.linear in config.baselines:
+            out[self.linear] = self.linear_baseline(dim, config.seed)[1]
+        if self.exact in config.baselines:
+            out[self.exact] = encoder_class(self.exact)()
+        return out
 
     def linear_baseline(self, dim: int, seed: int):
-        """The linear baseline the 2-D map is drawn beside (LSA or PCA)."""
-        raise NotImplementedError
+        """``(name, unfitted encoder)`` of the linear baseline (the 2-D map is drawn beside it too)."""
+        from .encoders import encoder_class
+
+        return self.linear, encoder_class(self.linear)(dim, seed=seed)
 
     # -- items and queries -----------------------------------------------------------------
     def snippet(self, item: Item) -> str:
@@ -202,9 +223,10 @@ class Docs(Modality):
     inputs_noun = "TF-IDF matrix"
     inputs_file = "inputs.npz"
     config_class = DocsConfig
-    baselines = ("lsa", "tfidf")
+    autoencoder_name = "text_autoencoder"
+    linear, exact = DOC_BASELINES
     rerankers = RERANKERS_DOCS
-    query_noun = "text"
+    record_key = "text"
 
     def _corpus(self, source, config, labels_from_folders: bool):
         from .sources.documents import DocumentCorpus, read_documents
@@ -268,26 +290,6 @@ class Docs(Modality):
         vocabulary = manifest["vectorizer"]["vocabulary"]
         return Batch([], sp.csr_matrix((0, vocabulary), dtype=np.float32), np.zeros(0, np.float32), 0)
 
-    def autoencoder_class(self):
-        from .encoders.autoencoder import TextAutoencoder
-
-        return TextAutoencoder
-
-    def baseline_encoders(self, config, dim):
-        from .encoders import LSAEncoder, TfidfEncoder
-
-        out = {}
-        if "lsa" in config.baselines:
-            out["lsa"] = LSAEncoder(dim, seed=config.seed)
-        if "tfidf" in config.baselines:
-            out["tfidf"] = TfidfEncoder()
-        return out
-
-    def linear_baseline(self, dim, seed):
-        from .encoders import LSAEncoder
-
-        return "lsa", LSAEncoder(dim, seed=seed)
-
     def snippet(self, item):
         from .sources.text import snippet
 
@@ -348,9 +350,10 @@ class Images(Modality):
     inputs_noun = "pixels"
     inputs_file = "pixels.npy"
     config_class = ImagesConfig
-    baselines = ("pca", "pixels")
+    autoencoder_name = "conv_autoencoder"
+    linear, exact = IMAGE_BASELINES
     rerankers = RERANKERS_IMAGES
-    query_noun = "an image path or URL"
+    record_key = "image"
 
     def _corpus(self, source, *, size, color, fit, labels_from_folders, limit=None):
         from .sources.images import ImageCorpus, read_images
@@ -400,26 +403,6 @@ class Images(Modality):
 
     def empty(self, state, manifest):
         return Batch([], np.zeros((0, state.size, state.size, state.channels), np.uint8), None, 0)
-
-    def autoencoder_class(self):
-        from .encoders.autoencoder import ConvAutoencoder
-
-        return ConvAutoencoder
-
-    def baseline_encoders(self, config, dim):
-        from .encoders import PCAEncoder, PixelEncoder
-
-        out = {}
-        if "pca" in config.baselines:
-            out["pca"] = PCAEncoder(dim, seed=config.seed)
-        if "pixels" in config.baselines:
-            out["pixels"] = PixelEncoder()
-        return out
-
-    def linear_baseline(self, dim, seed):
-        from .encoders import PCAEncoder
-
-        return "pca", PCAEncoder(dim, seed=seed)
 
     def snippet(self, item):
         return item.title

@@ -14,6 +14,7 @@ from __future__ import annotations
 import platform
 import shutil
 import time
+from contextlib import closing
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from importlib import metadata as importlib_metadata
@@ -298,7 +299,7 @@ class IndexWriter:
             keep = self._keep if self._keep is not None else np.ones(self.manifest["counts"]["items"], bool)
             item_table.rewrite(self.folder.metadata, keep, self._new_items,
                                [self.modality.snippet(it) for it in self._new_items])
-            with item_table.Metadata(self.folder.metadata) as table:
+            with closing(item_table.Metadata(self.folder.metadata)) as table:
                 labels = [label for label in table.labels() if label is not None]
             self.manifest["counts"].update(items=self.count, labelled=len(labels), labels=len(set(labels)))
         self.folder.write_manifest(self.manifest)
@@ -385,7 +386,7 @@ def _update(store: Store, name: str, plan, progress: Progress | None) -> UpdateR
         if live.manifest.get("novelty") is None:
             raise IndexFormatError(f"index {name!r} was built by an older retrieval without novelty scores; "
                                    f"rebuild it with --force to add or remove items")
-        with item_table.Metadata(live.folder.metadata) as table:
+        with closing(item_table.Metadata(live.folder.metadata)) as table:
             rows = table.rows()
         keep, new, result = plan(live, rows)
         if keep.all() and not new.items:

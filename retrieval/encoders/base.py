@@ -24,7 +24,6 @@ class Encoder:
         name: Registry key written to the manifest.
         metric: ``"cosine"`` (normalised inner product) or ``"l2"``.
         sparse: True when ``transform`` returns a sparse matrix.
-        modality: ``"docs"`` or ``"images"``.
         binary: True when ``transform`` returns packed ``uint8`` bit codes
             ``(n, bits / 8)`` searched by Hamming distance (``metric`` is
             then ``"hamming"`` and ``dim`` the number of bits).
@@ -33,10 +32,19 @@ class Encoder:
     name: ClassVar[str] = ""
     metric: ClassVar[str] = "cosine"
     sparse: ClassVar[bool] = False
-    modality: ClassVar[str] = ""
     binary: ClassVar[bool] = False
     #: Learned arrays saved as ``<attr>.npy`` (without the trailing ``_``).
     _arrays: ClassVar[tuple[str, ...]] = ()
+
+    def _set_params(self, params: dict[str, Any]) -> None:
+        """Store the constructor's arguments (``locals()``) as attributes of the same names.
+
+        Sequences are stored as lists: what ``get_params`` returns survives a
+        JSON round trip through ``params.json`` unchanged.
+        """
+        for name, value in params.items():
+            if name not in ("self", "__class__"):
+                setattr(self, name, list(value) if isinstance(value, tuple) else value)
 
     def get_params(self) -> dict[str, Any]:
         """Return the constructor parameters (JSON-serialisable)."""

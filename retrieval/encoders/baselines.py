@@ -35,7 +35,6 @@ class LSAEncoder(Encoder):
 
     name = "lsa"
     metric = "cosine"
-    modality = "docs"
     _arrays = ("components",)
 
     def __init__(self, n_components: int = 32, seed: int = 0) -> None:
@@ -94,7 +93,6 @@ class TfidfEncoder(_IdentityEncoder):
     name = "tfidf"
     metric = "cosine"
     sparse = True
-    modality = "docs"
 
     def transform(self, X) -> sp.csr_matrix:
         """Return ``X`` as float32 CSR."""
@@ -116,7 +114,6 @@ class PixelEncoder(_IdentityEncoder):
 
     name = "pixels"
     metric = "l2"
-    modality = "images"
 
     def transform(self, X) -> np.ndarray:
         """Flatten and scale the images."""
@@ -137,7 +134,6 @@ class PCAEncoder(Encoder):
     """
 
     name = "pca"
-    modality = "images"
     _arrays = ("mean", "components")
 
     def __init__(self, n_components: int = 32, seed: int = 0, metric: str = "l2") -> None:

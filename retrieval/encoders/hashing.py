@@ -173,7 +173,6 @@ class BinaryEncoder(Encoder):
 
     binary = True
     metric = "hamming"
-    modality = ""
 
     n_bits: int
 

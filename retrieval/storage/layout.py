@@ -44,31 +44,27 @@ NOVELTY_REFERENCE = "novelty_reference.npy"
 OOV = "oov.npy"
 
 
+#: ``IndexFolder`` attribute -> file or folder name.
+_FILES = {"manifest": MANIFEST, "metadata": METADATA, "methods": METHODS, "vectorizer": VECTORIZER,
+          "novelty": NOVELTY, "novelty_reference": NOVELTY_REFERENCE, "oov": OOV}
+
+
 @dataclass(frozen=True)
 class IndexFolder:
     """Every path inside one index folder.
 
-    Args:
+    Attributes:
         root: The folder (a live index or a writer's staging copy).
+        manifest, metadata, methods, vectorizer, novelty, novelty_reference, oov:
+            The paths of the files and folders of :data:`_FILES`.
     """
 
     root: Path
 
-    @property
-    def manifest(self) -> Path:
-        return self.root / MANIFEST
-
-    @property
-    def metadata(self) -> Path:
-        return self.root / METADATA
-
-    @property
-    def vectorizer(self) -> Path:
-        return self.root / VECTORIZER
-
-    @property
-    def methods(self) -> Path:
-        return self.root / METHODS
+    def __post_init__(self) -> None:
+        # One attribute per file of the layout: folder.manifest, folder.novelty, ...
+        for attr, name in _FILES.items():
+            object.__setattr__(self, attr, Path(self.root) / name)
 
     def method(self, name: str) -> Path:
         """The folder of one method (encoder files and its nearest-neighbour index)."""
@@ -77,18 +73,6 @@ class IndexFolder:
     def inputs(self, modality) -> Path:
         """The stored model inputs of the index's modality (see :mod:`retrieval.modality`)."""
         return self.root / modality.inputs_file
-
-    @property
-    def novelty(self) -> Path:
-        return self.root / NOVELTY
-
-    @property
-    def novelty_reference(self) -> Path:
-        return self.root / NOVELTY_REFERENCE
-
-    @property
-    def oov(self) -> Path:
-        return self.root / OOV
 
     def read_manifest(self) -> dict:
         """The manifest as written (any version up to :data:`FORMAT_VERSION`), unmigrated."""

@@ -115,11 +115,5 @@ class Metadata:
         return np.array([r[0] for r in self._con.execute("SELECT label FROM items ORDER BY pos")], dtype=object)
 
     def close(self) -> None:
-        """Close the connection."""
+        """Close the connection (``with contextlib.closing(Metadata(path))``)."""
         self._con.close()
-
-    def __enter__(self) -> "Metadata":
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.close()

@@ -56,7 +56,6 @@ class ConvAutoencoder(KerasAutoencoder):
     """
 
     name = "conv_autoencoder"
-    modality = "images"
 
     def __init__(self, *, filters: tuple[int, ...] | list[int] = _I.filters, code_dim: int = _I.code_dim,
                  decoder: str = _I.decoder, epochs: int = _I.epochs, batch_size: int = _I.batch_size,
@@ -64,22 +63,7 @@ class ConvAutoencoder(KerasAutoencoder):
                  validation_fraction: float = 0.05, center: bool = True, whiten: float = _I.whiten,
                  augment: float = _I.augment, lr_decay: bool = True, binarize: str = "none",
                  binary_epochs: int = _I.binary_epochs, seed: int = _I.seed) -> None:
-        self.filters = list(filters)
-        self.code_dim = code_dim
-        self.decoder = decoder
-        self.epochs = epochs
-        self.batch_size = batch_size
-        self.learning_rate = learning_rate
-        self.noise = noise
-        self.patience = patience
-        self.validation_fraction = validation_fraction
-        self.center = center
-        self.whiten = whiten
-        self.augment = augment
-        self.lr_decay = lr_decay
-        self.binarize = binarize
-        self.binary_epochs = binary_epochs
-        self.seed = seed
+        self._set_params(locals())
 
     def _prepare_input(self, part):
         return np.asarray(part, dtype=np.float32) * np.float32(1 / 255)

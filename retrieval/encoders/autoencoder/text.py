@@ -64,7 +64,6 @@ class TextAutoencoder(KerasAutoencoder):
     """
 
     name = "text_autoencoder"
-    modality = "docs"
 
     def __init__(self, *, hidden: tuple[int, ...] | list[int] = _D.hidden, code_dim: int = _D.code_dim,
                  epochs: int = _D.epochs, batch_size: int = _D.batch_size, learning_rate: float = _D.learning_rate,
@@ -74,24 +73,7 @@ class TextAutoencoder(KerasAutoencoder):
                  pretrain_epochs: int = 3, patience: int = 2, validation_fraction: float = 0.05,
                  center: bool = True, binarize: str = "none", binary_epochs: int = _D.binary_epochs,
                  seed: int = _D.seed) -> None:
-        self.hidden = list(hidden)
-        self.code_dim = code_dim
-        self.epochs = epochs
-        self.batch_size = batch_size
-        self.learning_rate = learning_rate
-        self.noise = noise
-        self.decoder_hidden = list(decoder_hidden)
-        self.code_norm = code_norm
-        self.neighbours = neighbours
-        self.neighbour_weight = neighbour_weight
-        self.pretrain = pretrain
-        self.pretrain_epochs = pretrain_epochs
-        self.patience = patience
-        self.validation_fraction = validation_fraction
-        self.center = center
-        self.binarize = binarize
-        self.binary_epochs = binary_epochs
-        self.seed = seed
+        self._set_params(locals())
 
     def _check(self, X) -> None:
         self._check_binarize()
