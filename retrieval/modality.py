@@ -229,10 +229,12 @@ class Docs(Modality):
     record_key = "text"
 
     def _corpus(self, source, config, labels_from_folders: bool):
-        from .sources.documents import DocumentCorpus, read_documents
+        from .sources.documents import DocumentCorpus, corpus_from_records, read_documents
 
         if isinstance(source, DocumentCorpus):
             return source
+        if not isinstance(source, (str, Path)):  # texts or records in memory
+            return corpus_from_records(source, strip=config.strip)
         return read_documents(source, labels_from_folders=labels_from_folders, strip=config.strip)
 
     def _batch(self, vectorizer, corpus) -> Batch:
@@ -356,10 +358,12 @@ class Images(Modality):
     record_key = "image"
 
     def _corpus(self, source, *, size, color, fit, labels_from_folders, limit=None):
-        from .sources.images import ImageCorpus, read_images
+        from .sources.images import ImageCorpus, corpus_from_arrays, read_images
 
         if isinstance(source, ImageCorpus):
             return source
+        if not isinstance(source, (str, Path)):  # arrays, bytes or records in memory
+            return corpus_from_arrays(source, size=size, color=color, fit=fit)
         return read_images(Path(source).expanduser(), size=size, color=color, fit=fit,
                            labels_from_folders=labels_from_folders, limit=limit)
 

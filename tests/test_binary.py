@@ -282,3 +282,15 @@ def test_image_index_with_bits(tmp_path):
     exact = retriever.search(query, 5, method="pixels")
     assert [h.position for h in hits] == [h.position for h in exact]
     assert "ae>pixels" in default_methods(retriever)
+
+
+def test_plot_map_of_a_binary_index(binary_docs, tmp_path):
+    """The 2-D map trains float codes: a --bits index once failed with '--bits must be a multiple of 8 ... got 2'."""
+    from PIL import Image
+
+    from retrieval import corpus_map
+
+    store, _, _ = binary_docs
+    out = corpus_map(Retriever("hash", store), tmp_path / "map.png", epochs=1, max_items=60)
+    with Image.open(out) as img:
+        assert img.width > img.height

@@ -312,3 +312,14 @@ def test_readme_python_example_runs(tmp_path):
     assert out.returncode == 0, out.stderr[-2000:]
     assert "id='launch-2'" in out.stdout  # the added item is found
     assert (tmp_path / "notes" / "manifest.json").exists()
+
+
+def test_build_functions_take_data_in_memory(tmp_path):
+    """build_docs_index(["doc one", ...]) once failed with a TypeError: sources had to be paths."""
+    from retrieval import build_docs_index
+
+    texts = [text for _, text in synthetic_docs(n_per_topic=5)]
+    manifest = build_docs_index(texts, "mem", TINY_DOCS, store=Store(tmp_path))
+    assert manifest["counts"]["items"] == 20 and manifest["source"] == "(in memory)"
+    with Retriever("mem", Store(tmp_path)) as r:
+        assert r.search(texts[0], 1, "tfidf")[0].id == "0"

@@ -67,3 +67,49 @@ def test_evaluation_report(built_docs, queries_dir, tmp_path):
     assert report["methods"]["tfidf"]["precision@10"] > 0.6  # synthetic topics are easy for TF-IDF
     assert (tmp_path / "pr.png").stat().st_size > 1000
     assert store.read_manifest(name)["evaluation"]["queries"] == 20
+
+
+def test_precision_at_10_is_over_ten_results_at_any_k(built_docs, queries_dir):
+    """evaluate -k 5 once reported precision@10 over 5 results (0.5 when all 5 were relevant)."""
+    from retrieval.evaluate import evaluate_index, load_queries
+
+    store, name, _ = built_docs
+    retriever = Retriever(name, store)
+    queries = load_queries(retriever, queries_dir, labels_from_folders=True)
+    at5 = evaluate_index(retriever, queries, k=5, methods=["tfidf"], latency_samples=1)["methods"]["tfidf"]
+    at10 = evaluate_index(retriever, queries, k=10, methods=["tfidf"], latency_samples=1)["methods"]["tfidf"]
+    assert at5["precision@10"] == pytest.approx(at10["precision@10"])
+    assert at5["precision@5"] >= 0.9  # the synthetic topics are easy for TF-IDF; p@10 over 5 results would be <= 0.5
+    assert set(at10) == {"precision@10", "map@10", "query_ms_p50", "bytes_per_item"}
+
+
+def test_evaluate_table_has_one_precision_at_10_column(built_docs, queries_dir, monkeypatch, capsys):
+    import sys
+
+    from retrieval import cli
+
+    store, name, _ = built_docs
+    monkeypatch.setenv("COLUMNS", "200")
+    monkeypatch.setattr(sys, "argv", ["retrieval", "evaluate", name, "--queries", str(queries_dir),
+                                      "--labels-from-folders", "-k", "10", "--methods", "tfidf",
+                                      "--index-dir", str(store.root)])
+    with pytest.raises(SystemExit) as exit_info:
+        cli.main()
+    out = capsys.readouterr().out
+    assert exit_info.value.code == 0
+    header = next(line for line in out.splitlines() if "precision@10" in line)
+    assert header.count("precision@10") == 1 and "map@10" in header
+
+
+def test_evaluate_warns_about_query_labels_the_index_lacks(built_docs, tmp_path):
+    from conftest import synthetic_docs, write_corpus
+
+    from retrieval.errors import RetrievalWarning
+    from retrieval.evaluate import evaluate_index, load_queries
+
+    store, name, _ = built_docs
+    write_corpus(tmp_path / "q", [("gardening", text) for _, text in synthetic_docs(n_per_topic=1)])
+    retriever = Retriever(name, store)
+    queries = load_queries(retriever, tmp_path / "q", labels_from_folders=True)
+    with pytest.warns(RetrievalWarning, match="labels the index does not have \\(gardening\\)"):
+        evaluate_index(retriever, queries, k=5, methods=["tfidf"], latency_samples=1)
