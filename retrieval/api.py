@@ -184,20 +184,25 @@ def corpus_map(retriever: Retriever, out: Path, **options) -> Path:
 
 def list_indexes(store: Store) -> list[dict]:
     """One summary row per index."""
+    from .storage import read_raw_manifest
+
     rows = []
     for name in store.names():
-        m = store.read_manifest(name)
+        m = read_raw_manifest(store.require(name))  # as on disk: "format_version" 1 until upgraded
         rows.append({"name": name, "modality": m.get("modality"), "items": m.get("counts", {}).get("items"),
                      "methods": list(m.get("methods", {})), "created_at": m.get("created_at", ""),
-                     "format_version": m.get("migrated_from", m.get("format_version"))})
+                     "format_version": m["format_version"]})
     return rows
 
 
 def index_info(store: Store, name: str) -> dict:
     """Manifest, folder and disk usage of an index."""
+    from .storage import FORMAT_VERSION, migrate, read_raw_manifest
+
     usage = store.disk_usage(name)
+    raw = read_raw_manifest(store.require(name))
     return {"path": str(store.path(name)), "disk_bytes": sum(usage.values()), "files": usage,
-            "manifest": store.read_manifest(name)}
+            "format_on_disk": raw["format_version"], "format_current": FORMAT_VERSION, "manifest": migrate(raw)}
 
 
 def upgrade_index(store: Store, name: str) -> dict:

@@ -402,7 +402,10 @@ def info(name: Annotated[str, typer.Argument(help="Index name.")], index_dir: In
         print(json.dumps(details, indent=2))
         return
     m = details["manifest"]
-    out.print(f"[bold]{m['name']}[/] ({m['modality']}), format {m['format_version']}, built {m['created_at']} "
+    if details["format_on_disk"] < details["format_current"]:
+        err.print(f"{m['name']} is in index format {details['format_on_disk']}; it is read as format "
+                  f"{details['format_current']}: 'retrieval upgrade {m['name']}' rewrites it in place")
+    out.print(f"[bold]{m['name']}[/] ({m['modality']}), format {details['format_on_disk']}, built {m['created_at']} "
               f"in {m['build_seconds']:.1f} s from {m['source']}")
     out.print(f"items {m['counts']['items']}, skipped {m['counts']['skipped']}, labels {m['counts']['labels']}; "
               f"{details['disk_bytes'] / 1e6:.1f} MB on disk at {details['path']}")

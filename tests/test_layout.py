@@ -122,13 +122,29 @@ def _try_upgrade(store):
     return None
 
 
-def test_cli_upgrade(monkeypatch, capsys, v1_store):
+def _cli(monkeypatch, capsys, *args):
     from retrieval import cli
 
-    monkeypatch.setattr(sys, "argv", ["retrieval", "upgrade", "images1", "--index-dir", str(v1_store.root)])
+    monkeypatch.setattr(sys, "argv", ["retrieval", *args])
     with pytest.raises(SystemExit) as exit_info:
         cli.main()
-    assert exit_info.value.code == 0 and "from format 1 to 2" in capsys.readouterr().err
+    captured = capsys.readouterr()
+    return exit_info.value.code, captured.out, captured.err
+
+
+def test_cli_info_list_and_upgrade(monkeypatch, capsys, v1_store):
+    monkeypatch.setenv("COLUMNS", "250")  # no wrapping of rich's lines
+    home = ["--index-dir", str(v1_store.root)]
+    code, out, err = _cli(monkeypatch, capsys, "info", "images1", *home)
+    assert code == 0 and "format 1" in out and "retrieval upgrade images1" in err
+    code, out, _ = _cli(monkeypatch, capsys, "list", "--json", *home)
+    assert {row["name"]: row["format_version"] for row in json.loads(out)}["images1"] == 1
+    code, _, err = _cli(monkeypatch, capsys, "upgrade", "images1", *home)
+    assert code == 0 and "from format 1 to 2" in err
+    code, _, err = _cli(monkeypatch, capsys, "upgrade", "images1", *home)
+    assert code == 0 and "already format 2" in err
+    code, out, err = _cli(monkeypatch, capsys, "info", "images1", *home)
+    assert "format 2" in out and "upgrade" not in err
 
 
 def test_build_saves_faiss_factory_and_search_parameters(tmp_path):
