@@ -13,7 +13,7 @@ file paths or encoded bytes (``Index.build_images``).
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, fields, replace
 from pathlib import Path
 from urllib.parse import urlparse
 
@@ -87,20 +87,21 @@ def search(store: Store, name: str, query=None, *, file: Path | None = None, lik
 
 
 def _answer(retriever: Retriever, query=None, *, file=None, like=None, k=DEFAULT_K, method=None, show=None, strip=None,
-            rerank=None, shortlist=None, radius=None) -> QueryResult:
+            rerank=None, shortlist=None, radius=None, novelty: bool = True) -> QueryResult:
     two_stage = {"rerank": rerank, "shortlist": shortlist, "radius": radius}
     if show is not None and retriever.modality is not IMAGES:
         raise InputError(f"--show draws images; index {retriever.name!r} holds {retriever.modality.noun}")
     if like is not None:
         hits = retriever.like(like, k, method, **two_stage)
-        novelty = retriever.stored_novelty(like)
+        score = retriever.stored_novelty(like) if novelty else None
         image = retriever.inputs("--like")[retriever.metadata.position(like)]
     else:
         if file is not None:
             query = _read_query_file(retriever.modality, file, strip)
         inputs = retriever.query_inputs([query])  # decoded (or downloaded) once, for hits and sheet alike
         hits = retriever.search_inputs(inputs, k, method, **two_stage)[0]
-        novelty = next(iter(retriever.novelty(inputs, [query])), None)
+        # Novelty runs the autoencoder and its decoder: only when the caller shows it.
+        score = next(iter(retriever.novelty(inputs, [query])), None) if novelty else None
         image = inputs[0]
     if show is not None:
         from .plots import make_contact_sheet
@@ -108,7 +109,7 @@ def _answer(retriever: Retriever, query=None, *, file=None, like=None, k=DEFAULT
         pixels = retriever.inputs("--show")
         captions = [f"{h.score:.3f} {h.label or ''}".strip() for h in hits]
         make_contact_sheet(image, [pixels[h.position] for h in hits], captions, Path(show).expanduser())
-    return QueryResult(hits, novelty)
+    return QueryResult(hits, score)
 
 
 def _read_query_file(modality: Modality, file, strip):
@@ -279,7 +280,13 @@ class Index:
     def _build(cls, modality: Modality, data, name, config, store, force, progress, overrides,
                labels=None, ids=None, titles=None) -> "Index":
         store = store if isinstance(store, Store) else Store(store)
-        config = replace(config or modality.config_class(), **overrides)
+        config = config or modality.config_class()
+        known = {f.name for f in fields(config)}
+        unknown = sorted(set(overrides) - known)
+        if unknown:
+            raise InputError(f"unknown option {unknown[0]!r} for {modality.noun}; the options are the fields of "
+                             f"{type(config).__name__}: {', '.join(sorted(known))}")
+        config = replace(config, **overrides)
         if isinstance(data, (str, Path)):
             source = data
         else:
@@ -342,7 +349,7 @@ class Index:
                shortlist: int | None = None, radius: int | None = None) -> list[Hit]:
         """The ``k`` items most similar to ``query`` (a text; an image array, path, URL or bytes)."""
         return _answer(self._retriever, query, k=k, method=method, rerank=rerank, shortlist=shortlist,
-                       radius=radius).hits
+                       radius=radius, novelty=False).hits
 
     def like(self, item_id: str, k: int = DEFAULT_K, *, method: str | None = None) -> list[Hit]:
         """The ``k`` items most similar to an indexed item (the item itself left out)."""
@@ -350,7 +357,8 @@ class Index:
 
     def novelty(self, query) -> dict | None:
         """How unlike the indexed items ``query`` is: reconstruction error and its percentile."""
-        return _answer(self._retriever, query, k=1).novelty
+        scores = self._retriever.novelty(self._retriever.query_inputs([query]), [query])
+        return scores[0] if scores else None
 
     def outliers(self, k: int = OUTLIERS_K) -> list[dict]:
         """The ``k`` least typical items (see :meth:`Retriever.outliers`)."""
@@ -362,6 +370,8 @@ class Index:
         Returns:
             ``{"methods": {method: {"precision@10", "precision@k", "map@k", ...}}, ...}``.
         """
+        import numpy as np
+
         from .evaluate import Queries, evaluate_index, load_queries
 
         r = self._retriever
@@ -372,9 +382,8 @@ class Index:
                                            r.modality.config_class())
             if any(it.label is None for it in batch.items):
                 raise InputError("every query needs a label to be evaluated; pass labels=[...]")
+            batch = batch.take(np.flatnonzero(r.modality.usable(batch.inputs)))
             raw = [it.text for it in batch.items] if r.modality is DOCS else list(batch.inputs)
-            import numpy as np
-
             q = Queries(batch.inputs, np.array([it.label for it in batch.items], dtype=object), raw)
         return evaluate_index(r, q, k=k, methods=methods)
 
@@ -383,13 +392,24 @@ class Index:
         """Encode new items with the stored models and add them (no retraining).
 
         Args:
-            data: As for :meth:`build_docs` / :meth:`build_images`. Ids default
-                to ``"0"``, ``"1"``, ...: give ``ids`` so new items do not
-                replace the ones already indexed under those ids.
+            data: As for :meth:`build_docs` / :meth:`build_images`. Items
+                without an id are numbered after the largest numeric id of
+                the index; an item with an id already indexed replaces it
+                when its content differs.
         """
         if not isinstance(data, (str, Path)):
             data = _records(data, labels, ids, titles, self._retriever.modality.record_key)
+            if ids is None:
+                data = self._number(data)
         return add_items(self.store, self.name, data, progress=progress)
+
+    def _number(self, records: list) -> list:
+        """Give records without an id the next free numbers: an add never replaces items by accident."""
+        self._retriever.refresh()
+        numbers = [int(i) for i in self._retriever.metadata.ids() if i.isdigit()]
+        start = max(numbers, default=-1) + 1
+        records = [r if isinstance(r, dict) else {self._retriever.modality.record_key: r} for r in records]
+        return [r if "id" in r else r | {"id": str(start + i)} for i, r in enumerate(records)]
 
     def remove(self, ids) -> UpdateReport:
         """Remove items by id."""

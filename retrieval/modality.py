@@ -199,9 +199,9 @@ class Modality:
         """Model inputs ``(1, ...)`` of one query (text, or an image path / URL / bytes)."""
         raise NotImplementedError
 
-    def query_batch(self, state, queries: list) -> Any:
-        """Model inputs of several raw queries at once (evaluation latency samples use :meth:`query`)."""
-        return self.concat_all([self.query(state, q) for q in queries])
+    def usable(self, inputs) -> np.ndarray:
+        """Boolean mask of the rows a model can encode (documents: rows with a word of the vocabulary)."""
+        return np.ones(inputs.shape[0], bool)
 
     def concat_all(self, parts: list):
         out = parts[0]
@@ -300,8 +300,9 @@ class Docs(Modality):
     def query(self, state, query, *, options=None):
         from .vectorize import empty_rows
 
-        if isinstance(query, (bytes, Path)):
-            raise InputError("a document index is queried with text; give the words, --file PATH or --like ID")
+        if not isinstance(query, str):
+            raise InputError(f"a document index is queried with text; got a {type(query).__name__} "
+                             "(give the words, --file PATH or --like ID)")
         if not query or not str(query).strip():
             raise EmptyQueryError("the query text is empty; give some words, --file PATH or --like ID")
         X = state.transform([query])
@@ -311,21 +312,28 @@ class Docs(Modality):
                                   "(only stop words or unknown words); use more specific words")
         return X
 
-    def read_queries(self, state, source, *, labels_from_folders, strip, limit):
-        import warnings
-
-        from .errors import RetrievalWarning
-        from .sources.documents import read_documents
+    def usable(self, inputs):
         from .vectorize import empty_rows
+
+        keep = ~empty_rows(inputs)
+        if not keep.all():
+            import warnings
+
+            from .errors import RetrievalWarning
+
+            warnings.warn(f"{int((~keep).sum())} queries have no word of the index vocabulary and were "
+                          "left out", RetrievalWarning, stacklevel=3)
+        return keep
+
+    def read_queries(self, state, source, *, labels_from_folders, strip, limit):
+        from .sources.documents import read_documents
 
         items = read_documents(source, labels_from_folders=labels_from_folders, strip=strip).items
         items = [it for it in items if it.label is not None][:limit]
         X = state.transform([it.text for it in items]) if items else None
         if items:
-            keep = ~empty_rows(X)
+            keep = self.usable(X)
             if not keep.all():
-                warnings.warn(f"{int((~keep).sum())} queries have no word of the index vocabulary and were "
-                              "left out", RetrievalWarning, stacklevel=3)
                 items = [it for it, ok in zip(items, keep) if ok]
                 X = X[keep]
         return X, items, [it.text for it in items]
@@ -425,6 +433,9 @@ class Images(Modality):
             name, query = query, fetch_image_bytes(query)
         elif isinstance(query, bytes):
             name = "query image"
+        elif not isinstance(query, (str, Path)):
+            raise InputError(f"an image query is a file path, an http(s) URL, encoded bytes or an array; "
+                             f"got a {type(query).__name__}")
         else:
             name = str(query)
             path = Path(query).expanduser()

@@ -138,20 +138,26 @@ class IndexWriter:
                                                   self.folder.method(method))
         return self._encoders[method]
 
-    def _load_sidecars(self) -> None:
-        if self._scores is None:
-            if self.manifest.get("novelty") is None:
-                raise IndexFormatError(f"index {self.manifest['name']!r} was built by an older retrieval without "
-                                       "novelty scores; rebuild it with --force to add or remove items")
-            self._scores, self._reference = novelty.load(self.folder)
-            if self.folder.oov.exists():
-                self._oov = np.load(self.folder.oov, allow_pickle=False)
+    def _load_inputs(self) -> None:
+        """The per-item files that need no novelty scores: stored inputs and OOV fractions."""
+        if self._oov is None and self.folder.oov.exists():
+            self._oov = np.load(self.folder.oov, allow_pickle=False)
         if self._inputs is None and self.folder.inputs(self.modality).exists():
             self._inputs = self.modality.load_inputs(self.folder.inputs(self.modality))
 
+    def _load_sidecars(self) -> None:
+        """Every per-item file (an update keeps them all in step with the positions)."""
+        if self._scores is None:
+            if self.manifest.get("novelty") is None:
+                raise IndexFormatError(f"index {self.manifest['name']!r} was built by an older retrieval without "
+                                       f"novelty scores; run 'retrieval retrain {self.manifest['name']}' (or "
+                                       "rebuild it with --force) to add or remove items")
+            self._scores, self._reference = novelty.load(self.folder)
+        self._load_inputs()
+
     def stored_inputs(self, need: str):
         """The stored model inputs; raises when the index was built without them."""
-        self._load_sidecars()
+        self._load_inputs()
         if self._inputs is None:
             raise InputError(f"index {self.manifest['name']!r} was built with --no-keep-inputs, so {need} "
                              "cannot re-encode its items; rebuild it from its source with --force")
@@ -171,18 +177,22 @@ class IndexWriter:
 
         X = batch.inputs
         methods = {}
-        for method, encoder in encoders.items():
+        def timed(make):
             started = time.perf_counter()
+            return make(), round(time.perf_counter() - started, 3)
+
+        for method, encoder in encoders.items():
             report(progress, f"{method}: fit", 0, 1)
-            encoder.fit(X, progress=progress)
-            family = {method: encoder}
+            family = {method: timed(lambda: encoder.fit(X, progress=progress))}
             if getattr(encoder, "binarize", "none") == "learned":
-                family.update({f"{method}-{suffix}": encoder.derive(mode, X) for suffix, mode in DERIVED})
-            for name, enc in family.items():
+                # The float phase's codes and their median thresholding, at no extra training.
+                family.update({f"{method}-{suffix}": timed(lambda mode=mode: encoder.derive(mode, X))
+                               for suffix, mode in DERIVED})
+            for name, (enc, seconds) in family.items():
                 index = make_index(index_kind, enc.metric, X.shape[0], sparse=enc.sparse)
                 self._encoders[name], self._indexes[name] = enc, index
                 self._fitted.add(name)
-                methods[name] = _method_entry(enc, round(time.perf_counter() - started, 3))
+                methods[name] = _method_entry(enc, seconds)
                 if name != method:
                     methods[name]["derived_from"] = method
             report(progress, f"{method}: fit", 1, 1)
@@ -286,7 +296,7 @@ class IndexWriter:
             self.manifest["methods"][method].update(
                 index=index.kind, search=index.search_params(), factory=index.factory, index_bytes=size,
                 bytes_per_item=size / max(1, len(index)))
-        if self._dirty_inputs or self._fitted:
+        if self._keep is not None or self._new_items or self._fitted:  # every per-item file follows the positions
             if self._scores is not None:
                 self.manifest["novelty"] = novelty.save(self.folder, self._scores, self._reference)
             if self._oov is not None:
@@ -442,6 +452,8 @@ def _read_new(writer: IndexWriter, source, labels_from_folders: bool | None) -> 
         else:
             batch = modality.from_memory(writer.state, source, config)
     except InputError as exc:
+        if not isinstance(source, (str, Path)):
+            raise  # the items given in memory: the reader's message names the bad one
         raise InputError(f"index {manifest['name']!r} holds {modality.noun}; {source} gives none ({exc})") from None
     prefix = _id_prefix(manifest, source)
     if prefix:
@@ -571,7 +583,7 @@ def retrain(store: Store, name: str, progress: Progress | None = None) -> dict:
     with store.updater(name) as copy:
         writer = IndexWriter.open(copy)
         X = writer.stored_inputs("retrain")
-        oov = writer._oov
+        oov = writer._oov  # loaded with the inputs; novelty scores are not needed: they are recomputed
         config = _config_of(writer.manifest)
         shutil.rmtree(writer.folder.methods)
         scores = writer.fit(writer.modality.encoders(config, X.shape), Batch([], X, oov),

@@ -339,3 +339,69 @@ def test_build_functions_take_data_in_memory(tmp_path):
     assert manifest["counts"]["items"] == 20 and manifest["source"] == "(in memory)"
     with Retriever("mem", Store(tmp_path)) as r:
         assert r.search(texts[0], 1, "tfidf")[0].id == "0"
+
+
+def test_removing_from_an_index_without_inputs_keeps_novelty_in_step(tmp_path):
+    """remove-items on a --no-keep-inputs index must drop the removed items' novelty scores too."""
+    from dataclasses import replace
+
+    from retrieval import remove_items
+    from conftest import write_corpus
+
+    write_corpus(tmp_path / "c", synthetic_docs(n_per_topic=8))
+    store = Store(tmp_path / "h")
+    from retrieval import build_docs_index
+
+    build_docs_index(tmp_path / "c", "lean", replace(TINY_DOCS, keep_inputs=False), store=store)
+    remove_items(store, "lean", ids=["space/doc000.txt", "cars/doc008.txt"])
+    with Retriever("lean", store) as r:
+        assert len(np.load(r.folder.novelty)) == 30 == len(np.load(r.folder.oov)) == len(r.metadata)
+        assert len(r.outliers(30)) == 30
+
+
+def test_retrain_gives_an_index_without_novelty_its_scores(v1_store):
+    path = v1_store.path("docs1")
+    m = json.loads((path / "manifest.json").read_text())
+    for name in ("novelty.npy", "novelty_reference.npy"):  # as built before novelty scores existed
+        (path / name).unlink()
+        del m["files"][name]
+    del m["novelty"], m["drift"]
+    m["checksum"] = manifest_checksum(m)
+    (path / "manifest.json").write_text(json.dumps(m))
+    with pytest.raises(IndexFormatError, match="retrain"):
+        Retriever("docs1", v1_store).outliers(3)
+    from retrieval import retrain
+
+    manifest = retrain(v1_store, "docs1")
+    assert manifest["novelty"]["reference_items"] == 32
+    assert len(Retriever("docs1", v1_store).outliers(3)) == 3
+
+
+def test_format_2_requires_the_files_map(built_docs, tmp_path):
+    store, name, _ = built_docs
+    shutil.copytree(store.path(name), tmp_path / "h" / name)
+    path = tmp_path / "h" / name / "manifest.json"
+    m = json.loads(path.read_text())
+    del m["files"]
+    m["checksum"] = manifest_checksum(m)  # a consistent checksum, but nothing left to verify
+    path.write_text(json.dumps(m))
+    with pytest.raises(IndexFormatError, match="'files' map was removed"):
+        Retriever(name, Store(tmp_path / "h"))
+
+
+def test_index_api_errors_name_the_bad_value(memory_index):
+    idx, _, _ = memory_index
+    with pytest.raises(InputError, match="got a NoneType"):
+        idx.search(None)
+    with pytest.raises(InputError, match="unknown option 'epoch'"):
+        Index.build_docs(["a b"] * 5, name="typo", store=idx.store, epoch=3)
+    report = idx.evaluate(["xyzzy plugh", "orbit rocket nasa"], labels=["space", "space"], k=5)
+    assert report["queries"] == 1  # the query without a known word is left out, with a warning
+
+
+def test_index_add_without_ids_never_replaces(tmp_path):
+    docs = synthetic_docs(n_per_topic=5)
+    idx = Index.build_docs([t for _, t in docs], name="n", store=tmp_path, config=TINY_DOCS)
+    report = idx.add(["rocket orbit launch nasa", "engine brake tire"])
+    assert (report.added, report.replaced, len(idx)) == (2, 0, 22)
+    assert {"20", "21"} <= set(idx.retriever.metadata.ids())

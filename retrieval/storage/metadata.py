@@ -110,6 +110,10 @@ class Metadata:
                              "ids are shown by 'retrieval query ... --json'")
         return row[0]
 
+    def ids(self) -> list[str]:
+        """Every item id, in position order."""
+        return [r[0] for r in self._con.execute("SELECT id FROM items ORDER BY pos")]
+
     def labels(self) -> np.ndarray:
         """Labels of all items in position order (``None`` where unknown)."""
         return np.array([r[0] for r in self._con.execute("SELECT label FROM items ORDER BY pos")], dtype=object)

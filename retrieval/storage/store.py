@@ -579,6 +579,8 @@ def verify_index(folder: str | Path, manifest: dict, *, files: bool = True) -> N
     elif "files" in manifest or manifest.get("format_version", 1) >= 2:
         raise IndexFormatError(f"{where}: {MANIFEST} was modified after the index was written "
                                f"(its checksum was removed); {_FIX}")
+    if "files" not in manifest and manifest.get("format_version", 1) >= 2:
+        raise IndexFormatError(f"{where}: {MANIFEST} lists no files to check (its 'files' map was removed); {_FIX}")
     if not files or "files" not in manifest:
         return
     listed = manifest["files"]
