@@ -28,11 +28,14 @@ from rich.console import Console  # noqa: E402
 from rich.markup import escape  # noqa: E402
 from rich.table import Table  # noqa: E402
 
-from retrieval import api, config  # noqa: E402
+from retrieval import config  # noqa: E402
+from retrieval._lazy import LazyModule  # noqa: E402
 from retrieval.config import DocsConfig, ImagesConfig  # noqa: E402
 from retrieval.errors import RetrievalError, RetrievalWarning  # noqa: E402
+from retrieval.sources.crawl import CrawlConfig  # noqa: E402
 
-CrawlConfig = api.CrawlConfig
+#: The library (FAISS, SciPy, ...) loads with the first command that needs it: ``--help`` does not.
+api = LazyModule("retrieval.api")
 
 app = typer.Typer(help="Document and image retrieval with deep-autoencoder codes and FAISS.",
                   no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False)
