@@ -13,22 +13,24 @@ file paths or encoded bytes (``Index.build_images``).
 from __future__ import annotations
 
 import hashlib
+import json
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, fields, replace
 from pathlib import Path
 from urllib.parse import urlparse
 
 from .config import DEFAULT_K, EVALUATE_K, OUTLIERS_K, DocsConfig, ImagesConfig
-from .errors import InputError
+from .errors import InputError, RetrievalError
 from .modality import DOCS, IMAGES, Modality
 from .progress import Progress, RichProgress
-from .search import Hit, Retriever
+from .search import Hit, Retriever, check_k
 from .storage import Store
 from .writer import UpdateReport, add_items, build_index, remove_items, retrain, sync_items
 
 __all__ = ["DocsConfig", "ImagesConfig", "Index", "QueryResult", "Retriever", "RichProgress", "Store",
            "UpdateReport", "add_items", "build_docs_index", "build_images_index", "corpus_map", "crawl",
            "crawl_cache_folder", "index_info", "list_indexes", "outliers", "outlier_sheet", "remove_items",
-           "retrain", "run_demo", "run_evaluation", "search", "sync_items", "upgrade_index"]
+           "retrain", "run_demo", "run_evaluation", "search", "search_batch", "sync_items", "upgrade_index"]
 
 
 def __getattr__(name: str):
@@ -119,6 +121,76 @@ def _read_query_file(modality: Modality, file, strip):
 
         return read_text_file(file, strip=strip)
     return str(file)
+
+
+#: The fields of a hit in JSON results (``query --batch``, the server).
+HIT_FIELDS = ("rank", "id", "score", "label", "title", "snippet", "url", "path")
+#: The keys a ``query --batch`` line may hold: one query kind, and per-query options.
+_BATCH_KINDS, _BATCH_OPTIONS = ("text", "image", "like"), ("k", "method")
+
+
+def search_batch(store: Store, name: str, lines: Iterable[str], *, k: int = DEFAULT_K, method: str | None = None,
+                 rerank: str | None = None, shortlist: int | None = None,
+                 radius: int | None = None) -> Iterator[dict]:
+    """Answer JSON-lines queries with the index loaded once.
+
+    Each non-blank line is a JSON object with exactly one of ``"text"`` (a
+    document index), ``"image"`` (a path or http(s) URL; an image index) or
+    ``"like"`` (an indexed item id), and optionally ``"k"`` and ``"method"``
+    overriding the arguments. A bad line does not stop the others.
+
+    Yields:
+        Per non-blank line, ``{"line": n, "hits": [...], "novelty": {...} or None}``
+        (hits with :data:`HIT_FIELDS`), or ``{"line": n, "error": message}``.
+    """
+    with Retriever(name, store) as retriever:
+        for number, line in enumerate(lines, 1):
+            if not line.strip():
+                continue
+            try:
+                spec = _batch_line(line, retriever.modality)
+                kind = next(key for key in _BATCH_KINDS if key in spec)
+                result = _answer(retriever, None if kind == "like" else spec[kind], like=spec.get("like"),
+                                 k=spec.get("k", k), method=spec.get("method", method), rerank=rerank,
+                                 shortlist=shortlist, radius=radius)
+            except RetrievalError as exc:
+                yield {"line": number, "error": f"line {number}: {exc}"}
+                continue
+            novelty = None if result.novelty is None else \
+                {key: float(value) if isinstance(value, (int, float)) else value for key, value in result.novelty.items()}
+            yield {"line": number, "hits": [{f: getattr(h, f) for f in HIT_FIELDS} for h in result.hits],
+                   "novelty": novelty}
+
+
+def _batch_line(line: str, modality: Modality) -> dict:
+    """Parse and check one ``query --batch`` line (InputError names the fix)."""
+    try:
+        spec = json.loads(line)
+    except json.JSONDecodeError as exc:
+        raise InputError(f"not JSON ({exc.msg})") from None
+    if not isinstance(spec, dict):
+        raise InputError(f"expected a JSON object such as {{\"text\": \"...\"}}")
+    unknown = sorted(set(spec) - set(_BATCH_KINDS) - set(_BATCH_OPTIONS))
+    if unknown:
+        raise InputError(f"unknown key {unknown[0]!r}; use one of "
+                         f"{', '.join(_BATCH_KINDS + _BATCH_OPTIONS)}")
+    kinds = [key for key in _BATCH_KINDS if key in spec]
+    if len(kinds) != 1:
+        raise InputError("give exactly one of \"text\", \"image\" or \"like\"")
+    wanted = "text" if modality is DOCS else "image"
+    if kinds[0] not in ("like", wanted):
+        raise InputError(f"index holds {modality.noun}; give \"{wanted}\" or \"like\", "
+                         f"not \"{kinds[0]}\"")
+    if not isinstance(spec[kinds[0]], str):
+        raise InputError(f"\"{kinds[0]}\" must be a string")
+    if "method" in spec and not isinstance(spec["method"], str):
+        raise InputError("\"method\" must be a string")
+    if "k" in spec:
+        try:
+            check_k(spec["k"])
+        except InputError:
+            raise InputError(f"\"k\" must be a positive integer; got {spec['k']!r}") from None
+    return spec
 
 
 def outliers(store: Store, name: str, k: int = OUTLIERS_K) -> list[dict]:

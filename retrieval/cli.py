@@ -28,11 +28,14 @@ from rich.console import Console  # noqa: E402
 from rich.markup import escape  # noqa: E402
 from rich.table import Table  # noqa: E402
 
-from retrieval import api, config  # noqa: E402
+from retrieval import config  # noqa: E402
+from retrieval._lazy import LazyModule  # noqa: E402
 from retrieval.config import DocsConfig, ImagesConfig  # noqa: E402
-from retrieval.errors import RetrievalError, RetrievalWarning  # noqa: E402
+from retrieval.errors import InputError, RetrievalError, RetrievalWarning  # noqa: E402
+from retrieval.sources.crawl import CrawlConfig  # noqa: E402
 
-CrawlConfig = api.CrawlConfig
+#: The library (FAISS, SciPy, ...) loads with the first command that needs it: ``--help`` does not.
+api = LazyModule("retrieval.api")
 
 app = typer.Typer(help="Document and image retrieval with deep-autoencoder codes and FAISS.",
                   no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False)
@@ -225,6 +228,7 @@ def query(
     query_: Annotated[Optional[str], typer.Argument(metavar="QUERY", help="Text (document index), or image path / URL (image index).")] = None,
     file: Annotated[Optional[Path], typer.Option("--file", help="Read the query text from a file.")] = None,
     like: Annotated[Optional[str], typer.Option("--like", help="Find items similar to this indexed item id.")] = None,
+    batch: Annotated[Optional[str], typer.Option("--batch", metavar="JSONL", help='Answer many queries, one JSON object a line ({"text": ...}, {"image": path or URL} or {"like": id}; optional "k", "method"; "-" reads stdin): one JSON result line each.')] = None,
     k: Annotated[int, typer.Option("-k", help="Number of results.")] = config.DEFAULT_K,
     method: Annotated[Optional[str], typer.Option(help="ae (default) or a baseline of the index.")] = None,
     show: Annotated[Optional[Path], typer.Option("--show", help="Image index: write a contact sheet PNG.")] = None,
@@ -236,6 +240,12 @@ def query(
     as_json: JsonOut = False,
 ) -> None:
     """Find the items most similar to a text, an image, or an indexed item."""
+    if batch is not None:
+        if query_ is not None or file is not None or like is not None or show is not None:
+            raise typer.BadParameter("--batch takes the queries from its file; drop QUERY, --file, --like and --show")
+        _query_batch(name, batch, index_dir, k=k, method=method, rerank=_value(rerank), shortlist=shortlist,
+                     radius=radius)
+        return
     result = api.search(api.Store(index_dir), name, query_, file=file, like=like, k=k, method=method,
                         show=show, strip=_value(strip), rerank=_value(rerank), shortlist=shortlist, radius=radius)
     _print_hits(result.hits, as_json)
@@ -245,6 +255,28 @@ def query(
                   + (" (nothing like it is indexed)" if result.novelty["percentile"] >= 99 else ""))
     if show and not as_json:
         err.print(f"contact sheet written to {show}")
+
+
+def _query_batch(name: str, batch: str, index_dir: Path | None, **options) -> None:
+    """One JSON line per query on stdout as it is answered; exit 1 at the end if any line failed."""
+    if batch == "-":
+        lines = sys.stdin
+    else:
+        try:
+            lines = open(Path(batch).expanduser(), encoding="utf-8")  # noqa: SIM115 - closed below
+        except OSError as exc:
+            raise InputError(f"cannot read --batch file {batch}: {exc.strerror}") from None
+    failed = 0
+    try:
+        for result in api.search_batch(api.Store(index_dir), name, lines, **options):
+            failed += "error" in result
+            print(json.dumps(result, ensure_ascii=False), flush=True)
+    finally:
+        if lines is not sys.stdin:
+            lines.close()
+    if failed:
+        err.print(f"error: {failed} of the queries failed (see their \"error\" lines)")
+        raise typer.Exit(1)
 
 
 @app.command()

@@ -43,3 +43,29 @@ def test_word_distribution_rows_sum_to_one():
     P = word_distribution(VEC.transform(TEXTS + ["the"]))
     sums = np.asarray(P.sum(axis=1)).ravel()
     assert np.allclose(sums[:-1], 1) and sums[-1] == 0
+
+
+def test_loaded_vectorizer_analyses_queries_as_scikit_learn_does_without_importing_it(tmp_path):
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from sklearn.feature_extraction.text import TfidfVectorizer
+
+    from retrieval.vectorize import _word_analyzer
+
+    texts = ["The Orbit of the MOON, re-entry & don't stop", "naïve café über 42 x2 a_b", "engine wheel brake tire"] * 4
+    assert all(_word_analyzer("english")(t) == TfidfVectorizer(stop_words="english").build_analyzer()(t) for t in texts)
+    assert _word_analyzer(None)(texts[0]) == TfidfVectorizer(stop_words=None).build_analyzer()(texts[0])
+    fitted = TextVectorizer()
+    fitted.fit(texts)
+    fitted.save(tmp_path / "vec")
+    loaded = TextVectorizer.load(tmp_path / "vec")
+    few, many = loaded.transform(texts[:3]).toarray(), fitted.transform(texts).toarray()[:3]
+    assert abs(few - many).max() < 1e-6  # the query path equals scikit-learn's transform
+    code = ("import sys; from pathlib import Path; from retrieval.vectorize import TextVectorizer; "
+            f"v = TextVectorizer.load(Path({str(tmp_path / 'vec')!r})); v.transform(['orbit moon']); "
+            "v.oov_fraction(['orbit moon']); print('sklearn' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                         cwd=Path(__file__).resolve().parents[1])
+    assert out.stdout.strip() == "False"

@@ -70,11 +70,13 @@ from typing import Literal
 from urllib.parse import urldefrag, urljoin, urlsplit, urlunsplit
 from urllib.robotparser import RobotFileParser
 
-import httpx
-from PIL import Image
+from .._lazy import LazyModule
 
 from ..errors import FetchError, InputError, RetrievalError, RetrievalWarning
-from .images import sniff_image_type
+
+#: Loaded by the first crawl, not by ``retrieval --help`` (whose crawl options read CrawlConfig).
+httpx = LazyModule("httpx")
+Image = LazyModule("PIL.Image")
 
 __all__ = [
     "DEFAULT_USER_AGENT",
@@ -481,6 +483,8 @@ def _check_headers(response: httpx.Response, kind: _Kind, max_bytes: int) -> Non
 
 def _check_image_body(body: bytes) -> str:
     """Return the sniffed image format of ``body`` or raise :class:`_Skip`."""
+    from .images import sniff_image_type  # NumPy and Pillow: loaded by the first crawl
+
     kind = sniff_image_type(body[:64])
     if kind is None:
         raise _Skip(

@@ -6,15 +6,20 @@ autoencoder for training and saved as ``encoder.keras`` and ``decoder.keras``
 safe mode (no Lambda layers, no code).
 
 Modules: ``models`` (the Keras graphs), ``training`` (data pipelines and
-training phases), ``numpy_forward`` (the dense encoder in NumPy, for fast
-queries), ``base`` (:class:`KerasAutoencoder`: codes, inference, novelty,
+training phases), ``numpy_graph`` (saved encoders and decoders run in NumPy:
+queries and ``add``), ``numpy_forward`` (a fitted dense encoder in NumPy),
+``base`` (:class:`KerasAutoencoder`: codes, inference, novelty,
 persistence), ``text`` and ``conv`` (the two autoencoders). Importing this
-package imports TensorFlow, with its start-up notes silenced.
+package imports neither TensorFlow nor Keras: training (and only training,
+or a fallback for a layer NumPy does not run) imports them, with
+TensorFlow's start-up notes silenced.
 """
 from __future__ import annotations
 
 import os
 import sys
+
+from ..._lazy import LazyModule
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
@@ -26,6 +31,8 @@ def _import_tensorflow_quietly() -> None:
     written before its logging reads TF_CPP_MIN_LOG_LEVEL; on the command
     line they would sit between the user and a one-line error.
     """
+    if "tensorflow" in sys.modules:
+        return
     try:
         fd = sys.stderr.fileno()
     except (AttributeError, OSError, ValueError):  # no real stderr (notebooks, captured streams)
@@ -42,12 +49,24 @@ def _import_tensorflow_quietly() -> None:
         os.close(devnull)
 
 
-_import_tensorflow_quietly()
+#: ``keras`` in the modules a query imports: loaded (TensorFlow quietly first) on first use.
+_lazy_keras = LazyModule("keras", before=_import_tensorflow_quietly)
+
 
 from .base import BINARIZE_MODES, PRETRAIN_MODES, KerasAutoencoder  # noqa: E402
 from .conv import ConvAutoencoder  # noqa: E402
 from .text import TextAutoencoder  # noqa: E402
-from .training import _neighbour_targets, _partial_whitening  # noqa: E402
+
+
+def __getattr__(name: str):
+    # The training helpers live beside the Keras training loop: importing them imports Keras.
+    if name in ("_neighbour_targets", "_partial_whitening"):
+        _import_tensorflow_quietly()
+        from . import training
+
+        return getattr(training, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
 
 __all__ = ["BINARIZE_MODES", "PRETRAIN_MODES", "ConvAutoencoder", "KerasAutoencoder", "TextAutoencoder",
            "_neighbour_targets", "_partial_whitening"]

@@ -1,19 +1,28 @@
-"""What the autoencoders share: training phases, codes, inference, novelty and persistence."""
+"""What the autoencoders share: training phases, codes, inference, novelty and persistence.
+
+A loaded autoencoder runs its saved encoder and decoder in NumPy
+(:mod:`.numpy_graph`): answering a query or adding items imports neither
+TensorFlow nor Keras. Keras comes in to train, to :meth:`KerasAutoencoder.derive`,
+when ``encoder_``/``decoder_`` are asked for, and for a saved layer NumPy does
+not run (with a warning that names it).
+"""
 from __future__ import annotations
 
 import functools
+import shutil
+import warnings
+import zipfile
 from pathlib import Path
 
-import keras
 import numpy as np
 import scipy.sparse as sp
 
 from ...config import PRETRAIN_MODES  # noqa: F401  (re-exported)
-from ...errors import IndexFormatError, InputError
+from ...errors import IndexFormatError, InputError, RetrievalWarning
 from ...progress import Progress
 from ..base import Encoder
-from . import numpy_forward
-from .training import Schedule, _Batches, _partial_whitening, binary_phase, train
+from . import _lazy_keras as keras
+from . import numpy_forward, numpy_graph
 
 #: ``none``: float codes; ``learned``: binary codes trained as such (a float
 #: phase, then straight-through stochastic binarisation); ``median``: the float
@@ -61,18 +70,24 @@ class KerasAutoencoder(Encoder):
             check_bits(self.code_dim)
 
     # -- training ---------------------------------------------------------
-    def _schedule(self) -> Schedule:
+    def _schedule(self):
+        from .training import Schedule
+
         return Schedule(batch_size=self.batch_size, learning_rate=self.learning_rate, patience=self.patience,
                         validation_fraction=self.validation_fraction, seed=self.seed, lr_decay=self.lr_decay)
 
     def _train(self, model, inputs, targets, loss, epochs: int, task: str,
                progress: Progress | None, sparse_input: bool = False, decay: bool | None = None) -> dict:
         """Fit ``model`` with early stopping on a held-out slice."""
+        from .training import train
+
         return train(model, inputs, targets, loss, self._schedule(), epochs, task, progress,
                      sparse_input=sparse_input, decay=decay)
 
     def _binary_phase(self, inputs, targets, loss, progress: Progress | None, sparse_input: bool = False) -> dict:
         """Keep the float phase's encoder weights (for :meth:`derive`), then train on binarised codes."""
+        from .training import binary_phase
+
         self.phase_one_ = self.encoder_.get_weights()
         return binary_phase(self.encoder_, self.decoder_, inputs, targets, loss, self._schedule(),
                             self.binary_epochs, progress, sparse_input=sparse_input)
@@ -101,6 +116,11 @@ class KerasAutoencoder(Encoder):
         return X
 
     def _finish(self, inputs, seconds: float, history: dict) -> None:
+        from .training import _partial_whitening
+
+        # Fitted here: the Keras models in memory are the truth now, not files loaded before.
+        for stale in ("_encoder_graph", "_decoder_graph", "_files"):
+            self.__dict__.pop(stale, None)
         self._compile_inference()
         codes = self._predict(inputs)
         self.code_mean_ = codes.mean(axis=0).astype(np.float32) if self.center else \
@@ -128,11 +148,17 @@ class KerasAutoencoder(Encoder):
         self._decode_call = None  # compiled on first use, for the decoder of this fit or load
 
     def _predict(self, inputs, batch: int = 2048) -> np.ndarray:
+        graph = self.__dict__.get("_encoder_graph")
+        if graph is not None:  # a loaded encoder: NumPy, sparse rows kept sparse
+            parts = [inputs[start:start + batch] for start in range(0, inputs.shape[0], batch)] or [inputs[:0]]
+            return np.concatenate([graph(p if sp.issparse(p) else self._prepare_input(p)) for p in parts])
+        if self.__dict__.get("_call") is None:  # loaded, with a layer NumPy does not run
+            self._compile_inference()
         if self._stack is not None and (sp.issparse(inputs) or inputs.shape[0] <= 16):
             return numpy_forward.forward(self._stack, inputs if sp.issparse(inputs) else self._prepare_input(inputs))
         out = []
         for start in range(0, inputs.shape[0], batch):
-            part = _Batches._take(inputs, slice(start, start + batch))
+            part = _rows(inputs, slice(start, start + batch))
             out.append(self._call(self._prepare_input(part)).numpy())
         return np.concatenate(out).astype(np.float32) if out else np.zeros((0, self.code_dim), np.float32)
 
@@ -142,7 +168,7 @@ class KerasAutoencoder(Encoder):
     def transform(self, X) -> np.ndarray:
         """Encode ``X``: float32 codes ``(n, code_dim)`` (mean code removed, partially
         whitened), or packed ``uint8`` bits ``(n, code_dim / 8)`` for binary codes."""
-        if not hasattr(self, "encoder_"):
+        if "encoder_" not in self.__dict__ and "_files" not in self.__dict__:
             raise RuntimeError(f"{type(self).__name__} is not fitted; call fit() first")
         raw = self._predict(self._input_matrix(X))
         if self.binary:
@@ -164,13 +190,13 @@ class KerasAutoencoder(Encoder):
         decoder's softmax; images: mean binary cross-entropy per pixel. Binary
         codes are decoded from their +-1 bits, as in training.
         """
-        if getattr(self, "decoder_", None) is None:
+        if self.__dict__.get("_decoder_graph") is None and getattr(self, "decoder_", None) is None:
             raise IndexFormatError("this autoencoder was saved without its decoder (an older index); "
                                    "rebuild the index to get reconstruction errors")
         inputs = self._input_matrix(X)
         out = []
         for start in range(0, inputs.shape[0], batch):
-            part = _Batches._take(inputs, slice(start, start + batch))
+            part = _rows(inputs, slice(start, start + batch))
             raw = self._predict(part)
             if self.binary:
                 raw = np.where(raw > 0, 1.0, -1.0).astype(np.float32)
@@ -179,6 +205,9 @@ class KerasAutoencoder(Encoder):
         return np.concatenate(out).astype(np.float32) if out else np.zeros(0, np.float32)
 
     def _decode(self, codes: np.ndarray) -> np.ndarray:
+        graph = self.__dict__.get("_decoder_graph")
+        if graph is not None:
+            return graph(codes)
         if getattr(self, "_decode_call", None) is None:
             import tensorflow as tf
 
@@ -190,15 +219,55 @@ class KerasAutoencoder(Encoder):
         raise NotImplementedError
 
     def _save_extra(self, folder: Path) -> None:
-        self.encoder_.save(folder / "encoder.keras")
-        if getattr(self, "decoder_", None) is not None:
-            self.decoder_.save(folder / "decoder.keras")
+        for part in ("encoder", "decoder"):
+            target = folder / f"{part}.keras"
+            if f"{part}_" in self.__dict__:  # fitted here, or loaded into Keras
+                if self.__dict__[f"{part}_"] is not None:
+                    self.__dict__[f"{part}_"].save(target)
+                continue
+            source = self.__dict__["_files"] / f"{part}.keras"  # loaded and never touched by Keras: the same bytes
+            if source.exists() and source.resolve() != target.resolve():
+                shutil.copyfile(source, target)
 
     def _load_extra(self, folder: Path) -> None:
-        self.encoder_ = _load_model(folder / "encoder.keras")
+        self._files = folder
+        self._call = None
+        self._encoder_graph = _read_graph(folder / "encoder.keras")
+        if self._encoder_graph is None:
+            self.encoder_ = _load_model(folder / "encoder.keras")
         # Indexes built before novelty scores have no decoder; queries still work.
-        self.decoder_ = _load_model(folder / "decoder.keras") if (folder / "decoder.keras").exists() else None
-        self._compile_inference()
+        decoder = folder / "decoder.keras"
+        self._decoder_graph = _read_graph(decoder) if decoder.exists() else None
+        if decoder.exists() and self._decoder_graph is None:
+            self.decoder_ = _load_model(decoder)
+
+    def __getattr__(self, name: str):
+        # A loaded autoencoder leaves its Keras models on disk until something asks for them.
+        files = self.__dict__.get("_files")
+        if name in ("encoder_", "decoder_") and files is not None:
+            path = files / f"{name[:-1]}.keras"
+            model = _load_model(path) if path.exists() else None
+            setattr(self, name, model)
+            return model
+        raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
+
+
+def _rows(array, idx):
+    """Rows ``idx`` of a dense or sparse matrix, dense (Keras takes dense batches)."""
+    part = array[idx]
+    return part.toarray() if sp.issparse(part) else part
+
+
+def _read_graph(path: Path) -> numpy_graph.Graph | None:
+    """The saved model as a NumPy graph; None (after a warning naming the reason) when Keras must run it."""
+    try:
+        return numpy_graph.load(path)
+    except numpy_graph.Unsupported as exc:
+        warnings.warn(f"{path}: {exc} does not run in NumPy; loading it with Keras (slower start-up)",
+                      RetrievalWarning, stacklevel=2)
+        return None
+    except (OSError, KeyError, ValueError, zipfile.BadZipFile) as exc:
+        raise IndexFormatError(f"cannot load {path} ({type(exc).__name__}: {exc}); rebuild the index") from None
 
 
 def _load_model(path: Path):

@@ -3,14 +3,13 @@ from __future__ import annotations
 
 import time
 
-import keras
 import numpy as np
 
 from ...config import DECODERS, ImagesConfig
 from ...errors import InputError
 from ...progress import Progress
+from . import _lazy_keras as keras
 from .base import KerasAutoencoder
-from .models import build_conv
 
 #: The defaults of the options ``retrieval index images`` shares with the encoder.
 _I = ImagesConfig()
@@ -82,6 +81,8 @@ class ConvAutoencoder(KerasAutoencoder):
         return -(x * np.log(p) + (1 - x) * np.log(1 - p)).mean(axis=1)
 
     def _build(self, shape: tuple[int, int, int]):
+        from .models import build_conv  # Keras: imported to train only
+
         return build_conv(shape, filters=self.filters, code_dim=self.code_dim, decoder=self.decoder,
                           noise=self.noise, augment=self.augment, code_norm=self.binary, seed=self.seed)
 

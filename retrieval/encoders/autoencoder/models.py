@@ -6,8 +6,12 @@ in the binary training graph only.
 """
 from __future__ import annotations
 
-import keras
-import numpy as np
+from . import _import_tensorflow_quietly
+
+_import_tensorflow_quietly()  # this module is imported to train only; TensorFlow's notes stay off the terminal
+
+import keras  # noqa: E402
+import numpy as np  # noqa: E402
 from keras import layers
 
 

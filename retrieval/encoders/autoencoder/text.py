@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import time
 
-import keras
 import numpy as np
 import scipy.sparse as sp
 
@@ -11,9 +10,8 @@ from ...config import DocsConfig
 from ...errors import InputError
 from ...progress import Progress, report
 from ...vectorize import word_distribution
+from . import _lazy_keras as keras
 from .base import PRETRAIN_MODES, KerasAutoencoder
-from .models import build_text
-from .training import _neighbour_targets, pretrain_layerwise
 
 #: The defaults of the options ``retrieval index docs`` shares with the encoder.
 _D = DocsConfig()
@@ -87,6 +85,8 @@ class TextAutoencoder(KerasAutoencoder):
             raise InputError(f"an autoencoder needs at least 4 documents; got {X.shape[0]}")
 
     def _build(self, n_words: int, sparse: bool = False):
+        from .models import build_text  # Keras: imported to train only
+
         return build_text(n_words, hidden=self.hidden, code_dim=self.code_dim, noise=self.noise,
                           decoder_hidden=self.decoder_hidden, code_norm=self.code_norm, sparse=sparse)
 
@@ -102,6 +102,8 @@ class TextAutoencoder(KerasAutoencoder):
         Returns:
             self
         """
+        from .training import _neighbour_targets, pretrain_layerwise  # Keras: imported to train only
+
         self._check(X)
         started = time.perf_counter()
         keras.utils.set_random_seed(self.seed)

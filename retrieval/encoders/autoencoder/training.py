@@ -5,8 +5,12 @@ import contextlib
 import logging
 from dataclasses import dataclass
 
-import keras
-import numpy as np
+from . import _import_tensorflow_quietly
+
+_import_tensorflow_quietly()  # this module is imported to train only; TensorFlow's notes stay off the terminal
+
+import keras  # noqa: E402
+import numpy as np  # noqa: E402
 import scipy.sparse as sp
 
 from ...progress import Progress, report
