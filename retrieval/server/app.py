@@ -231,7 +231,7 @@ class Served:
         return f"/api/indexes/{quote(self.name, safe='')}/items/{quote(item_id, safe='')}/thumbnail"
 
     # -- the map ----------------------------------------------------------------------------
-    def corpus_map(self, max_items: int) -> tuple[int, dict]:
+    def corpus_map(self, max_items: int, epochs: int) -> tuple[int, dict]:
         """``(200, map)`` when the map of this version is ready (or an older one while it is redrawn),
         else ``(202, {"status": "computing"})`` and its computation started in the background."""
         self.retriever.refresh()
@@ -243,19 +243,19 @@ class Served:
             return 200, done[1]
         if self._map_running != version:
             self._map_running = version
-            threading.Thread(target=self._compute_map, args=(version, max_items), daemon=True,
+            threading.Thread(target=self._compute_map, args=(version, max_items, epochs), daemon=True,
                              name=f"map-{self.name}").start()
         if done is not None and not isinstance(done[1], Exception):
             return 200, done[1] | {"stale": True}
         return 202, {"status": "computing"}
 
-    def _compute_map(self, version: str, max_items: int) -> None:
+    def _compute_map(self, version: str, max_items: int, epochs: int) -> None:
         # Its own retriever: the served one belongs to the event loop's thread.
         from ..plots import map_codes
 
         try:
             with _MAP_SLOT, Retriever(self.name, self.store, verify=False) as r:
-                positions, labels, panels = map_codes(r, max_items=max_items, epochs=MAP_EPOCHS, linear=False)
+                positions, labels, panels = map_codes(r, max_items=max_items, epochs=epochs, linear=False)
                 ids = [row["id"] for row in r.metadata.rows(positions)]
                 xy = panels["autoencoder"].astype(float).round(4).tolist()  # float64: 4 decimals print as 4
                 names = sorted({str(label) for label in labels if label is not None})
@@ -298,7 +298,7 @@ def _report(report) -> dict:
 def create_app(store: Store | None = None, names: list[str] | None = None, *, token: str | None = None,
                allow_url_queries: bool = False, cors: list[str] | None = None,
                max_upload: int = SERVER_MAX_UPLOAD_MB * 1_000_000, max_query_chars: int = SERVER_MAX_QUERY_CHARS,
-               map_items: int = SERVER_MAP_ITEMS, warm: bool = True) -> FastAPI:
+               map_items: int = SERVER_MAP_ITEMS, map_epochs: int = MAP_EPOCHS, warm: bool = True) -> FastAPI:
     """The FastAPI application serving ``names`` (default: every index of ``store``).
 
     Each index is opened (and its checksums verified) once, here; a writer's
@@ -314,6 +314,7 @@ def create_app(store: Store | None = None, names: list[str] | None = None, *, to
         max_upload: Largest request body in bytes.
         max_query_chars: Longest text query.
         map_items: Points of the corpus map at most.
+        map_epochs: Epochs of the map's 2-d autoencoder.
         warm: Load every index's models before serving the first request.
 
     Raises:
@@ -409,7 +410,7 @@ def create_app(store: Store | None = None, names: list[str] | None = None, *, to
 
     @app.get("/api/indexes/{name}/map", tags=["indexes"])
     async def corpus_map(name: str):
-        status, body = index(name).corpus_map(map_items)
+        status, body = index(name).corpus_map(map_items, map_epochs)
         return JSONResponse(body, status_code=status)
 
     @app.post("/api/indexes/{name}/search", tags=["search"], openapi_extra=_SEARCH_BODY)
