@@ -41,9 +41,9 @@ if PROBLEM and not REQUIRED:
     pytestmark = pytest.mark.skip(reason=PROBLEM)
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def browser():
-    """One headless Chromium for the module (the system one: Playwright cannot download its own here)."""
+    """One headless Chromium for the session (the system one: Playwright cannot download its own here)."""
     if PROBLEM:
         pytest.fail(f"RETRIEVAL_REQUIRE_BROWSER=1 but {PROBLEM}")
     from playwright.sync_api import sync_playwright
@@ -143,6 +143,10 @@ def test_text_query_shows_document_hits_novelty_and_evaluation(page, server, tmp
     assert any(m.startswith("ae") for m in methods) and "lsa" in methods, methods
     assert page.locator("#evaluation td").count() >= len(methods)
     shot(page, tmp_path, "docs-results")
+
+    page.select_option("#method-select", "lsa")  # the method switcher re-runs the query
+    wait_for_hits(page, "by lsa")
+    assert hit_ids(page) == [h["id"] for h in api_search(server, SERVED_DOCS, text=query, k=10, method="lsa")["hits"]]
 
 
 def test_keyboard_tab_reaches_the_search_box_and_enter_searches(page, tmp_path):
@@ -265,6 +269,7 @@ def test_api_errors_show_in_the_alert_region(page, server, tmp_path):
     page.wait_for_selector("#alert", state="visible")
     assert page.locator("#alert").get_attribute("role") == "alert"
     assert page.inner_text("#alert") == answer.json()["error"]
+    assert "Failed" in page.inner_text("#status")
     shot(page, tmp_path, "error")
 
     choose_index(page, SERVED_IMAGES)  # switching index clears the alert; this one was never evaluated

@@ -89,7 +89,7 @@ async function api(url, options = {}) {
 function reportFailure(err) {
   const message = err instanceof ApiError ? err.message : `unexpected error: ${err.message}`;
   showError(message);
-  status(`Error: ${message}`);
+  status("Failed: the error is shown above."); // the alert region reads the message itself
 }
 
 // -- indexes ---------------------------------------------------------------------------------
@@ -212,8 +212,8 @@ async function loadEvaluation(name, generation) {
 }
 
 function formatMetric(name, value) {
-  if (Number.isInteger(value)) return String(value);
-  return /ms|bytes/.test(name) ? value.toFixed(2) : value.toFixed(3);
+  if (/bytes/.test(name)) return value.toFixed(0);
+  return /ms/.test(name) ? value.toFixed(2) : value.toFixed(3);
 }
 
 // -- search ----------------------------------------------------------------------------------
