@@ -4,7 +4,6 @@ from __future__ import annotations
 import io
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import time
@@ -20,6 +19,8 @@ from fastapi.testclient import TestClient  # noqa: E402
 
 from retrieval import Index, Store  # noqa: E402
 from retrieval.server import create_app  # noqa: E402
+
+from conftest import ServerProcess  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 TOKEN = "test-token-0123456789"
@@ -308,43 +309,18 @@ def test_the_corpus_map(client):
 
 
 # -- the real server ----------------------------------------------------------------------------
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def test_retrieval_serve_runs_and_stops(served_store):
     import httpx
 
-    port = free_port()
-    env = dict(os.environ, PYTHONPATH=str(ROOT), RETRIEVAL_HOME=str(served_store.root), RETRIEVAL_TOKEN=TOKEN)
-    proc = subprocess.Popen([sys.executable, "-m", "retrieval", "serve", "tiny", "--port", str(port)],
-                            env=env, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    server = ServerProcess(served_store.root, ["tiny"], "--token", TOKEN)  # polls /healthz, bounded
     try:
-        url = f"http://127.0.0.1:{port}"
-        deadline = time.monotonic() + 90
-        while True:
-            assert proc.poll() is None, proc.stdout.read().decode()
-            try:
-                if httpx.get(f"{url}/healthz", timeout=1).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            assert time.monotonic() < deadline, "the server did not answer /healthz within 90 s"
-            time.sleep(0.2)
-        body = httpx.post(f"{url}/api/indexes/tiny/search", json={"text": "engine brake", "k": 3}).json()
+        body = httpx.post(f"{server.url}/api/indexes/tiny/search", json={"text": "engine brake", "k": 3}).json()
         assert len(body["hits"]) == 3 and body["index"] == "tiny"
-        assert httpx.get(f"{url}/api/indexes").json()["indexes"][0]["writable"]  # the token came from the env
-        assert httpx.get(f"{url}/api/indexes/pics").status_code == 404  # only the index named is served
+        assert httpx.get(f"{server.url}/api/indexes").json()["indexes"][0]["writable"]
+        assert httpx.get(f"{server.url}/api/indexes/pics").status_code == 404  # only the index named is served
     finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(timeout=10)
-    assert proc.returncode is not None
+        server.stop()  # by PID: SIGTERM, then SIGKILL
+    assert server.process.returncode is not None
 
 
 def test_serve_refuses_a_missing_index(served_store):
