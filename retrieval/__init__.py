@@ -21,7 +21,7 @@ from __future__ import annotations
 from importlib import import_module
 
 from .errors import (EmptyQueryError, FetchError, IndexExists, IndexFormatError, IndexLocked, IndexNotFound,
-                     InputError, RetrievalError, RetrievalWarning)
+                     InputError, ItemNotFound, RetrievalError, RetrievalWarning)
 
 __version__ = "0.2.0"
 
@@ -39,7 +39,7 @@ _LAZY = {
 }
 
 __all__ = sorted([*_LAZY, "EmptyQueryError", "FetchError", "IndexExists", "IndexFormatError", "IndexLocked",
-                  "IndexNotFound", "InputError", "RetrievalError", "RetrievalWarning", "__version__"])
+                  "IndexNotFound", "InputError", "ItemNotFound", "RetrievalError", "RetrievalWarning", "__version__"])
 
 
 def __getattr__(name: str):

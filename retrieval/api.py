@@ -29,8 +29,9 @@ from .writer import UpdateReport, add_items, build_index, remove_items, retrain,
 
 __all__ = ["DocsConfig", "ImagesConfig", "Index", "QueryResult", "Retriever", "RichProgress", "Store",
            "UpdateReport", "add_items", "build_docs_index", "build_images_index", "corpus_map", "crawl",
-           "crawl_cache_folder", "index_info", "list_indexes", "outliers", "outlier_sheet", "remove_items",
-           "retrain", "run_demo", "run_evaluation", "search", "search_batch", "sync_items", "upgrade_index"]
+           "crawl_cache_folder", "index_info", "list_indexes", "number_records", "outliers", "outlier_sheet",
+           "remove_items", "retrain", "run_demo", "run_evaluation", "search", "search_batch", "sync_items",
+           "upgrade_index"]
 
 
 def __getattr__(name: str):
@@ -324,6 +325,20 @@ def _records(data, labels=None, ids=None, titles=None, key: str = "text") -> lis
     return records
 
 
+def number_records(records: list, ids: list[str], record_key: str) -> list[dict]:
+    """Give records without an id the next free numbers: an add never replaces items by accident.
+
+    Args:
+        records: Items to add (dicts, or bare texts / images).
+        ids: The ids already in the index.
+        record_key: The field a bare item goes into (``text`` or ``image``).
+    """
+    numbers = [int(i) for i in ids if i.isdigit()]
+    start = max(numbers, default=-1) + 1
+    records = [r if isinstance(r, dict) else {record_key: r} for r in records]
+    return [r if "id" in r else r | {"id": str(start + i)} for i, r in enumerate(records)]
+
+
 class Index:
     """An index you can build, open, search and change from Python.
 
@@ -476,12 +491,8 @@ class Index:
         return add_items(self.store, self.name, data, progress=progress)
 
     def _number(self, records: list) -> list:
-        """Give records without an id the next free numbers: an add never replaces items by accident."""
         self._retriever.refresh()
-        numbers = [int(i) for i in self._retriever.metadata.ids() if i.isdigit()]
-        start = max(numbers, default=-1) + 1
-        records = [r if isinstance(r, dict) else {self._retriever.modality.record_key: r} for r in records]
-        return [r if "id" in r else r | {"id": str(start + i)} for i, r in enumerate(records)]
+        return number_records(records, self._retriever.metadata.ids(), self._retriever.modality.record_key)
 
     def remove(self, ids) -> UpdateReport:
         """Remove items by id."""

@@ -494,6 +494,25 @@ def plot(
 
 
 @app.command()
+def serve(
+    names: Annotated[Optional[list[str]], typer.Argument(metavar="NAME", help="Indexes to serve (default: every index).")] = None,
+    host: Annotated[str, typer.Option("--host", help="Interface to bind; anything but loopback exposes the indexes.")] = config.SERVER_HOST,
+    port: Annotated[int, typer.Option("--port", help="TCP port.")] = config.SERVER_PORT,
+    token: Annotated[Optional[str], typer.Option("--token", envvar=config.SERVER_TOKEN_ENV, show_default=False, help=f"Bearer token that turns on the write endpoints (add, delete); also ${config.SERVER_TOKEN_ENV}. Without it they are off.")] = None,
+    allow_url_queries: Annotated[bool, typer.Option("--allow-url-queries", help="Let image searches fetch a URL (off: the server fetches nothing).")] = False,
+    cors: Annotated[Optional[list[str]], typer.Option("--cors", metavar="ORIGIN", help="Allow browser calls from this origin (repeatable; default: none).")] = None,
+    max_upload_mb: Annotated[float, typer.Option("--max-upload-mb", help="Largest request body (upload) in MB.")] = config.SERVER_MAX_UPLOAD_MB,
+    access_log: Annotated[bool, typer.Option("--access-log", help="Log every request.")] = False,
+    index_dir: IndexDir = None,
+) -> None:
+    """Serve indexes over HTTP: a JSON API and a search page at http://HOST:PORT/ (Ctrl-C stops it)."""
+    from retrieval.server import serve as run_server
+
+    run_server(names or None, store=api.Store(index_dir), host=host, port=port, token=token,
+               allow_url_queries=allow_url_queries, cors=cors, max_upload_mb=max_upload_mb, access_log=access_log)
+
+
+@app.command()
 def crawl(
     url: Annotated[str, typer.Argument(help="Start page.")],
     out_dir: Annotated[Path, typer.Option("--out", help="Folder for images and manifest.jsonl.")],

@@ -46,6 +46,22 @@ DEFAULT_SHORTLIST = 250
 MAP_MAX_ITEMS = 5000
 #: Epochs of the 2-d autoencoder of the map (``plot --epochs``).
 MAP_EPOCHS = 10
+#: Points of the map the server draws (``GET /api/indexes/NAME/map``): a
+#: browser scatter stays responsive at this size.
+SERVER_MAP_ITEMS = 2000
+
+# -- defaults of ``retrieval serve`` -----------------------------------------------
+#: Interface the server binds: loopback unless told otherwise (``--host``).
+SERVER_HOST = "127.0.0.1"
+SERVER_PORT = 8000
+#: Request bodies (uploads, added items) larger than this are refused with 413.
+SERVER_MAX_UPLOAD_MB = 10
+#: Longest text query accepted, in characters (a long article pasted whole fits).
+SERVER_MAX_QUERY_CHARS = 20_000
+#: Largest ``k`` a search request may ask for.
+SERVER_MAX_K = 1000
+#: Environment variable holding the bearer token of the write endpoints.
+SERVER_TOKEN_ENV = "RETRIEVAL_TOKEN"
 #: Square side images are resized to when neither ``size`` nor the source
 #: (an IDX file) gives one.
 DEFAULT_IMAGE_SIZE = 32

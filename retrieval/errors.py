@@ -18,6 +18,10 @@ class EmptyQueryError(InputError):
     """A query has no usable content (only stop words, unknown words, ...)."""
 
 
+class ItemNotFound(InputError):
+    """No item with that id in the index (the server answers 404)."""
+
+
 class IndexNotFound(RetrievalError):
     """No index of that name exists in the index home."""
 

@@ -89,6 +89,13 @@ class Modality:
     #: What a query is, in messages.
     #: The field of an in-memory record that holds the item itself.
     record_key: ClassVar[str] = ""
+    #: Queries are texts (documents) rather than images; a server must not hand
+    #: a text to :meth:`query` of an image index, which reads a string as a path.
+    text_queries: ClassVar[bool] = False
+    #: The stored inputs are pictures (the server sends them as PNG thumbnails).
+    pictures: ClassVar[bool] = False
+    #: Baselines a compare view puts beside the autoencoder, preferred first.
+    compared_with: ClassVar[tuple[str, ...]] = ()
 
     # -- the index's preprocessing state ------------------------------------------
     def prepare(self, source, config, *, store_root: Path | None = None) -> tuple[Any, Batch, dict]:
@@ -227,6 +234,8 @@ class Docs(Modality):
     linear, exact = DOC_BASELINES
     rerankers = RERANKERS_DOCS
     record_key = "text"
+    text_queries = True
+    compared_with = (linear, exact)  # LSA: the classic comparison of Hinton & Salakhutdinov
 
     def _corpus(self, source, config, labels_from_folders: bool):
         from .sources.documents import DocumentCorpus, corpus_from_records, read_documents
@@ -364,6 +373,8 @@ class Images(Modality):
     linear, exact = IMAGE_BASELINES
     rerankers = RERANKERS_IMAGES
     record_key = "image"
+    pictures = True
+    compared_with = (exact, linear)  # raw pixel distance: what a user would otherwise get
 
     def _corpus(self, source, *, size, color, fit, labels_from_folders, limit=None):
         from .sources.images import ImageCorpus, corpus_from_arrays, read_images

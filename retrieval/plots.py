@@ -104,16 +104,25 @@ def plot_map(panels: dict[str, np.ndarray], labels: np.ndarray, out: str | Path,
     return out
 
 
-def corpus_map(retriever, out: str | Path, *, max_items: int = MAP_MAX_ITEMS, epochs: int = MAP_EPOCHS,
-               seed: int = 0) -> Path:
-    """The classic figure of Hinton & Salakhutdinov (2006): a 2-d autoencoder
-    code beside the 2-d linear baseline (LSA for documents, PCA for images).
+def map_codes(retriever, *, max_items: int = MAP_MAX_ITEMS, epochs: int = MAP_EPOCHS, seed: int = 0,
+              linear: bool = True) -> tuple[np.ndarray, np.ndarray, dict[str, np.ndarray]]:
+    """The 2-d codes of (a sample of) an index: what :func:`corpus_map` draws and the server sends.
 
-    A 2-d float autoencoder is trained on (a sample of) the index's stored
-    inputs with the index's own settings (a binary index's map uses float
-    codes: two bits draw no map); the index itself is not changed.
+    A 2-d float autoencoder is trained on the sampled stored inputs with the
+    index's own settings (a binary index's map uses float codes: two bits
+    draw no map); the index itself is not changed.
+
+    Args:
+        retriever: The opened index (it must keep its inputs).
+        max_items: Sample at most this many items.
+        epochs: Epochs of the 2-d autoencoder.
+        seed: Seed of the sample and of the models.
+        linear: Also fit the 2-d linear baseline (LSA for documents, PCA for images).
+
+    Returns:
+        ``(positions, labels, panels)``: the sampled positions in order, their
+        labels, and ``{"autoencoder": (n, 2) codes[, linear name: (n, 2) codes]}``.
     """
-    out = _check_png(out)
     inputs = retriever.inputs("plot")
     labels = retriever.metadata.labels()
     rng = np.random.default_rng(seed)
@@ -122,9 +131,22 @@ def corpus_map(retriever, out: str | Path, *, max_items: int = MAP_MAX_ITEMS, ep
     modality = retriever.modality
     config = modality.config_class.from_dict(retriever.manifest.get("config", {}))
     ae = modality.autoencoder(config, code_dim=2, epochs=epochs, binarize="none", pretrain="none", seed=seed)
-    linear_name, linear = modality.linear_baseline(2, seed)
-    panels = {"autoencoder": ae.fit(inputs).transform(inputs),
-              linear_name: linear.fit(inputs).transform(inputs)}
+    panels = {"autoencoder": ae.fit(inputs).transform(inputs)}
+    if linear:
+        linear_name, baseline = modality.linear_baseline(2, seed)
+        panels[linear_name] = baseline.fit(inputs).transform(inputs)
+    return take, labels, panels
+
+
+def corpus_map(retriever, out: str | Path, *, max_items: int = MAP_MAX_ITEMS, epochs: int = MAP_EPOCHS,
+               seed: int = 0) -> Path:
+    """The classic figure of Hinton & Salakhutdinov (2006): a 2-d autoencoder
+    code beside the 2-d linear baseline (LSA for documents, PCA for images).
+
+    The codes are those of :func:`map_codes`.
+    """
+    out = _check_png(out)
+    _, labels, panels = map_codes(retriever, max_items=max_items, epochs=epochs, seed=seed)
     return plot_map(panels, labels, out, title=f"{retriever.name}: {len(labels)} items")
 
 

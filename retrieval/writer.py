@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 
 from . import novelty
-from .errors import IndexFormatError, InputError
+from .errors import IndexFormatError, InputError, ItemNotFound
 from .modality import Batch, Modality, modality_of
 from .progress import Progress, report
 from .storage import FORMAT_VERSION, IndexFolder, Store, read_manifest
@@ -517,7 +517,7 @@ def remove_items(store: Store, name: str, ids=(), path_prefix: str | None = None
         by_id = {row["id"]: i for i, row in enumerate(rows)}
         for item_id in ids:
             if item_id not in by_id:
-                raise InputError(f"no item with id {item_id!r} in index {name!r}; nothing was removed "
+                raise ItemNotFound(f"no item with id {item_id!r} in index {name!r}; nothing was removed "
                                  "(ids are shown by 'retrieval query ... --json')")
             keep[by_id[item_id]] = False
         if path_prefix:

@@ -2,6 +2,12 @@
 from __future__ import annotations
 
 import os
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
@@ -116,3 +122,96 @@ def built_images(tmp_path_factory):
     store = Store(base / "home")
     build_images_index(root, "pics", TINY_IMAGES, store=store)
     return store, "pics", root
+
+
+# -- a served store: `retrieval serve` in a subprocess (tests/test_browser.py; usable by server tests) --
+SERVED_DOCS, SERVED_IMAGES = "tiny", "pics"
+
+
+@pytest.fixture(scope="session")
+def served_home(tmp_path_factory, built_docs, built_images):
+    """One store holding copies of the tiny ``built_docs`` and ``built_images`` indexes, the documents evaluated.
+
+    Copies, not new builds: the suite builds those two once already.
+
+    Returns:
+        ``(home, docs corpus dir, image dir)``; the indexes are :data:`SERVED_DOCS` and :data:`SERVED_IMAGES`.
+    """
+    import shutil
+
+    from retrieval import Store
+    from retrieval.api import run_evaluation
+
+    (docs_store, docs_name, docs), (images_store, images_name, images) = built_docs, built_images
+    assert (docs_name, images_name) == (SERVED_DOCS, SERVED_IMAGES)
+    base = tmp_path_factory.mktemp("served")
+    shutil.copytree(docs_store.path(docs_name), base / "home" / SERVED_DOCS)
+    shutil.copytree(images_store.path(images_name), base / "home" / SERVED_IMAGES)
+    queries = base / "queries"
+    write_corpus(queries, synthetic_docs(n_per_topic=3, seed=1), prefix="q")
+    run_evaluation(Store(base / "home"), SERVED_DOCS, queries, labels_from_folders=True, k=10)
+    return base / "home", docs, images
+
+
+def free_port() -> int:
+    """A TCP port free on 127.0.0.1 right now."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class ServerProcess:
+    """``python -m retrieval serve NAME... --port FREE`` on 127.0.0.1, stopped by its PID.
+
+    Args:
+        home: The store (``RETRIEVAL_HOME`` of the subprocess).
+        names: Indexes to serve.
+        *args: More ``serve`` options (``--token``, ...).
+        startup: Seconds to wait for ``/healthz`` (start-up loads every index once).
+    """
+
+    def __init__(self, home, names, *args: str, startup: float = 120.0) -> None:
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self._log = tempfile.TemporaryFile()
+        env = dict(os.environ, RETRIEVAL_HOME=str(home),
+                   PYTHONPATH=os.pathsep.join(filter(None, [str(Path(__file__).parents[1]),
+                                                            os.environ.get("PYTHONPATH")])))
+        self.process = subprocess.Popen([sys.executable, "-m", "retrieval", "serve", *names, "--port", str(self.port),
+                                         *args], env=env, stdout=self._log, stderr=subprocess.STDOUT)
+        try:
+            self._wait(startup)
+        except BaseException:
+            self.stop()
+            raise
+
+    def _wait(self, timeout: float) -> None:
+        import httpx
+
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"retrieval serve exited with {self.process.returncode}:\n{self.log()}")
+            try:
+                if httpx.get(f"{self.url}/healthz", timeout=2).status_code == 200:
+                    return
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.25)
+        raise RuntimeError(f"retrieval serve did not answer /healthz within {timeout:.0f} s:\n{self.log()}")
+
+    def log(self) -> str:
+        """What the server printed so far."""
+        self._log.seek(0)
+        return self._log.read().decode(errors="replace")[-4000:]
+
+    def stop(self) -> None:
+        """Stop the process (SIGTERM to its PID, SIGKILL after 10 s)."""
+        if self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(timeout=10)
+            except Exception:  # noqa: BLE001 - subprocess.TimeoutExpired: it ignored SIGTERM
+                self.process.kill()
+                self.process.wait(timeout=10)
+        self._log.close()

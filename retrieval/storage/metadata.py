@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import IndexFormatError, InputError
+from ..errors import IndexFormatError, InputError, ItemNotFound
 from ..items import Item
 
 COLUMNS = ("id", "title", "label", "path", "url", "length", "snippet", "extra")
@@ -106,7 +106,7 @@ class Metadata:
         """Position of the item with id ``item_id``."""
         row = self._con.execute("SELECT pos FROM items WHERE id = ?", (item_id,)).fetchone()
         if row is None:
-            raise InputError(f"no item with id {item_id!r} in this index; "
+            raise ItemNotFound(f"no item with id {item_id!r} in this index; "
                              "ids are shown by 'retrieval query ... --json'")
         return row[0]
 
