@@ -205,6 +205,7 @@ class ImagesConfig(_Config):
         noise: Input dropout (denoising) rate.
         whiten: Partial whitening exponent of the codes.
         augment: Shift/mirror corruption in training (fraction of the side).
+        mirror: Mirroring in that corruption (off for glyphs such as digits).
         bits: Learn binary codes of this many bits instead of float codes.
         binary_epochs: Epochs of binarised training after the float phase.
         keep_inputs: Keep the pixels in the index (needed by ``--like``,
@@ -230,6 +231,7 @@ class ImagesConfig(_Config):
     noise: float = 0.0
     whiten: float = 0.25
     augment: float = 0.07
+    mirror: bool = True
     bits: int | None = None
     binary_epochs: int = 4
     keep_inputs: bool = True
