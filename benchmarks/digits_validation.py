@@ -27,10 +27,13 @@ import numpy as np  # noqa: E402
 
 from retrieval.ann import make_index  # noqa: E402
 from retrieval.config import ImagesConfig  # noqa: E402
+from retrieval.encoders.autoencoder.training import _partial_whitening  # noqa: E402
 from retrieval.demo import DIGITS_CONFIG, _split, digits  # noqa: E402
 from retrieval.modality import IMAGES  # noqa: E402
 
 K = 20
+#: Whitening exponents also scored on the codes of each unwhitened candidate.
+WHITEN = (0.25,)
 #: Validation splits of the demo's training portion (seeds of the re-split).
 SPLIT_SEEDS = (1, 2, 3)
 
@@ -71,6 +74,13 @@ def score(config: ImagesConfig, splits: list, methods: tuple[str, ...] = ("ae",)
             seconds += time.perf_counter() - started if method == "ae" else 0.0
             codes = (encoder.transform(X_index), encoder.transform(X_query))
             out[method].append(precision(codes, y_index, y_query, encoder.metric))
+            if method == "ae" and config.whiten == 0:
+                # The same codes partially whitened (fitted on the indexed part): --whiten without a refit.
+                for power in WHITEN:
+                    project = _partial_whitening(codes[0], power)
+                    whitened = (codes[0] @ project, codes[1] @ project)
+                    out.setdefault(f"ae whiten {power}", []).append(
+                        precision(whitened, y_index, y_query, encoder.metric))
     return {m: float(np.mean(v)) for m, v in out.items()} | {"fit_s": seconds / len(splits)}
 
 
@@ -92,11 +102,17 @@ def main() -> None:
         candidates = given
     else:
         candidates = CANDIDATES + _variants(CANDIDATES[0]) + [json.loads(json.dumps(DIGITS_CONFIG.to_dict()))]
+    pca = {base.code_dim: baselines["pca"]}  # PCA has the code's dimension, as in an index
     for candidate in candidates:
         fields = {k: tuple(v) if isinstance(v, list) else v for k, v in candidate.items()}
         config = ImagesConfig(**fields)
+        if config.code_dim not in pca:
+            pca[config.code_dim] = score(config, splits, methods=("pca",))["pca"]
         result = score(config, splits)
-        print(f"ae {result['ae']:.4f}  fit {result['fit_s']:.1f} s  {json.dumps(candidate)}", flush=True)
+        whitened = "".join(f"  [whiten {p}: {result[f'ae whiten {p}']:.4f}]" for p in WHITEN
+                           if f"ae whiten {p}" in result)
+        print(f"ae {result['ae']:.4f}{whitened}  (pca-{config.code_dim} {pca[config.code_dim]:.4f})  "
+              f"fit {result['fit_s']:.1f} s  {json.dumps(candidate)}", flush=True)
 
 
 if __name__ == "__main__":
