@@ -19,7 +19,7 @@ from dataclasses import dataclass, fields, replace
 from pathlib import Path
 from urllib.parse import urlparse
 
-from .config import DEFAULT_K, EVALUATE_K, OUTLIERS_K, DocsConfig, ImagesConfig
+from .config import DEFAULT_K, EVALUATE_K, OUTLIERS_K, QUERY_FIELDS, DocsConfig, ImagesConfig
 from .errors import InputError, RetrievalError
 from .modality import DOCS, IMAGES, Modality
 from .progress import Progress, RichProgress
@@ -30,8 +30,8 @@ from .writer import UpdateReport, add_items, build_index, remove_items, retrain,
 __all__ = ["DocsConfig", "ImagesConfig", "Index", "QueryResult", "Retriever", "RichProgress", "Store",
            "UpdateReport", "add_items", "build_docs_index", "build_images_index", "corpus_map", "crawl",
            "crawl_cache_folder", "index_info", "list_indexes", "number_records", "outliers", "outlier_sheet",
-           "remove_items", "retrain", "run_demo", "run_evaluation", "search", "search_batch", "sync_items",
-           "upgrade_index"]
+           "remove_items", "retrain", "run_demo", "run_evaluation", "search", "search_batch", "self_check_summary",
+           "sync_items", "upgrade_index"]
 
 
 def __getattr__(name: str):
@@ -219,8 +219,11 @@ def outlier_sheet(store: Store, name: str, rows: list[dict], out: Path) -> Path:
 def run_evaluation(store: Store, name: str, queries, *, labels_from_folders: bool = False,
                    strip: str | None = None, k: int = EVALUATE_K, methods: list[str] | None = None,
                    limit: int | None = None, plot: Path | None = None, shortlist: int | None = None,
-                   progress: Progress | None = None) -> dict:
+                   query_field: str = QUERY_FIELDS[0], progress: Progress | None = None) -> dict:
     """Evaluate index ``name`` on labelled queries, record it in the manifest.
+
+    ``query_field`` is the part of each query document that is the query
+    (``text``, ``title`` or ``first-line``; see :func:`retrieval.evaluate.load_queries`).
 
     Returns:
         The report of :func:`retrieval.evaluate.evaluate_index`.
@@ -232,14 +235,15 @@ def run_evaluation(store: Store, name: str, queries, *, labels_from_folders: boo
 
         _check_png(plot)  # fail before the evaluation, not after
     with Retriever(name, store) as retriever:
-        q = load_queries(retriever, queries, labels_from_folders=labels_from_folders, strip=strip, limit=limit)
+        q = load_queries(retriever, queries, labels_from_folders=labels_from_folders, strip=strip, limit=limit,
+                         query_field=query_field)
         report = evaluate_index(retriever, q, k=k, methods=methods, curves=plot is not None, shortlist=shortlist,
                                 progress=progress)
     if plot is not None:
         from .plots import plot_pr_curves
 
         plot_pr_curves(report, plot)
-    record = {key: report[key] for key in ("index", "queries", "k", "methods")}
+    record = {key: report[key] for key in ("index", "queries", "query_field", "k", "methods")}
     record["query_source"] = str(queries)
 
     def update(manifest: dict) -> None:
@@ -247,6 +251,13 @@ def run_evaluation(store: Store, name: str, queries, *, labels_from_folders: boo
 
     store.update_manifest(name, update)
     return report
+
+
+def self_check_summary(entry: dict | None) -> str:
+    """One printable line of a manifest's ``self_check`` entry (see :mod:`retrieval.selfcheck`)."""
+    from .selfcheck import summary
+
+    return summary(entry)
 
 
 def corpus_map(retriever: Retriever, out: Path, **options) -> Path:
@@ -451,27 +462,37 @@ class Index:
         """The ``k`` least typical items (see :meth:`Retriever.outliers`)."""
         return self._retriever.outliers(k)
 
-    def evaluate(self, queries, *, labels=None, k: int = EVALUATE_K, methods: list[str] | None = None) -> dict:
+    def evaluate(self, queries, *, labels=None, titles=None, k: int = EVALUATE_K, methods: list[str] | None = None,
+                 query_field: str = QUERY_FIELDS[0]) -> dict:
         """Every method side by side on labelled queries (in memory, or a path as for the CLI).
 
-        Returns:
-            ``{"methods": {method: {"precision@10", "precision@k", "map@k", ...}}, ...}``.
-        """
-        import numpy as np
+        Args:
+            queries: Texts / images, or dicts with ``text`` (``image``),
+                ``label`` and optional ``title``; or a folder of labelled
+                sub-folders, an archive or JSONL.
+            labels: One label per query (when ``queries`` does not carry them).
+            titles: One title per query (documents; for ``query_field="title"``).
+            k: Depth of the ranking scored.
+            methods: Methods to compare (default: all).
+            query_field: ``"text"`` (whole documents), ``"title"`` or
+                ``"first-line"``: short queries (see :func:`retrieval.evaluate.load_queries`).
 
+        Returns:
+            ``{"query_field", "methods": {method: {"precision@10", "precision@k", "map@k", ...}}, ...}``.
+        """
         from .evaluate import Queries, evaluate_index, load_queries
 
         r = self._retriever
         if isinstance(queries, (str, Path)):
-            q = load_queries(r, queries, labels_from_folders=True)
+            q = load_queries(r, queries, labels_from_folders=True, query_field=query_field)
         else:
-            batch = r.modality.from_memory(r.state, _records(queries, labels, key=r.modality.record_key),
+            r.modality.check_query_field(query_field)
+            batch = r.modality.from_memory(r.state, _records(queries, labels, titles=titles,
+                                                             key=r.modality.record_key),
                                            r.modality.config_class())
             if any(it.label is None for it in batch.items):
                 raise InputError("every query needs a label to be evaluated; pass labels=[...]")
-            batch = batch.take(np.flatnonzero(r.modality.usable(batch.inputs)))
-            raw = [it.text for it in batch.items] if r.modality is DOCS else list(batch.inputs)
-            q = Queries(batch.inputs, np.array([it.label for it in batch.items], dtype=object), raw)
+            q = Queries.of_items(r, batch.items, batch.inputs, query_field=query_field)
         return evaluate_index(r, q, k=k, methods=methods)
 
     # -- changing ---------------------------------------------------------------------------

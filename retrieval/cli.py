@@ -78,6 +78,7 @@ DecoderChoice = _choices("DecoderChoice", config.DECODERS)
 IndexKindChoice = _choices("IndexKindChoice", config.INDEX_KINDS)
 DemoPartChoice = _choices("DemoPartChoice", config.DEMO_PARTS)
 RerankChoice = _choices("RerankChoice", config.RERANKERS)
+QueryFieldChoice = _choices("QueryFieldChoice", config.QUERY_FIELDS)
 
 IndexKind = Annotated[IndexKindChoice, typer.Option("--index", help="FAISS index type (auto: by collection size).")]
 Strip = Annotated[Optional[StripChoice], typer.Option("--strip", help="'email': drop headers, quotes, signatures.")]
@@ -111,7 +112,9 @@ def _print_hits(hits, as_json: bool) -> None:
 
 def _print_report(report: dict) -> None:
     k = report["k"]
-    table = Table(title=f"{report['index']}: {report['queries']} queries, k = {k}")
+    field = report.get("query_field", config.QUERY_FIELDS[0])
+    kind = "" if field == config.QUERY_FIELDS[0] else f" ({field} only)"
+    table = Table(title=f"{report['index']}: {report['queries']} queries{kind}, k = {k}")
     # At k = 10 precision@k is precision@10: one column, not two of the same.
     metrics = list(dict.fromkeys(["precision@10", f"precision@{k}", f"map@{k}"]))
     table.add_column("method", justify="left")
@@ -176,6 +179,7 @@ def index_images(
     decoder: Annotated[DecoderChoice, typer.Option(help="dense layers or deconv (transposed convolutions).")] = DecoderChoice(ImagesConfig.decoder),
     whiten: Annotated[float, typer.Option(help="Partial whitening of the codes (0 = off, 0.5 = full).")] = ImagesConfig.whiten,
     augment: Annotated[float, typer.Option(help="Denoising by random shifts (fraction of the side) and mirroring; 0 = off.")] = ImagesConfig.augment,
+    mirror: Annotated[bool, typer.Option("--mirror/--no-mirror", help="Mirroring in the --augment corruption (off for glyphs such as digits).")] = ImagesConfig.mirror,
     epochs: Epochs = ImagesConfig.epochs,
     noise: Noise = ImagesConfig.noise,
     baselines: Annotated[Optional[str], typer.Option(help=f"Comma-separated: {_csv(config.IMAGE_BASELINES)} (and {_csv(config.HASH_BASELINES)} with --bits) or none; default all.")] = ImagesConfig.baselines,
@@ -194,7 +198,7 @@ def index_images(
     """Build an image index: pixels -> convolutional autoencoder codes -> FAISS, plus baselines."""
     options = ImagesConfig(size=size, color=_value(color), fit=_value(fit), labels_from_folders=labels_from_folders,
                            code_dim=code_dim, filters=_csv_ints(filters, "--filters"), decoder=_value(decoder),
-                           whiten=whiten, augment=augment, epochs=epochs,
+                           whiten=whiten, augment=augment, mirror=mirror, epochs=epochs,
                            noise=noise, baselines=baselines, baseline_dim=baseline_dim,
                            index_kind=_value(index_kind), limit=limit, seed=seed, bits=bits, binary_epochs=binary_epochs,
                            keep_inputs=keep_inputs)
@@ -220,6 +224,7 @@ def _print_built(manifest: dict, as_json: bool) -> None:
     for method, info in manifest["methods"].items():
         out.print(f"  {method:9s} {info['encoder']:17s} dim {info['dim']:>5}  {info['metric']:7s} "
                   f"{info['index']:11s} {info['bytes_per_item']:.0f} B/item  fit {info['fit_seconds']:.1f} s")
+    out.print(api.self_check_summary(manifest.get("self_check")), highlight=False, soft_wrap=True)
 
 
 @app.command()
@@ -290,6 +295,7 @@ def evaluate(
     limit: Annotated[Optional[int], typer.Option(help="Use at most this many queries.")] = None,
     plot: Annotated[Optional[Path], typer.Option("--plot", help="Write precision-recall curves to this PNG.")] = None,
     shortlist: Shortlist = config.DEFAULT_SHORTLIST,
+    query_field: Annotated[QueryFieldChoice, typer.Option("--query-field", help="The part of each query document that is the query: text (whole), title (mail Subject without Re:, JSONL/HTML title, else first line) or first-line (first line or first sentence, whichever is shorter). Short queries under 2 words are left out.")] = QueryFieldChoice(config.QUERY_FIELDS[0]),
     index_dir: IndexDir = None,
     as_json: JsonOut = False,
 ) -> None:
@@ -300,9 +306,10 @@ def evaluate(
     with api.RichProgress(err) as progress:
         report = api.run_evaluation(api.Store(index_dir), name, queries, labels_from_folders=labels_from_folders,
                                     strip=_value(strip), k=k, methods=methods.split(",") if methods else None,
-                                    limit=limit, plot=plot, shortlist=shortlist, progress=progress)
+                                    limit=limit, plot=plot, shortlist=shortlist, query_field=_value(query_field),
+                                    progress=progress)
     if as_json:
-        print(json.dumps({key: report[key] for key in ("index", "queries", "k", "methods")}, indent=2))
+        print(json.dumps({key: report[key] for key in ("index", "queries", "query_field", "k", "methods")}, indent=2))
     else:
         _print_report(report)
         if plot:
@@ -553,8 +560,8 @@ def demo(
             for q in section.get("queries", []):
                 out.print(f"[bold]query:[/] {q['query']}")
                 _print_hits(q["hits"], False)
-            if "report" in section:
-                _print_report(section["report"])
+            for report in section.get("reports", []):
+                _print_report(report)
             for line in section.get("notes", []):
                 out.print(line)
             progress.resume()

@@ -23,6 +23,17 @@ FITS = ("pad", "crop")
 DECODERS = ("dense", "deconv")
 #: ``index_kind``: the FAISS index type (``auto`` picks by collection size).
 INDEX_KINDS = ("auto", "flat", "ivf", "hnsw")
+#: ``evaluate --query-field``: the part of each labelled query document that is
+#: the query (the first is the default). ``text``: the whole document;
+#: ``title``: its title as the corpus reader gives it (the mail ``Subject:``
+#: with ``--strip email``, without "Re:"/"Fwd:" prefixes; JSONL ``title``;
+#: HTML ``<title>``; else the first non-empty line); ``first-line``: the first
+#: non-empty line or the first sentence, whichever is shorter (a docstring's
+#: summary, a headline).
+QUERY_FIELDS = ("text", "title", "first-line")
+#: Short queries (``title``, ``first-line``) with fewer words than this are
+#: left out of an evaluation: one word is a keyword lookup, not a query.
+MIN_QUERY_WORDS = 2
 #: ``retrieval demo --part`` (the first is the default).
 DEMO_PARTS = ("all", "docs", "images")
 #: Re-rankers of a Hamming shortlist, per modality (``none``: Hamming order).
@@ -42,6 +53,13 @@ OUTLIERS_K = 20
 #: on 20NG at 64 bits (BENCHMARKS.md, shortlist table): TF-IDF re-ranks best on
 #: short lists, the float codes are as good at 250 as at 1,000.
 DEFAULT_SHORTLIST = 250
+#: Items the build-time self-check samples as queries (seeded by the build
+#: seed), and the neighbours it compares (retrieval/selfcheck.py).
+SELF_CHECK_SAMPLE = 500
+SELF_CHECK_K = 10
+#: Below this many items the self-check warns that the corpus is too small
+#: for its figures (and the autoencoder) to mean much.
+SELF_CHECK_MIN_ITEMS = 100
 #: Items sampled for the 2-d map (``plot --max-items``).
 MAP_MAX_ITEMS = 5000
 #: Epochs of the 2-d autoencoder of the map (``plot --epochs``).
@@ -70,6 +88,12 @@ DEFAULT_IMAGE_SIZE = 32
 def _check_choice(option: str, value, allowed: tuple[str, ...]) -> None:
     if value not in allowed:
         raise InputError(f"{option} must be one of {', '.join(allowed)}; got {value!r}")
+
+
+def check_query_field(value: str) -> str:
+    """Validate an ``evaluate --query-field`` value (one of :data:`QUERY_FIELDS`)."""
+    _check_choice("--query-field", value, QUERY_FIELDS)
+    return value
 
 
 def _resolve_baselines(config, floats: tuple[str, ...]) -> None:
@@ -197,6 +221,7 @@ class ImagesConfig(_Config):
         noise: Input dropout (denoising) rate.
         whiten: Partial whitening exponent of the codes.
         augment: Shift/mirror corruption in training (fraction of the side).
+        mirror: Mirroring in that corruption (off for glyphs such as digits).
         bits: Learn binary codes of this many bits instead of float codes.
         binary_epochs: Epochs of binarised training after the float phase.
         keep_inputs: Keep the pixels in the index (needed by ``--like``,
@@ -222,6 +247,7 @@ class ImagesConfig(_Config):
     noise: float = 0.0
     whiten: float = 0.25
     augment: float = 0.07
+    mirror: bool = True
     bits: int | None = None
     binary_epochs: int = 4
     keep_inputs: bool = True

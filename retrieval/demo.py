@@ -21,6 +21,7 @@ from .evaluate import Queries, evaluate_index
 from .items import Item
 from .modality import DOCS, IMAGES, PngList
 from .progress import Progress
+from .selfcheck import summary
 from .sources.text import first_line
 from .storage import Store
 
@@ -53,6 +54,23 @@ def scipy_docstrings(min_chars: int = 200) -> list[Item]:
     return items
 
 
+#: The demo's digits autoencoder, chosen on validation splits of the demo's
+#: training digits only (benchmarks/digits_validation.py; BENCHMARKS.md):
+#: 32-d codes, one-pixel shifts as corruption but no mirroring (a mirrored
+#: digit is another glyph), partial whitening.
+DIGITS_CONFIG = ImagesConfig(code_dim=32, filters=(32, 64), epochs=60, batch_size=64, augment=0.125, mirror=False,
+                             whiten=0.25)
+
+
+def digits() -> tuple[np.ndarray, np.ndarray]:
+    """scikit-learn's digits as ``uint8`` images ``(1797, 8, 8, 1)`` and their labels (strings)."""
+    from sklearn.datasets import load_digits
+
+    data = load_digits()
+    pixels = np.clip(data.images * (255 / 16), 0, 255).astype(np.uint8)[..., None]
+    return pixels, data.target.astype(str)
+
+
 def _split(n: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
     order = np.random.default_rng(seed).permutation(n)
     cut = int(n * 0.8)
@@ -60,7 +78,13 @@ def _split(n: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
 
 
 def run(store: Store, part: str = "all", progress: Progress | None = None) -> Iterator[dict]:
-    """Build, query and evaluate the demo indexes; yields printable sections."""
+    """Build, query and evaluate the demo indexes.
+
+    Yields:
+        Printable sections: ``{"title", "reports": [evaluation reports],
+        "notes": [lines]}`` and, for documents, ``"queries"`` (example
+        queries and their hits).
+    """
     from .search import Retriever
     from .writer import build_index
 
@@ -77,30 +101,26 @@ def run(store: Store, part: str = "all", progress: Progress | None = None) -> It
         retriever = Retriever(DEMO_DOCS, store)
         queries = [{"query": q, "hits": retriever.search(q, k=5)} for q in TEXT_QUERIES]
         test_items = [items[i] for i in test]
-        X = retriever.state.transform([it.text for it in test_items])
-        q = Queries(X, np.array([it.label for it in test_items], dtype=object), [it.text for it in test_items])
-        report = evaluate_index(retriever, q, k=20, progress=progress)
+        report = evaluate_index(retriever, Queries.of_items(retriever, test_items), k=20, progress=progress)
+        # The same held-out docstrings again, each reduced to its first sentence:
+        # the few words a user types rather than a whole document.
+        short = evaluate_index(retriever, Queries.of_items(retriever, test_items, query_field="first-line"),
+                               k=20, progress=progress)
         yield {"title": f"documents: {len(train)} SciPy docstrings in {len(SCIPY_PACKAGES)} sub-packages "
                         f"(built in {manifest['build_seconds']:.0f} s)",
-               "queries": queries, "report": report,
-               "notes": [f"{len(test)} held-out docstrings were the queries; a hit shares their sub-package.",
+               "queries": queries, "reports": [report, short],
+               "notes": [f"{len(test)} held-out docstrings were the queries, whole and then their first "
+                         "sentence alone; a hit shares their sub-package.", summary(manifest["self_check"]),
                          f"try: retrieval query {DEMO_DOCS} \"interpolate between data points\""]}
     if part in ("all", "images"):
-        from sklearn.datasets import load_digits
-
         from .sources.images import ImageCorpus
 
-        digits = load_digits()
-        pixels = np.clip(digits.images * (255 / 16), 0, 255).astype(np.uint8)[..., None]
-        labels = digits.target.astype(str)
+        pixels, labels = digits()
         train, test = _split(len(pixels))
         items = [Item(id=f"digit-{i}", title=f"digit #{i}", label=labels[i], path=f"sklearn digits #{i}")
                  for i in train]
         corpus = ImageCorpus(items=items, pixels=pixels[train], size=8, color="grey", skipped=[])
-        # Mirroring turns digits into other glyphs: no geometric corruption; 8x8 codes
-        # measured better without whitening (precision@20 0.904 vs 0.894).
-        config = ImagesConfig(code_dim=16, filters=(32, 64), epochs=60, batch_size=64, augment=0.0, whiten=0.0)
-        manifest = build_index(IMAGES, corpus, DEMO_IMAGES, config, store=store, force=True, progress=progress)
+        manifest = build_index(IMAGES, corpus, DEMO_IMAGES, DIGITS_CONFIG, store=store, force=True, progress=progress)
         retriever = Retriever(DEMO_IMAGES, store)
         q = Queries(pixels[test], labels[test].astype(object), PngList(pixels[test]))
         report = evaluate_index(retriever, q, k=20, progress=progress)
@@ -113,6 +133,7 @@ def run(store: Store, part: str = "all", progress: Progress | None = None) -> It
                            query_caption=f"query ({labels[test[0]]})")
         yield {"title": f"images: {len(train)} handwritten digits, 8x8 "
                         f"(built in {manifest['build_seconds']:.0f} s)",
-               "report": report,
+               "reports": [report],
                "notes": [f"{len(test)} held-out digits were the queries; a hit is the same digit.",
+                         summary(manifest["self_check"]),
                          f"contact sheet of one query and its 8 nearest codes: {sheet}"]}

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from .ann import check_k
-from .config import EVALUATE_K
+from .config import EVALUATE_K, QUERY_FIELDS
 from .errors import InputError, RetrievalWarning
 from .progress import Progress, report
 from .search import Retriever
@@ -62,22 +62,50 @@ class Queries:
         labels: Label of each query.
         raw: What a user would send for the latency measurement: the text,
             or the image encoded as PNG bytes (so decoding is timed too).
+        field: The part of each query document that is the query (one of
+            :data:`retrieval.config.QUERY_FIELDS`).
     """
 
     inputs: object
     labels: np.ndarray
     raw: list
+    field: str = QUERY_FIELDS[0]
+
+    @classmethod
+    def of_items(cls, retriever: Retriever, items: list, inputs=None, *,
+                 query_field: str = QUERY_FIELDS[0]) -> "Queries":
+        """Labelled items (read already) as queries of ``query_field`` (see :meth:`Modality.select_queries`)."""
+        inputs, items, raw = retriever.modality.select_queries(retriever.state, items, inputs, query_field=query_field)
+        return cls._checked(inputs, items, raw, query_field, "the queries given")
+
+    @classmethod
+    def _checked(cls, inputs, items, raw, query_field: str, source) -> "Queries":
+        if not items:
+            raise InputError(f"no labelled queries in {source}; use --labels-from-folders "
+                             "(a sub-folder per label) or a 'label' field in JSONL")
+        return cls(inputs, np.array([it.label for it in items], dtype=object), raw, query_field)
 
 
 def load_queries(retriever: Retriever, source, *, labels_from_folders: bool = False,
-                 strip: str | None = None, limit: int | None = None) -> Queries:
-    """Read labelled queries and bring them into the index's input space."""
+                 strip: str | None = None, limit: int | None = None,
+                 query_field: str = QUERY_FIELDS[0]) -> Queries:
+    """Read labelled queries and bring them into the index's input space.
+
+    Args:
+        retriever: The opened index.
+        source: Labelled query documents or images (the kinds of source an index is built from).
+        labels_from_folders: Label = sub-folder.
+        strip: ``"email"`` for mail/newsgroup queries.
+        limit: Use at most this many queries.
+        query_field: The part of each query document that is the query:
+            ``text`` (whole), ``title`` or ``first-line`` (see
+            :data:`retrieval.config.QUERY_FIELDS`). Short queries with fewer
+            than two words or no word of the vocabulary are left out, with
+            one warning that counts them.
+    """
     inputs, items, raw = retriever.modality.read_queries(retriever.state, source, labels_from_folders=labels_from_folders,
-                                                         strip=strip, limit=limit)
-    if not items:
-        raise InputError(f"no labelled queries in {source}; use --labels-from-folders "
-                         "(a sub-folder per label) or a 'label' field in JSONL")
-    return Queries(inputs, np.array([it.label for it in items], dtype=object), raw)
+                                                         strip=strip, limit=limit, query_field=query_field)
+    return Queries._checked(inputs, items, raw, query_field, source)
 
 
 def _latency_ms(retriever: Retriever, method: str, raw: list, k: int, samples: int,
@@ -131,7 +159,7 @@ def evaluate_index(retriever: Retriever, queries: Queries, *, k: int = EVALUATE_
         progress: Progress callback.
 
     Returns:
-        ``{"index", "queries", "k", "methods": {m: {"precision@10", "precision@k",
+        ``{"index", "queries", "query_field", "k", "methods": {m: {"precision@10", "precision@k",
         "map@k", "query_ms_p50", "bytes_per_item"}}}`` and, with ``curves``,
         ``"curves": {m: {"recall": [...], "precision": [...]}}``.
     """
@@ -152,7 +180,8 @@ def evaluate_index(retriever: Retriever, queries: Queries, *, k: int = EVALUATE_
                       f"{', ...' if len(unknown) > 5 else ''}); they score 0 (check --labels-from-folders "
                       "and the query folders)", RetrievalWarning, stacklevel=2)
     methods = methods or default_methods(retriever)
-    result = {"index": retriever.name, "queries": int(len(queries.labels)), "k": k, "methods": {}}
+    result = {"index": retriever.name, "queries": int(len(queries.labels)), "query_field": queries.field, "k": k,
+              "methods": {}}
     if curves:
         result["curves"] = {}
     for step, method in enumerate(methods):

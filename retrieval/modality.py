@@ -16,7 +16,8 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from .config import DOC_BASELINES, IMAGE_BASELINES, RERANKERS_DOCS, RERANKERS_IMAGES, DocsConfig, ImagesConfig
+from .config import (DOC_BASELINES, IMAGE_BASELINES, MIN_QUERY_WORDS, QUERY_FIELDS, RERANKERS_DOCS, RERANKERS_IMAGES,
+                     DocsConfig, ImagesConfig, check_query_field)
 from .errors import EmptyQueryError, IndexFormatError, InputError
 from .items import Item
 
@@ -206,10 +207,6 @@ class Modality:
         """Model inputs ``(1, ...)`` of one query (text, or an image path / URL / bytes)."""
         raise NotImplementedError
 
-    def usable(self, inputs) -> np.ndarray:
-        """Boolean mask of the rows a model can encode (documents: rows with a word of the vocabulary)."""
-        return np.ones(inputs.shape[0], bool)
-
     def concat_all(self, parts: list):
         out = parts[0]
         for part in parts[1:]:
@@ -217,9 +214,38 @@ class Modality:
         return out
 
     def read_queries(self, state, source, *, labels_from_folders: bool, strip: str | None,
-                     limit: int | None) -> tuple[Any, list[Item], list]:
-        """Labelled evaluation queries: ``(inputs, items, raw queries for the latency sample)``."""
+                     limit: int | None, query_field: str = QUERY_FIELDS[0]) -> tuple[Any, list[Item], list]:
+        """Labelled evaluation queries: ``(inputs, items, raw queries for the latency sample)``.
+
+        ``query_field`` is the part of each item that is the query (see
+        :meth:`select_queries`).
+        """
         raise NotImplementedError
+
+    def select_queries(self, state, items: list[Item], inputs, *,
+                       query_field: str = QUERY_FIELDS[0]) -> tuple[Any, list[Item], list]:
+        """Labelled items as evaluation queries: ``(inputs, items kept, raw queries)``.
+
+        Args:
+            state: The index's preprocessing state.
+            items: The query items (labelled).
+            inputs: Their model inputs as read (images), or ``None``.
+            query_field: One of :data:`retrieval.config.QUERY_FIELDS`; only
+                documents have other fields than ``text``.
+
+        Raises:
+            InputError: An unknown field, or a field the modality does not have.
+        """
+        self.check_query_field(query_field)
+        return inputs, items, list(inputs)
+
+    def check_query_field(self, query_field: str) -> str:
+        """Validate ``query_field`` for this modality (only documents have fields other than ``text``)."""
+        check_query_field(query_field)
+        if query_field != QUERY_FIELDS[0]:
+            raise InputError(f"--query-field {query_field} needs documents; {self.noun} are queried whole "
+                             f"(leave --query-field at {QUERY_FIELDS[0]})")
+        return query_field
 
 
 class Docs(Modality):
@@ -321,31 +347,48 @@ class Docs(Modality):
                                   "(only stop words or unknown words); use more specific words")
         return X
 
-    def usable(self, inputs):
-        from .vectorize import empty_rows
-
-        keep = ~empty_rows(inputs)
-        if not keep.all():
-            import warnings
-
-            from .errors import RetrievalWarning
-
-            warnings.warn(f"{int((~keep).sum())} queries have no word of the index vocabulary and were "
-                          "left out", RetrievalWarning, stacklevel=3)
-        return keep
-
-    def read_queries(self, state, source, *, labels_from_folders, strip, limit):
+    def read_queries(self, state, source, *, labels_from_folders, strip, limit, query_field=QUERY_FIELDS[0]):
         from .sources.documents import read_documents
 
+        self.check_query_field(query_field)  # before reading a large query folder
         items = read_documents(source, labels_from_folders=labels_from_folders, strip=strip).items
         items = [it for it in items if it.label is not None][:limit]
-        X = state.transform([it.text for it in items]) if items else None
-        if items:
-            keep = self.usable(X)
-            if not keep.all():
-                items = [it for it, ok in zip(items, keep) if ok]
-                X = X[keep]
-        return X, items, [it.text for it in items]
+        if not items:
+            return None, [], []
+        return self.select_queries(state, items, None, query_field=query_field)
+
+    def check_query_field(self, query_field):
+        return check_query_field(query_field)
+
+    def select_queries(self, state, items, inputs, *, query_field=QUERY_FIELDS[0]):
+        """The query text of each item (:func:`~retrieval.sources.documents.query_text`) as TF-IDF rows.
+
+        Queries without a word of the vocabulary are left out; short queries
+        (``title``, ``first-line``) also when they have fewer than
+        :data:`~retrieval.config.MIN_QUERY_WORDS` words. One warning counts them.
+        """
+        import re
+        import warnings
+
+        from .errors import RetrievalWarning
+        from .sources.documents import query_text
+        from .vectorize import empty_rows
+
+        self.check_query_field(query_field)
+        texts = [query_text(it, query_field) for it in items]
+        X = state.transform(texts)
+        keep = ~empty_rows(X)
+        short = query_field != QUERY_FIELDS[0]
+        if short:
+            keep &= np.array([len(re.findall(r"\w+", t)) >= MIN_QUERY_WORDS for t in texts], dtype=bool)
+        if not keep.all():
+            why = (f"their {query_field} has fewer than {MIN_QUERY_WORDS} words or no word of the index vocabulary"
+                   if short else "they have no word of the index vocabulary")
+            warnings.warn(f"{int((~keep).sum())} of {len(items)} queries were left out: {why}",
+                          RetrievalWarning, stacklevel=3)
+            rows = np.flatnonzero(keep)
+            X, items, texts = X[rows], [items[i] for i in rows], [texts[i] for i in rows]
+        return X, items, texts
 
 
 @dataclass(frozen=True)
@@ -456,12 +499,18 @@ class Images(Modality):
             query = path
         return load_image(query, size=state.size, color=state.color, fit=state.fit, name=name)[None]
 
-    def read_queries(self, state, source, *, labels_from_folders, strip, limit):
+    def read_queries(self, state, source, *, labels_from_folders, strip, limit, query_field=QUERY_FIELDS[0]):
+        self.check_query_field(query_field)  # before reading a large query folder
         corpus = self._corpus(source, size=state.size, color=state.color, fit=state.fit,
                               labels_from_folders=labels_from_folders, limit=limit)
         keep = [i for i, it in enumerate(corpus.items) if it.label is not None]
-        pixels = corpus.pixels[keep]
-        return pixels, [corpus.items[i] for i in keep], PngList(pixels)
+        return self.select_queries(state, [corpus.items[i] for i in keep], corpus.pixels[keep],
+                                   query_field=query_field)
+
+    def select_queries(self, state, items, inputs, *, query_field=QUERY_FIELDS[0]):
+        """The images themselves; the raw queries are PNG-encoded on demand (decoding is timed too)."""
+        inputs, items, _ = super().select_queries(state, items, inputs, query_field=query_field)
+        return inputs, items, PngList(inputs)
 
 
 class PngList:

@@ -203,6 +203,18 @@ class IndexWriter:
         self.manifest["drift"] = novelty.drift(X.shape[0])
         return reference
 
+    def self_check(self, inputs, seed: int) -> dict:
+        """Run the label-free self-check on the fitted, filled indexes (see :mod:`retrieval.selfcheck`).
+
+        Stores it as the manifest's ``self_check`` entry; each failure is a warning.
+        """
+        from . import selfcheck
+
+        self.manifest["self_check"] = selfcheck.run(self._encoders, self._indexes, inputs,
+                                                    linear=self.modality.linear, exact=self.modality.exact,
+                                                    seed=seed)
+        return self.manifest["self_check"]
+
     def keep(self, mask: np.ndarray) -> None:
         """Keep only the items where ``mask`` is true, in every part of the index (positions compact)."""
         mask = np.asarray(mask, bool)
@@ -374,6 +386,7 @@ def build_index(modality: Modality, source, name: str, config=None, *, store: St
         scores = writer.fit(modality.encoders(config, batch.inputs.shape), batch, index_kind=config.index_kind,
                             progress=progress)
         writer.append(batch, scores=scores, training=True, progress=progress)
+        writer.self_check(batch.inputs, config.seed)
         modality.save_state(state, writer.folder)
         manifest["build_seconds"] = round(time.perf_counter() - started, 2)
         writer.save(keep_inputs=config.keep_inputs)
@@ -589,6 +602,7 @@ def retrain(store: Store, name: str, progress: Progress | None = None) -> dict:
         scores = writer.fit(writer.modality.encoders(config, X.shape), Batch([], X, oov),
                             index_kind=config.index_kind, progress=progress)
         writer.reencode(X, scores, progress)
+        writer.self_check(X, config.seed)
         writer.manifest["retrained_at"] = _now()
         writer.manifest["retrain_seconds"] = round(time.perf_counter() - started, 2)
         writer.manifest.pop("evaluation", None)  # measured on the old models

@@ -21,7 +21,9 @@ TINY = ["--code-dim", "4", "--hidden", "16", "--epochs", "2", "--neighbours", "3
 def test_index_query_info_list_remove(monkeypatch, capsys, docs_dir, queries_dir, tmp_path):
     code, out, err = run(monkeypatch, capsys, "index", "docs", docs_dir, "--name", "c", *TINY, "--json")
     assert code == 0, err
-    assert json.loads(out)["counts"]["items"] == 120
+    built = json.loads(out)
+    assert built["counts"]["items"] == 120
+    assert built["self_check"]["sample"] == 120 and "ae~tfidf" in built["self_check"]["overlap"]
 
     code, out, _ = run(monkeypatch, capsys, "query", "c", "orbit rocket nasa", "-k", "3", "--method", "tfidf",
                        "--json")
@@ -41,9 +43,17 @@ def test_index_query_info_list_remove(monkeypatch, capsys, docs_dir, queries_dir
     code, out, _ = run(monkeypatch, capsys, "evaluate", "c", "--queries", queries_dir, "--labels-from-folders",
                        "-k", "10", "--json")
     report = json.loads(out)
-    assert code == 0 and set(report) == {"index", "queries", "k", "methods"}
+    assert code == 0 and set(report) == {"index", "queries", "query_field", "k", "methods"}
+    assert report["query_field"] == "text"
     assert set(report["methods"]["ae"]) == {"precision@10", "precision@10", "map@10", "query_ms_p50",
                                             "bytes_per_item"}
+    # Short queries: each query file's first line ("space document 3"), not its text.
+    code, out, err = run(monkeypatch, capsys, "evaluate", "c", "--queries", queries_dir, "--labels-from-folders",
+                         "-k", "10", "--query-field", "first-line", "--json")
+    short = json.loads(out)
+    assert code == 0, err
+    assert short["query_field"] == "first-line" and short["queries"] == report["queries"]
+    assert short["methods"]["tfidf"] != report["methods"]["tfidf"]
 
     code, out, _ = run(monkeypatch, capsys, "info", "c")
     assert code == 0 and "bytes/item" in out and "precision@10" in out

@@ -104,6 +104,7 @@ def test_pyproject_entry_points_and_pytest_options():
     (["index", "docs", ".", "--name", "x", "--strip", "html"], "html"),
     (["query", "x", "hello", "--rerank", "bm25"], "bm25"),
     (["evaluate", "x", "--queries", ".", "--strip", "html"], "html"),
+    (["evaluate", "x", "--queries", ".", "--query-field", "body"], "body"),
     (["demo", "--part", "everything"], "everything"),
 ])
 def test_bad_choice_is_a_usage_error(monkeypatch, capsys, wide, args, bad):
@@ -121,6 +122,7 @@ def test_bad_choice_is_a_usage_error(monkeypatch, capsys, wide, args, bad):
     (["index", "images"], "--fit", config.FITS),
     (["index", "images"], "--decoder", config.DECODERS),
     (["query"], "--rerank", config.RERANKERS),
+    (["evaluate"], "--query-field", config.QUERY_FIELDS),
     (["demo"], "--part", config.DEMO_PARTS),
 ])
 def test_help_lists_the_allowed_values(monkeypatch, capsys, wide, command, option, allowed):

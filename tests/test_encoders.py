@@ -221,3 +221,15 @@ def test_retracing_filter_keeps_other_tensorflow_warnings(caplog):
     assert "my_step" in caplog.text and "a real error" in caplog.text
     assert "TensorFlowTrainer" not in caplog.text
     assert not tf_logger.filters
+
+
+def test_mirroring_in_the_geometric_corruption_can_be_turned_off():
+    from retrieval.encoders.autoencoder.models import build_conv
+
+    def layer_names(mirror):
+        _, _, model = build_conv((8, 8, 1), filters=[4], code_dim=2, decoder="dense", noise=0.0, augment=0.125,
+                                 code_norm=False, seed=0, mirror=mirror)
+        return {layer.name for layer in model.get_layer("encoder").layers}
+
+    assert {"jitter", "mirror"} <= layer_names(True)
+    assert "jitter" in layer_names(False) and "mirror" not in layer_names(False)

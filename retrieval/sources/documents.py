@@ -17,7 +17,7 @@ from pathlib import Path, PurePosixPath
 from ..config import STRIP_MODES
 from ..errors import InputError, RetrievalWarning
 from ..items import Item
-from .text import first_line, html_to_text, mail_subject, strip_email
+from .text import first_line, first_sentence, html_to_text, mail_subject, strip_email, strip_reply_prefix
 
 #: Documents longer than this many bytes are truncated (with a warning): a
 #: bag of words saturates long before, and a stray 100 MB log file must not
@@ -250,6 +250,22 @@ def read_text_file(path: str | Path, *, strip: str | None = None, max_bytes: int
     return _make_item(path.name, decode(data), label=None, strip=strip).text
 
 
+def query_text(item: Item, field: str) -> str:
+    """The part of a document that is the query of an evaluation (see :data:`retrieval.config.QUERY_FIELDS`).
+
+    Args:
+        item: A document as a reader produced it.
+        field: ``"text"`` (the whole document), ``"title"`` (its title,
+            reply prefixes removed) or ``"first-line"`` (its first line or
+            first sentence, whichever is shorter).
+    """
+    if field == "title":
+        return strip_reply_prefix(item.title or first_line(item.text))
+    if field == "first-line":
+        return first_sentence(item.text)
+    return item.text
+
+
 def corpus_from_records(records, *, strip: str | None = None) -> DocumentCorpus:
     """A corpus of documents already in memory.
 
@@ -293,5 +309,5 @@ def corpus_from_records(records, *, strip: str | None = None) -> DocumentCorpus:
     return corpus
 
 
-__all__ = ["DocumentCorpus", "MAX_DOC_BYTES", "corpus_from_records", "decode", "read_documents",
+__all__ = ["DocumentCorpus", "MAX_DOC_BYTES", "corpus_from_records", "decode", "query_text", "read_documents",
            "read_text_file"]

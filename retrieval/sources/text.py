@@ -7,6 +7,10 @@ from html.parser import HTMLParser
 _HEADER_LINE = re.compile(r"^[A-Za-z][A-Za-z0-9-]*:")
 _QUOTE_INTRO = re.compile(r"(writes in|writes:|wrote:|says:|said:|^In article|^Quoting )")
 _SUBJECT = re.compile(r"^Subject:\s*(.*)$", re.MULTILINE)
+#: Reply and forward prefixes of a subject, repeated ("Re: Fwd: RE[2]: ...").
+_REPLY_PREFIX = re.compile(r"^\s*(?:(?:re|fwd?|fw|aw)\s*(?:\[\d+\])?\s*:\s*)+", re.IGNORECASE)
+#: The end of a sentence: . ! or ? followed by white space.
+_SENTENCE_END = re.compile(r"[.!?](?=\s)")
 
 
 def split_headers(text: str) -> tuple[str, str]:
@@ -32,6 +36,11 @@ def mail_subject(text: str) -> str:
     headers, _ = split_headers(text)
     match = _SUBJECT.search(headers)
     return match.group(1).strip() if match else ""
+
+
+def strip_reply_prefix(subject: str) -> str:
+    """``subject`` without its leading "Re:" / "Fwd:" / "Fw:" prefixes (repeated, any case)."""
+    return _REPLY_PREFIX.sub("", subject).strip()
 
 
 def strip_email(text: str) -> str:
@@ -124,6 +133,20 @@ def first_line(text: str, limit: int = 100) -> str:
         if line:
             return line[:limit]
     return ""
+
+
+def first_sentence(text: str) -> str:
+    """The first non-empty line or the first sentence of ``text``, whichever is shorter.
+
+    A sentence ends at ".", "!" or "?" followed by white space (so "e.g. x"
+    ends one early: a short query either way); a docstring's first line is
+    usually its summary, a news article's its headline.
+    """
+    body = text.lstrip()
+    line = body.split("\n", 1)[0].strip()
+    match = _SENTENCE_END.search(body)
+    sentence = " ".join(body[:match.end()].split()) if match else line
+    return sentence if len(sentence) < len(line) else line
 
 
 def snippet(text: str, limit: int = 200) -> str:

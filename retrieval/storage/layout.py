@@ -19,6 +19,11 @@ Every path is spelled here and nowhere else. Format history:
 2. Every key present (``novelty`` is ``null`` for an index without scores);
    each method records its index's search parameters (``search``) and FAISS
    factory string; ``files`` and ``checksum`` are mandatory.
+
+Optional keys, added without a version bump because readers use ``.get``
+and older indexes simply lack them: ``evaluation`` (the last ``evaluate``
+run) and ``self_check`` (the build's label-free self-check, see
+:mod:`retrieval.selfcheck`).
 """
 from __future__ import annotations
 

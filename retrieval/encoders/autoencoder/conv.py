@@ -42,6 +42,8 @@ class ConvAutoencoder(KerasAutoencoder):
         whiten: Partial whitening exponent of the codes (0 = none, 0.5 = full).
         augment: Denoising by geometric corruption: random shifts up to this
             fraction of the side, and mirroring, in training only (0 = off).
+        mirror: Mirror images at random in the geometric corruption (off
+            for glyphs, whose mirror image is another glyph or none).
         lr_decay: Cosine learning-rate decay over the planned epochs.
         binarize: ``"none"`` (float codes), ``"learned"`` (``code_dim`` bits
             trained as bits) or ``"median"`` (float codes thresholded).
@@ -60,7 +62,7 @@ class ConvAutoencoder(KerasAutoencoder):
                  decoder: str = _I.decoder, epochs: int = _I.epochs, batch_size: int = _I.batch_size,
                  learning_rate: float = _I.learning_rate, noise: float = _I.noise, patience: int = 3,
                  validation_fraction: float = 0.05, center: bool = True, whiten: float = _I.whiten,
-                 augment: float = _I.augment, lr_decay: bool = True, binarize: str = "none",
+                 augment: float = _I.augment, mirror: bool = _I.mirror, lr_decay: bool = True, binarize: str = "none",
                  binary_epochs: int = _I.binary_epochs, seed: int = _I.seed) -> None:
         self._set_params(locals())
 
@@ -84,7 +86,7 @@ class ConvAutoencoder(KerasAutoencoder):
         from .models import build_conv  # Keras: imported to train only
 
         return build_conv(shape, filters=self.filters, code_dim=self.code_dim, decoder=self.decoder,
-                          noise=self.noise, augment=self.augment, code_norm=self.binary, seed=self.seed)
+                          noise=self.noise, augment=self.augment, code_norm=self.binary, seed=self.seed, mirror=self.mirror)
 
     def fit(self, X, progress: Progress | None = None, **kwargs) -> "ConvAutoencoder":
         """Train on uint8 images ``(n, size, size, channels)``; returns self."""

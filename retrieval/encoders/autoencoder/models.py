@@ -67,7 +67,7 @@ def build_text(n_words: int, *, hidden: list[int], code_dim: int, noise: float, 
 
 
 def build_conv(shape: tuple[int, int, int], *, filters: list[int], code_dim: int, decoder: str, noise: float,
-               augment: float, code_norm: bool, seed: int):
+               augment: float, code_norm: bool, seed: int, mirror: bool = True):
     """The convolutional autoencoder of square images: ``(encoder, decoder, autoencoder)``.
 
     ``decoder`` is ``"dense"`` (two dense layers back to the pixels) or
@@ -80,7 +80,8 @@ def build_conv(shape: tuple[int, int, int], *, filters: list[int], code_dim: int
         # Geometric corruption (active in training only): the decoder must
         # restore the original from a shifted, mirrored view.
         h = layers.RandomTranslation(augment, augment, fill_mode="constant", seed=seed, name="jitter")(h)
-        h = layers.RandomFlip("horizontal", seed=seed, name="mirror")(h)
+        if mirror:  # not for glyphs: a mirrored 2 is no digit
+            h = layers.RandomFlip("horizontal", seed=seed, name="mirror")(h)
     for i, f in enumerate(filters):
         h = layers.Conv2D(f, 3, strides=2, padding="same", use_bias=False, name=f"conv_{i}")(h)
         h = layers.BatchNormalization(name=f"conv_{i}_bn")(h)
