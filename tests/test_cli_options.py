@@ -86,7 +86,9 @@ def test_pyproject_entry_points_and_pytest_options():
     assert callable(getattr(importlib.import_module(module), function))
     setuptools = project["tool"]["setuptools"]
     assert "py-modules" not in setuptools  # no top-level `cli` module in site-packages
-    assert "package-data" not in setuptools  # retrieval/data does not exist
+    # The only package data is the search page; every pattern must match shipped files.
+    assert setuptools["package-data"] == {"retrieval.server": ["static/*"]}
+    assert {p.name for p in (ROOT / "retrieval" / "server" / "static").glob("*")} >= {"index.html", "app.js", "style.css"}
     assert not (ROOT / "retrieval" / "data").exists()
     pytest_options = project["tool"]["pytest"]["ini_options"]
     # `python -m pytest -q` (README, .ci) must print its "N passed" line: no second -q here.
