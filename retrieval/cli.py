@@ -8,7 +8,7 @@ such as a read-only folder); usage errors exit 2; warnings (skipped files,
 
 Every default shown here is the library's: the build options read theirs from
 :class:`~retrieval.config.DocsConfig`, :class:`~retrieval.config.ImagesConfig`
-and :class:`~retrieval.sources.crawl.CrawlConfig`, the others from the constants of
+and :class:`~retrieval.config.CrawlConfig`, the others from the constants of
 :mod:`retrieval.config`, as do the allowed values of the choice options.
 """
 from __future__ import annotations
@@ -32,7 +32,7 @@ from retrieval import config  # noqa: E402
 from retrieval._lazy import LazyModule  # noqa: E402
 from retrieval.config import DocsConfig, ImagesConfig  # noqa: E402
 from retrieval.errors import InputError, RetrievalError, RetrievalWarning  # noqa: E402
-from retrieval.sources.crawl import CrawlConfig  # noqa: E402
+from retrieval.config import CrawlConfig  # noqa: E402
 
 #: The library (FAISS, SciPy, ...) loads with the first command that needs it: ``--help`` does not.
 api = LazyModule("retrieval.api")

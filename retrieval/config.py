@@ -267,3 +267,76 @@ class ImagesConfig(_Config):
         _check_choice("--fit", self.fit, FITS)
         _check_choice("--decoder", self.decoder, DECODERS)
         _check_choice("--index", self.index_kind, INDEX_KINDS)
+
+
+# -- the crawler -------------------------------------------------------------------
+def _user_agent() -> str:
+    from . import __version__
+
+    return f"retrieval/{__version__} (+https://github.com/retrieval/retrieval; image crawler)"
+
+
+#: User-Agent sent by the crawler; robots.txt groups match on ``retrieval``.
+DEFAULT_USER_AGENT = _user_agent()
+#: Largest response body the crawler accepts, in bytes.
+CRAWL_MAX_BYTES = 20 * 1024 * 1024
+
+
+@dataclass(frozen=True)
+class CrawlConfig:
+    """Limits and politeness settings of one crawl.
+
+    The dataclass is frozen so the shared default instance of :func:`crawl`
+    cannot be changed by accident; use :func:`dataclasses.replace` to derive
+    variants.
+
+    Attributes:
+        allow_hosts: Further host names whose pages may be followed besides the
+            start host (``"docs.example.com"``; a ``host:port`` entry matches
+            only that port). Images are fetched from any host regardless.
+        max_depth: Link distance from the start page (depth 0) beyond which
+            pages are not fetched. Images on pages at ``max_depth`` are still
+            collected.
+        max_pages: Maximum number of pages crawled successfully.
+        max_images: Maximum number of images saved by this run.
+        concurrency: Maximum number of HTTP requests in flight at any time.
+        timeout: Seconds allowed per request (connect, headers and body).
+        max_bytes: Largest accepted response body in bytes.
+        max_redirects: Redirects followed per URL before giving up.
+        respect_robots: Obey robots.txt ``Disallow`` and ``Crawl-delay``.
+        user_agent: ``User-Agent`` header sent with every request.
+    """
+
+    allow_hosts: tuple[str, ...] = ()
+    max_depth: int = 3
+    max_pages: int = 200
+    max_images: int = 10_000
+    concurrency: int = 8
+    timeout: float = 10.0
+    max_bytes: int = CRAWL_MAX_BYTES
+    max_redirects: int = 5
+    respect_robots: bool = True
+    user_agent: str = DEFAULT_USER_AGENT
+
+    def __post_init__(self) -> None:
+        hosts = self.allow_hosts
+        # A bare string would otherwise turn into a tuple of single letters.
+        if isinstance(hosts, str):
+            hosts = (hosts,)
+        object.__setattr__(self, "allow_hosts", tuple(hosts))
+        minimums = {
+            "max_depth": 0, "max_pages": 1, "max_images": 0, "concurrency": 1,
+            "max_bytes": 1, "max_redirects": 0,
+        }
+        for name, low in minimums.items():
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < low:
+                raise InputError(
+                    f"CrawlConfig.{name} must be an integer >= {low}, got {value!r}"
+                )
+        if not (isinstance(self.timeout, (int, float)) and self.timeout > 0):
+            raise InputError(
+                f"CrawlConfig.timeout must be a number of seconds > 0, got {self.timeout!r}"
+            )
+        if not self.user_agent.strip():
+            raise InputError("CrawlConfig.user_agent must not be empty")

@@ -72,6 +72,8 @@ from urllib.robotparser import RobotFileParser
 
 from .._lazy import LazyModule
 
+# CrawlConfig lives with the other defaults (the CLI reads them without importing the crawler).
+from ..config import CRAWL_MAX_BYTES, DEFAULT_USER_AGENT, CrawlConfig
 from ..errors import FetchError, InputError, RetrievalError, RetrievalWarning
 
 #: Loaded by the first crawl, not by ``retrieval --help`` (whose crawl options read CrawlConfig).
@@ -88,26 +90,9 @@ __all__ = [
 ]
 
 
-def _package_version() -> str:
-    # The package may run from a source checkout that was never installed.
-    try:
-        from importlib.metadata import PackageNotFoundError, version
-
-        return version("retrieval")
-    except PackageNotFoundError:
-        return "0.1.0"
-
-
-DEFAULT_USER_AGENT = (
-    f"retrieval/{_package_version()} "
-    "(+https://github.com/retrieval/retrieval; image crawler)"
-)
-"""User-Agent sent by the crawler; robots.txt groups match on ``retrieval``."""
-
 MANIFEST_NAME = "manifest.jsonl"
 """File name of the manifest :func:`crawl` appends to inside ``out_dir``."""
 
-_DEFAULT_MAX_BYTES = 20 * 1024 * 1024
 _ROBOTS_MAX_BYTES = 512 * 1024  # RFC 9309 asks crawlers to parse at least 500 KiB.
 _REDIRECT_CODES = frozenset({301, 302, 303, 307, 308})
 _HTML_TYPES = frozenset({"text/html", "application/xhtml+xml"})
@@ -126,66 +111,6 @@ _Kind = Literal["page", "image", "robots"]
 
 # --------------------------------------------------------------------------
 # Public data types
-
-
-@dataclass(frozen=True)
-class CrawlConfig:
-    """Limits and politeness settings of one crawl.
-
-    The dataclass is frozen so the shared default instance of :func:`crawl`
-    cannot be changed by accident; use :func:`dataclasses.replace` to derive
-    variants.
-
-    Attributes:
-        allow_hosts: Further host names whose pages may be followed besides the
-            start host (``"docs.example.com"``; a ``host:port`` entry matches
-            only that port). Images are fetched from any host regardless.
-        max_depth: Link distance from the start page (depth 0) beyond which
-            pages are not fetched. Images on pages at ``max_depth`` are still
-            collected.
-        max_pages: Maximum number of pages crawled successfully.
-        max_images: Maximum number of images saved by this run.
-        concurrency: Maximum number of HTTP requests in flight at any time.
-        timeout: Seconds allowed per request (connect, headers and body).
-        max_bytes: Largest accepted response body in bytes.
-        max_redirects: Redirects followed per URL before giving up.
-        respect_robots: Obey robots.txt ``Disallow`` and ``Crawl-delay``.
-        user_agent: ``User-Agent`` header sent with every request.
-    """
-
-    allow_hosts: tuple[str, ...] = ()
-    max_depth: int = 3
-    max_pages: int = 200
-    max_images: int = 10_000
-    concurrency: int = 8
-    timeout: float = 10.0
-    max_bytes: int = _DEFAULT_MAX_BYTES
-    max_redirects: int = 5
-    respect_robots: bool = True
-    user_agent: str = DEFAULT_USER_AGENT
-
-    def __post_init__(self) -> None:
-        hosts = self.allow_hosts
-        # A bare string would otherwise turn into a tuple of single letters.
-        if isinstance(hosts, str):
-            hosts = (hosts,)
-        object.__setattr__(self, "allow_hosts", tuple(hosts))
-        minimums = {
-            "max_depth": 0, "max_pages": 1, "max_images": 0, "concurrency": 1,
-            "max_bytes": 1, "max_redirects": 0,
-        }
-        for name, low in minimums.items():
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < low:
-                raise InputError(
-                    f"CrawlConfig.{name} must be an integer >= {low}, got {value!r}"
-                )
-        if not (isinstance(self.timeout, (int, float)) and self.timeout > 0):
-            raise InputError(
-                f"CrawlConfig.timeout must be a number of seconds > 0, got {self.timeout!r}"
-            )
-        if not self.user_agent.strip():
-            raise InputError("CrawlConfig.user_agent must not be empty")
 
 
 @dataclass
@@ -532,7 +457,7 @@ def _check_start_url(start_url: object) -> str:
 def fetch_image_bytes(
     url: str,
     *,
-    max_bytes: int = _DEFAULT_MAX_BYTES,
+    max_bytes: int = CRAWL_MAX_BYTES,
     timeout: float = 10.0,
     max_redirects: int = 5,
     user_agent: str = DEFAULT_USER_AGENT,
