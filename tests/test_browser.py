@@ -41,7 +41,9 @@ if PROBLEM and not REQUIRED:
     pytestmark = pytest.mark.skip(reason=PROBLEM)
 
 
-@pytest.fixture(scope="session")
+# Module scope: Playwright's sync API keeps an event loop running in this thread while it is
+# open; tests of other modules (the crawler's asyncio.run) must not find one.
+@pytest.fixture(scope="module")
 def browser():
     """One headless Chromium for the session (the system one: Playwright cannot download its own here)."""
     if PROBLEM:

@@ -87,6 +87,8 @@ def test_health_and_summaries(client):
 def test_index_details_carry_the_last_evaluation(client, served_store, built_docs):
     from retrieval.api import run_evaluation
 
+    # The copied index may carry an evaluation from earlier tests of the session: drop it first.
+    served_store.update_manifest("pics", lambda manifest: manifest.pop("evaluation", None))
     assert client.get("/api/indexes/pics").json()["evaluation"] is None
     run_evaluation(served_store, "tiny", built_docs[2], labels_from_folders=True, k=10, limit=20)
     rows = client.get("/api/indexes/tiny").json()["evaluation"]
