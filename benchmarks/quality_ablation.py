@@ -127,15 +127,45 @@ def run(name: str, overrides: dict, corpus: str, data, limit: int | None, store:
     return rows
 
 
+def evaluate_test(name: str, corpus: str, out) -> None:
+    """Short queries of a corpus' TEST part against an index built by the CLI on its training part.
+
+    The final measurement only, after the defaults were chosen; whole-document
+    test queries go through ``retrieval evaluate`` itself.
+    """
+    root = {"20ng": NG.parent / "20news-bydate-test", "bbc": BBC.parent / "test"}[corpus]
+    strip = "email" if corpus == "20ng" else None
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RetrievalWarning)
+        items = read_documents(root, labels_from_folders=True, strip=strip).items
+        shorts = [_subject(root / it.path) if corpus == "20ng" else first_line(it.text, 1000) for it in items]
+        chosen = [i for i, text in enumerate(shorts) if len(text.split()) >= 2]
+        index = Index.open(name)
+        report = index.evaluate([shorts[i] for i in chosen], labels=[items[i].label for i in chosen], k=100)
+    for method, m in report["methods"].items():
+        row = {"config": f"TEST {name}", "corpus": corpus, "kind": "short", "method": method,
+               "queries": report["queries"], "p10": round(m["precision@10"], 4),
+               "p100": round(m["precision@100"], 4), "map100": round(m["map@100"], 4),
+               "ms_p50": round(m["query_ms_p50"], 3), "bytes": m["bytes_per_item"]}
+        print(json.dumps(row), flush=True)
+        out.write(json.dumps(row) + "\n")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--corpus", action="append", choices=("20ng", "bbc", "docs"), required=True)
-    parser.add_argument("--config", action="append", required=True, metavar="NAME=JSON",
+    parser.add_argument("--test-index", metavar="NAME", help="final run only: evaluate the TEST part's short "
+                        "queries against this index (in $RETRIEVAL_HOME) instead of building")
+    parser.add_argument("--config", action="append", default=[], metavar="NAME=JSON",
                         help="a named set of DocsConfig overrides, e.g. views='{\"short_views\": 0.5}'")
     parser.add_argument("--ng-limit", type=int, default=None, help="subsample 20NG (screening)")
     parser.add_argument("--out", type=Path, default=Path(__file__).parent / "results" / "quality_runs.jsonl")
     args = parser.parse_args()
     args.out.parent.mkdir(parents=True, exist_ok=True)
+    if args.test_index:
+        with args.out.open("a") as out:
+            evaluate_test(args.test_index, args.corpus[0], out)
+        return
     configs = [(c.split("=", 1)[0], json.loads(c.split("=", 1)[1])) for c in args.config]
     print(f"{'config':<22} {'corp':<5} {'kind':<5} {'method':<6} p@10  p@100 mAP@100")
     with tempfile.TemporaryDirectory() as tmp, args.out.open("a") as out:

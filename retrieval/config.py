@@ -140,7 +140,7 @@ class DocsConfig(_Config):
     batch_size: int = 256
     learning_rate: float = 2e-3
     noise: float = 0.0
-    short_views: float = 0.0
+    short_views: float = 0.5
     decoder_hidden: tuple[int, ...] = ()
     code_norm: bool = True
     neighbours: int = 20
