@@ -128,27 +128,36 @@ def run(name: str, overrides: dict, corpus: str, data, limit: int | None, store:
 
 
 def evaluate_test(name: str, corpus: str, out) -> None:
-    """Short queries of a corpus' TEST part against an index built by the CLI on its training part.
+    """Whole and short queries of a corpus' TEST part against an index built on its training part.
 
-    The final measurement only, after the defaults were chosen; whole-document
-    test queries go through ``retrieval evaluate`` itself.
+    The final measurement only, after the defaults were chosen (20NG, BBC:
+    built by ``retrieval index docs``, whole queries also scored by
+    ``retrieval evaluate``; docstrings: built by ``retrieval demo --part docs``).
     """
-    root = {"20ng": NG.parent / "20news-bydate-test", "bbc": BBC.parent / "test"}[corpus]
-    strip = "email" if corpus == "20ng" else None
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RetrievalWarning)
-        items = read_documents(root, labels_from_folders=True, strip=strip).items
-        shorts = [_subject(root / it.path) if corpus == "20ng" else first_line(it.text, 1000) for it in items]
-        chosen = [i for i, text in enumerate(shorts) if len(text.split()) >= 2]
+        if corpus == "docs":  # the demo's own held-out 20 % (index: `retrieval demo --part docs`)
+            from retrieval.demo import _split, scipy_docstrings
+
+            items = scipy_docstrings()
+            items = [items[i] for i in _split(len(items))[1]]
+            shorts = [_first_sentence(it.text) for it in items]
+        else:
+            root = {"20ng": NG.parent / "20news-bydate-test", "bbc": BBC.parent / "test"}[corpus]
+            items = read_documents(root, labels_from_folders=True, strip="email" if corpus == "20ng" else None).items
+            shorts = [_subject(root / it.path) if corpus == "20ng" else first_line(it.text, 1000) for it in items]
         index = Index.open(name)
-        report = index.evaluate([shorts[i] for i in chosen], labels=[items[i].label for i in chosen], k=100)
-    for method, m in report["methods"].items():
-        row = {"config": f"TEST {name}", "corpus": corpus, "kind": "short", "method": method,
-               "queries": report["queries"], "p10": round(m["precision@10"], 4),
-               "p100": round(m["precision@100"], 4), "map100": round(m["map@100"], 4),
-               "ms_p50": round(m["query_ms_p50"], 3), "bytes": m["bytes_per_item"]}
-        print(json.dumps(row), flush=True)
-        out.write(json.dumps(row) + "\n")
+        for kind in ("whole", "short"):
+            source = [it.text for it in items] if kind == "whole" else shorts
+            chosen = [i for i, text in enumerate(source) if kind == "whole" or len(text.split()) >= 2]
+            report = index.evaluate([source[i] for i in chosen], labels=[items[i].label for i in chosen], k=100)
+            for method, m in report["methods"].items():
+                row = {"config": f"TEST {name}", "corpus": corpus, "kind": kind, "method": method,
+                       "queries": report["queries"], "p10": round(m["precision@10"], 4),
+                       "p100": round(m["precision@100"], 4), "map100": round(m["map@100"], 4),
+                       "ms_p50": round(m["query_ms_p50"], 3), "bytes": m["bytes_per_item"]}
+                print(json.dumps(row), flush=True)
+                out.write(json.dumps(row) + "\n")
 
 
 def main() -> None:
