@@ -113,7 +113,8 @@ class DocsConfig(_Config):
         noise: Input dropout (denoising) rate.
         short_views: Share of training documents replaced, each batch, by a
             short view (a few of their words) that still reconstructs the
-            whole document: training for short queries.
+            whole document: training for short queries (off when ``noise``
+            is set: dense inputs, dropout is the corruption).
         decoder_hidden: Decoder hidden widths (empty: code -> softmax directly).
         code_norm: Batch-normalise the code.
         neighbours: Neighbours mixed into the reconstruction target (0: off).

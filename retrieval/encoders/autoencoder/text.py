@@ -40,7 +40,10 @@ class TextAutoencoder(KerasAutoencoder):
         short_views: Share of each batch's documents replaced by a short view
             of themselves: a log-uniform number of their words (down to one),
             renormalised, still reconstructing the whole document. Trains the
-            encoder for short queries while the input stays sparse.
+            encoder for short queries while the input stays sparse. Applies
+            to sparse training only: with ``noise`` > 0 (dense inputs through
+            a Dropout layer) the noise is the corruption and there are no
+            short views.
         decoder_hidden: Hidden widths of the decoder between code and softmax;
             empty (the default, chosen by measurement) maps the code straight
             to the word distribution, a log-linear "topic" decoder that
@@ -89,8 +92,6 @@ class TextAutoencoder(KerasAutoencoder):
             raise InputError(f"noise must be in [0, 1); got {self.noise}")
         if not 0 <= self.short_views <= 1:
             raise InputError(f"short_views must be in [0, 1]; got {self.short_views}")
-        if self.short_views and self.noise:
-            raise InputError("short_views and noise both corrupt the input; use one of them (short_views keeps it sparse)")
         if X.shape[0] < 4:
             raise InputError(f"an autoencoder needs at least 4 documents; got {X.shape[0]}")
 
