@@ -140,6 +140,7 @@ def index_docs(
     hidden: Annotated[str, typer.Option(help="Hidden layer widths.")] = _csv(DocsConfig.hidden),
     epochs: Epochs = DocsConfig.epochs,
     noise: Noise = DocsConfig.noise,
+    short_views: Annotated[float, typer.Option(help="Share of training documents replaced each batch by a few of their words (training for short queries; 0 = off).")] = DocsConfig.short_views,
     neighbours: Annotated[int, typer.Option(help="Neighbour reconstruction: k TF-IDF neighbours (0 = off).")] = DocsConfig.neighbours,
     neighbour_weight: Annotated[float, typer.Option(help="Weight of the neighbours in the target.")] = DocsConfig.neighbour_weight,
     pretrain: Annotated[PretrainChoice, typer.Option(help="Greedy layer-wise pre-training of the autoencoder.")] = PretrainChoice(DocsConfig.pretrain),
@@ -157,7 +158,7 @@ def index_docs(
     """Build a document index: TF-IDF -> deep autoencoder codes -> FAISS, plus baselines."""
     options = DocsConfig(vocab_size=vocab_size, strip=_value(strip), labels_from_folders=labels_from_folders,
                          code_dim=code_dim, hidden=_csv_ints(hidden, "--hidden"), epochs=epochs, noise=noise,
-                         neighbours=neighbours, neighbour_weight=neighbour_weight, pretrain=_value(pretrain),
+                         short_views=short_views, neighbours=neighbours, neighbour_weight=neighbour_weight, pretrain=_value(pretrain),
                          baselines=baselines, baseline_dim=baseline_dim, index_kind=_value(index_kind), seed=seed,
                          bits=bits, binary_epochs=binary_epochs, keep_inputs=keep_inputs)
     with api.RichProgress(err) as progress:

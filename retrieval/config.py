@@ -151,6 +151,10 @@ class DocsConfig(_Config):
         batch_size: Mini-batch size.
         learning_rate: Adam learning rate.
         noise: Input dropout (denoising) rate.
+        short_views: Share of training documents replaced, each batch, by a
+            short view (a few of their words) that still reconstructs the
+            whole document: training for short queries (off when ``noise``
+            is set: dense inputs, dropout is the corruption).
         decoder_hidden: Decoder hidden widths (empty: code -> softmax directly).
         code_norm: Batch-normalise the code.
         neighbours: Neighbours mixed into the reconstruction target (0: off).
@@ -177,6 +181,7 @@ class DocsConfig(_Config):
     batch_size: int = 256
     learning_rate: float = 2e-3
     noise: float = 0.0
+    short_views: float = 0.5
     decoder_hidden: tuple[int, ...] = ()
     code_norm: bool = True
     neighbours: int = 20

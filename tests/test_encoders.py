@@ -111,7 +111,33 @@ def test_neighbour_targets_mix_in_neighbours():
     assert np.allclose(T.sum(axis=1), 1)  # still distributions
 
 
-@pytest.mark.parametrize("bad", [dict(code_dim=0), dict(pretrain="greedy"), dict(noise=1.5)])
+def test_short_views_keep_a_few_words_of_each_row_renormalised():
+    from retrieval.encoders.autoencoder.training import _sparse_tensor, short_views
+    import tensorflow as tf
+
+    X = sp.csr_matrix(TFIDF)
+    full = (X != 0).toarray()
+    views = tf.sparse.to_dense(short_views(_sparse_tensor(X), 1.0, seed=0)).numpy()
+    kept = views != 0
+    assert (kept <= full).all()  # only the row's own words
+    assert (kept.sum(axis=1) >= 1).all() and kept.sum() < full.sum()  # never empty, fewer words
+    assert np.allclose(np.linalg.norm(views, axis=1), 1, atol=1e-5)  # a short query's TF-IDF row is L2-normalised
+    same = tf.sparse.to_dense(short_views(_sparse_tensor(X), 0.0, seed=0)).numpy()
+    assert np.allclose(same, X.toarray(), atol=1e-6)  # fraction 0: the rows as they were
+
+
+def test_autoencoder_trains_on_short_views():
+    def fit():
+        return TextAutoencoder(hidden=(8,), code_dim=3, epochs=2, neighbours=2, short_views=0.5, seed=1).fit(TFIDF)
+
+    a = fit()
+    assert a.get_params()["short_views"] == 0.5
+    assert np.allclose(a.transform(TFIDF), fit().transform(TFIDF), atol=1e-5)  # seeded
+    assert [layer.__class__.__name__ for layer in a.encoder_.layers] == ["InputLayer", "Dense", "Dense",
+                                                                          "BatchNormalization"]
+
+
+@pytest.mark.parametrize("bad", [dict(code_dim=0), dict(pretrain="greedy"), dict(noise=1.5), dict(short_views=2.0)])
 def test_autoencoder_rejects_bad_params(bad):
     with pytest.raises(InputError):
         TextAutoencoder(**{"hidden": (8,), "epochs": 1, **bad}).fit(TFIDF)

@@ -46,6 +46,8 @@ class KerasAutoencoder(Encoder):
     whiten: float = 0.0
     #: Cosine learning-rate decay over the planned epochs.
     lr_decay: bool = False
+    #: Share of training rows replaced by short views of themselves (text only).
+    short_views: float = 0.0
 
     @property
     def binary(self) -> bool:
@@ -74,7 +76,8 @@ class KerasAutoencoder(Encoder):
         from .training import Schedule
 
         return Schedule(batch_size=self.batch_size, learning_rate=self.learning_rate, patience=self.patience,
-                        validation_fraction=self.validation_fraction, seed=self.seed, lr_decay=self.lr_decay)
+                        validation_fraction=self.validation_fraction, seed=self.seed, lr_decay=self.lr_decay,
+                        views=self.short_views)
 
     def _train(self, model, inputs, targets, loss, epochs: int, task: str,
                progress: Progress | None, sparse_input: bool = False, decay: bool | None = None) -> dict:

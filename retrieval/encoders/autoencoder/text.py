@@ -35,6 +35,13 @@ class TextAutoencoder(KerasAutoencoder):
         learning_rate: Adam learning rate.
         noise: Input dropout rate (denoising); 0 disables it. Training with
             noise feeds dense inputs (dropout needs them), which is slower.
+        short_views: Share of each batch's documents replaced by a short view
+            of themselves: a log-uniform number of their words (down to one),
+            renormalised, still reconstructing the whole document. Trains the
+            encoder for short queries while the input stays sparse. Applies
+            to sparse training only: with ``noise`` > 0 (dense inputs through
+            a Dropout layer) the noise is the corruption and there are no
+            short views.
         decoder_hidden: Hidden widths of the decoder between code and softmax;
             empty (the default, chosen by measurement) maps the code straight
             to the word distribution, a log-linear "topic" decoder that
@@ -65,7 +72,7 @@ class TextAutoencoder(KerasAutoencoder):
 
     def __init__(self, *, hidden: tuple[int, ...] | list[int] = _D.hidden, code_dim: int = _D.code_dim,
                  epochs: int = _D.epochs, batch_size: int = _D.batch_size, learning_rate: float = _D.learning_rate,
-                 noise: float = _D.noise, decoder_hidden: tuple[int, ...] | list[int] = _D.decoder_hidden,
+                 noise: float = _D.noise, short_views: float = _D.short_views, decoder_hidden: tuple[int, ...] | list[int] = _D.decoder_hidden,
                  code_norm: bool = _D.code_norm, neighbours: int = _D.neighbours,
                  neighbour_weight: float = _D.neighbour_weight, pretrain: str = _D.pretrain,
                  pretrain_epochs: int = 3, patience: int = 2, validation_fraction: float = 0.05,
@@ -81,6 +88,8 @@ class TextAutoencoder(KerasAutoencoder):
             raise InputError(f"unknown pretrain mode {self.pretrain!r}; use one of {', '.join(PRETRAIN_MODES)}")
         if not 0 <= self.noise < 1:
             raise InputError(f"noise must be in [0, 1); got {self.noise}")
+        if not 0 <= self.short_views <= 1:
+            raise InputError(f"short_views must be in [0, 1]; got {self.short_views}")
         if X.shape[0] < 4:
             raise InputError(f"an autoencoder needs at least 4 documents; got {X.shape[0]}")
 

@@ -61,11 +61,49 @@ def _sparse_tensor(matrix: sp.csr_matrix):
     return tf.sparse.reorder(tf.SparseTensor(indices, coo.data.astype(np.float32), coo.shape))
 
 
-def _sparse_dataset(inputs, targets, batch_size: int, shuffle: bool, seed: int):
+def short_views(x, fraction: float, seed: int):
+    """Replace a ``fraction`` of the rows of a sparse batch by short views of themselves.
+
+    A short view keeps ``m`` of the row's ``n`` words, ``m`` drawn
+    log-uniformly from 1 to ``n`` (as many views of 1-3 words as of 10-30),
+    and is L2-normalised again, like the TF-IDF row of a short query. The
+    target stays the whole document's: the encoder learns to place a few
+    words where their document lies (denoising by heavy word dropout),
+    and the input stays sparse, unlike a Dropout layer.
+
+    Args:
+        x: ``tf.SparseTensor`` batch of L2-normalised TF-IDF rows.
+        fraction: Share of rows replaced by a short view (0 leaves ``x`` as is).
+        seed: Op seed of the random draws.
+
+    Returns:
+        A ``tf.SparseTensor`` of the same shape.
+    """
+    import tensorflow as tf
+
+    rows = x.indices[:, 0]
+    n_rows = tf.cast(x.dense_shape[0], tf.int32)
+    counts = tf.math.unsorted_segment_sum(tf.ones_like(x.values), rows, n_rows)
+    viewed = tf.random.uniform([n_rows], seed=seed) < fraction
+    # Keep each word with probability m / n, m log-uniform in [1, n].
+    keep_rate = tf.exp(-tf.random.uniform([n_rows], seed=seed + 1) * tf.math.log(tf.maximum(counts, 1.0)))
+    keep_rate = tf.where(viewed, keep_rate, 1.0)
+    u = tf.random.uniform(tf.shape(x.values), seed=seed + 2)
+    # A row's word with the smallest draw always stays: no view is empty.
+    first = tf.gather(tf.math.unsorted_segment_min(u, rows, n_rows), rows)
+    kept = tf.sparse.retain(x, (u < tf.gather(keep_rate, rows)) | (u <= first))
+    kept_rows = kept.indices[:, 0]
+    norms = tf.sqrt(tf.math.unsorted_segment_sum(tf.square(kept.values), kept_rows, n_rows))
+    values = kept.values / tf.maximum(tf.gather(norms, kept_rows), 1e-12)
+    return tf.SparseTensor(kept.indices, values, kept.dense_shape)
+
+
+def _sparse_dataset(inputs, targets, batch_size: int, shuffle: bool, seed: int, views: float = 0.0):
     """A tf.data pipeline that keeps TF-IDF inputs sparse into the first layer.
 
     A document has ~100 of 10,000 terms: a sparse first layer does ~1 % of
-    the dense multiply-adds. Targets are densified per batch.
+    the dense multiply-adds. Targets are densified per batch. ``views``:
+    share of each training batch's rows replaced by :func:`short_views`.
     """
     import tensorflow as tf
 
@@ -73,6 +111,9 @@ def _sparse_dataset(inputs, targets, batch_size: int, shuffle: bool, seed: int):
                                                _sparse_tensor(sp.csr_matrix(targets))))
     if shuffle:
         data = data.shuffle(inputs.shape[0], seed=seed, reshuffle_each_iteration=True)
+    if views > 0:
+        return data.batch(batch_size).map(
+            lambda x, t: (short_views(x, views, seed), tf.sparse.to_dense(t))).prefetch(2)
     return data.batch(batch_size).map(lambda x, t: (x, tf.sparse.to_dense(t))).prefetch(2)
 
 
@@ -96,6 +137,8 @@ class Schedule:
     validation_fraction: float
     seed: int
     lr_decay: bool = False
+    #: Share of training rows replaced by short views (sparse text inputs only).
+    views: float = 0.0
 
 
 class _KerasStepRetracing(logging.Filter):
@@ -139,7 +182,11 @@ def split(n: int, seed: int, validation_fraction: float) -> tuple[np.ndarray, np
 
 def train(model, inputs, targets, loss, schedule: Schedule, epochs: int, task: str, progress: Progress | None,
           sparse_input: bool = False, decay: bool | None = None) -> dict:
-    """Fit ``model`` with early stopping on a held-out slice; returns the history (floats)."""
+    """Fit ``model`` with early stopping on a held-out slice; returns the history (floats).
+
+    With sparse inputs, ``schedule.views`` of the training rows are replaced
+    by short views each batch (see :func:`short_views`); validation rows stay whole.
+    """
     train_rows, val = split(inputs.shape[0], schedule.seed, schedule.validation_fraction)
     rate = schedule.learning_rate
     if schedule.lr_decay if decay is None else decay:
@@ -156,7 +203,10 @@ def train(model, inputs, targets, loss, schedule: Schedule, epochs: int, task: s
         callbacks.append(keras.callbacks.EarlyStopping(
             monitor="val_loss", patience=schedule.patience, restore_best_weights=True))
     with _quiet_step_retracing():
-        history = model.fit(data(inputs[train_rows], targets[train_rows], schedule.batch_size, True, schedule.seed),
+        train_data = (_sparse_dataset(inputs[train_rows], targets[train_rows], schedule.batch_size, True,
+                                      schedule.seed, schedule.views) if sparse_input
+                      else _Batches(inputs[train_rows], targets[train_rows], schedule.batch_size, True, schedule.seed))
+        history = model.fit(train_data,
                             validation_data=val_data, epochs=epochs, verbose=0, callbacks=callbacks,
                             shuffle=False)  # the data sources shuffle themselves, seeded
     return {k: [float(x) for x in v] for k, v in history.history.items()}
