@@ -9,9 +9,13 @@ the demo searches (the modality's encoders, their metric, a flat index),
 and scored by mean precision@20 over the splits. The pixels and PCA
 baselines are scored on the same splits.
 
-Usage:
+Each line gives the mean over the splits, the spread (max - min) and the
+epochs each fit ran before early stopping.
+
+Usage (``PYTHONPATH=.`` from a checkout, so its ``retrieval`` is imported):
     python benchmarks/digits_validation.py              # every candidate
     python benchmarks/digits_validation.py '{"code_dim": 32}' ...  # given candidates (JSON ImagesConfig fields)
+    DIGITS_SPLITS=1 python benchmarks/digits_validation.py ...     # screening on the first split alone
 """
 from __future__ import annotations
 
@@ -33,9 +37,9 @@ from retrieval.modality import IMAGES  # noqa: E402
 
 K = 20
 #: Whitening exponents also scored on the codes of each unwhitened candidate.
-WHITEN = (0.25,)
-#: Validation splits of the demo's training portion (seeds of the re-split).
-SPLIT_SEEDS = (1, 2, 3)
+WHITEN = (0.15, 0.25, 0.35)
+#: Validation splits of the demo's training portion (seeds of the re-split; DIGITS_SPLITS overrides).
+SPLIT_SEEDS = tuple(int(s) for s in os.environ.get("DIGITS_SPLITS", "1,2,3").split(","))
 
 #: Today's demo config first, then one change at a time around it, then combinations.
 CANDIDATES = [
@@ -62,7 +66,7 @@ def precision(method_codes: tuple, y_index: np.ndarray, y_query: np.ndarray, met
 def score(config: ImagesConfig, splits: list, methods: tuple[str, ...] = ("ae",)) -> dict:
     """Mean precision@K per method over the validation splits, and the fit time."""
     out = {m: [] for m in methods}
-    seconds = 0.0
+    seconds, epochs = 0.0, []
     for (X_index, y_index, X_query, y_query) in splits:
         encoders = IMAGES.encoders(config, X_index.shape)
         for method in methods:
@@ -71,7 +75,9 @@ def score(config: ImagesConfig, splits: list, methods: tuple[str, ...] = ("ae",)
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
                 encoder.fit(X_index)
-            seconds += time.perf_counter() - started if method == "ae" else 0.0
+            if method == "ae":
+                seconds += time.perf_counter() - started
+                epochs.append(len(encoder.history_["loss"]))
             codes = (encoder.transform(X_index), encoder.transform(X_query))
             out[method].append(precision(codes, y_index, y_query, encoder.metric))
             if method == "ae" and config.whiten == 0:
@@ -81,7 +87,8 @@ def score(config: ImagesConfig, splits: list, methods: tuple[str, ...] = ("ae",)
                     whitened = (codes[0] @ project, codes[1] @ project)
                     out.setdefault(f"ae whiten {power}", []).append(
                         precision(whitened, y_index, y_query, encoder.metric))
-    return {m: float(np.mean(v)) for m, v in out.items()} | {"fit_s": seconds / len(splits)}
+    return ({m: float(np.mean(v)) for m, v in out.items()} | {f"{m} spread": float(np.ptp(v)) for m, v in out.items()}
+            | {"fit_s": seconds / len(splits), "epochs": epochs})
 
 
 def main() -> None:
@@ -96,7 +103,8 @@ def main() -> None:
           f"{len(splits[0][0])} indexed / {len(splits[0][2])} queries; precision@{K}, mean over splits", flush=True)
     base = ImagesConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in CANDIDATES[0].items()})
     baselines = score(base, splits, methods=("pca", "pixels"))
-    print(f"baselines: pca {baselines['pca']:.4f}  pixels {baselines['pixels']:.4f}", flush=True)
+    print(f"baselines: pca {baselines['pca']:.4f} (spread {baselines['pca spread']:.4f})  "
+          f"pixels {baselines['pixels']:.4f} (spread {baselines['pixels spread']:.4f})", flush=True)
     given = [json.loads(arg) for arg in sys.argv[1:]]
     if given:
         candidates = given
@@ -111,8 +119,9 @@ def main() -> None:
         result = score(config, splits)
         whitened = "".join(f"  [whiten {p}: {result[f'ae whiten {p}']:.4f}]" for p in WHITEN
                            if f"ae whiten {p}" in result)
-        print(f"ae {result['ae']:.4f}{whitened}  (pca-{config.code_dim} {pca[config.code_dim]:.4f})  "
-              f"fit {result['fit_s']:.1f} s  {json.dumps(candidate)}", flush=True)
+        print(f"ae {result['ae']:.4f} (spread {result['ae spread']:.4f}){whitened}  "
+              f"(pca-{config.code_dim} {pca[config.code_dim]:.4f})  fit {result['fit_s']:.1f} s, "
+              f"epochs {result['epochs']}  {json.dumps(candidate)}", flush=True)
 
 
 if __name__ == "__main__":

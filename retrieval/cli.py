@@ -182,6 +182,7 @@ def index_images(
     augment: Annotated[float, typer.Option(help="Denoising by random shifts (fraction of the side) and mirroring; 0 = off.")] = ImagesConfig.augment,
     mirror: Annotated[bool, typer.Option("--mirror/--no-mirror", help="Mirroring in the --augment corruption (off for glyphs such as digits).")] = ImagesConfig.mirror,
     epochs: Epochs = ImagesConfig.epochs,
+    patience: Annotated[int, typer.Option(help="Early stopping: epochs without a lower validation loss before training stops.")] = ImagesConfig.patience,
     noise: Noise = ImagesConfig.noise,
     baselines: Annotated[Optional[str], typer.Option(help=f"Comma-separated: {_csv(config.IMAGE_BASELINES)} (and {_csv(config.HASH_BASELINES)} with --bits) or none; default all.")] = ImagesConfig.baselines,
     bits: Bits = ImagesConfig.bits,
@@ -199,7 +200,7 @@ def index_images(
     """Build an image index: pixels -> convolutional autoencoder codes -> FAISS, plus baselines."""
     options = ImagesConfig(size=size, color=_value(color), fit=_value(fit), labels_from_folders=labels_from_folders,
                            code_dim=code_dim, filters=_csv_ints(filters, "--filters"), decoder=_value(decoder),
-                           whiten=whiten, augment=augment, mirror=mirror, epochs=epochs,
+                           whiten=whiten, augment=augment, mirror=mirror, epochs=epochs, patience=patience,
                            noise=noise, baselines=baselines, baseline_dim=baseline_dim,
                            index_kind=_value(index_kind), limit=limit, seed=seed, bits=bits, binary_epochs=binary_epochs,
                            keep_inputs=keep_inputs)

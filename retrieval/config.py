@@ -223,6 +223,8 @@ class ImagesConfig(_Config):
         epochs: Maximum training epochs.
         batch_size: Mini-batch size.
         learning_rate: Adam learning rate.
+        patience: Early stopping: epochs without a lower validation loss
+            before training stops (the best epoch's weights are kept).
         noise: Input dropout (denoising) rate.
         whiten: Partial whitening exponent of the codes.
         augment: Shift/mirror corruption in training (fraction of the side).
@@ -249,6 +251,7 @@ class ImagesConfig(_Config):
     epochs: int = 30
     batch_size: int = 256
     learning_rate: float = 1e-3
+    patience: int = 3
     noise: float = 0.0
     whiten: float = 0.25
     augment: float = 0.07
@@ -266,6 +269,8 @@ class ImagesConfig(_Config):
         _resolve_baselines(self, IMAGE_BASELINES)
         if self.code_dim < 1:
             raise InputError(f"--code-dim must be >= 1; got {self.code_dim}")
+        if self.patience < 1:
+            raise InputError(f"--patience must be >= 1 epoch; got {self.patience}")
         if self.size is not None and not 8 <= self.size <= 512:
             raise InputError(f"--size must be between 8 and 512 pixels; got {self.size}")
         _check_choice("--color", self.color, COLORS)

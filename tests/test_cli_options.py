@@ -141,6 +141,7 @@ def test_docs_help_shows_the_config_defaults(monkeypatch, capsys, wide):
     images = _help(monkeypatch, capsys, "index", "images")
     assert f"[default: {ImagesConfig().epochs}]" in _option_line(images, "--epochs")
     assert f"[default: {ImagesConfig().binary_epochs}]" in _option_line(images, "--binary-epochs")
+    assert f"[default: {ImagesConfig().patience}]" in _option_line(images, "--patience")
     assert f"[default: {api.CrawlConfig().max_pages}]" in _option_line(images, "--max-pages")
     query = _help(monkeypatch, capsys, "query")
     assert f"[default: {config.DEFAULT_K}]" in _option_line(query, "-k")
@@ -264,6 +265,11 @@ def test_docs_config_accepts_every_allowed_choice(field, values):
 def test_images_config_accepts_every_allowed_choice(field, values):
     for value in values:
         assert getattr(ImagesConfig(**{field: value}), field) == value
+
+
+def test_images_config_rejects_a_patience_below_one_epoch():
+    with pytest.raises(InputError, match="--patience must be >= 1 epoch; got 0"):
+        ImagesConfig(patience=0)
 
 
 def test_rerankers_of_both_modalities():

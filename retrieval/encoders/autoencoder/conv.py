@@ -36,7 +36,7 @@ class ConvAutoencoder(KerasAutoencoder):
         batch_size: Mini-batch size.
         learning_rate: Adam learning rate.
         noise: Input dropout rate (denoising); 0 disables it.
-        patience: Early-stopping patience.
+        patience: Early-stopping patience in epochs.
         validation_fraction: Held-out slice for early stopping.
         center: Subtract the mean training code.
         whiten: Partial whitening exponent of the codes (0 = none, 0.5 = full).
@@ -60,7 +60,7 @@ class ConvAutoencoder(KerasAutoencoder):
 
     def __init__(self, *, filters: tuple[int, ...] | list[int] = _I.filters, code_dim: int = _I.code_dim,
                  decoder: str = _I.decoder, epochs: int = _I.epochs, batch_size: int = _I.batch_size,
-                 learning_rate: float = _I.learning_rate, noise: float = _I.noise, patience: int = 3,
+                 learning_rate: float = _I.learning_rate, noise: float = _I.noise, patience: int = _I.patience,
                  validation_fraction: float = 0.05, center: bool = True, whiten: float = _I.whiten,
                  augment: float = _I.augment, mirror: bool = _I.mirror, lr_decay: bool = True, binarize: str = "none",
                  binary_epochs: int = _I.binary_epochs, seed: int = _I.seed) -> None:
