@@ -145,10 +145,17 @@ class TextAutoencoder(KerasAutoencoder):
     def _item_loss(self, part, decoded: np.ndarray) -> np.ndarray:
         # Cross-entropy of the item's own word distribution (not the
         # neighbour-mixed training target): the cost of this document's words.
-        target = word_distribution(sp.csr_matrix(part, dtype=np.float32)).tocoo()
-        logs = -np.log(np.maximum(decoded[target.row, target.col], 1e-12))
-        loss = np.bincount(target.row, weights=target.data * logs, minlength=decoded.shape[0])
+        # Straight on the CSR arrays: building scipy matrices per call cost
+        # more than the decoder itself on a one-query batch.
+        X = part if sp.isspmatrix_csr(part) and part.dtype == np.float32 else sp.csr_matrix(part, dtype=np.float32)
+        terms = np.diff(X.indptr)
+        rows = np.repeat(np.arange(X.shape[0]), terms)
+        sums = np.bincount(rows, weights=X.data, minlength=X.shape[0])
+        sums[sums == 0] = 1.0
+        target = X.data * (1.0 / sums).astype(np.float32)[rows]
+        logs = -np.log(np.maximum(decoded[rows, X.indices], 1e-12))
+        loss = np.bincount(rows, weights=target * logs, minlength=decoded.shape[0])
         # A row without a known word has no distribution to reconstruct: it
         # costs as much as a uniform guess over the vocabulary.
-        loss[np.diff(sp.csr_matrix(part).indptr) == 0] = np.log(decoded.shape[1])
+        loss[terms == 0] = np.log(decoded.shape[1])
         return loss
