@@ -178,7 +178,7 @@ def _batch_line(line: str, modality: Modality) -> dict:
     kinds = [key for key in _BATCH_KINDS if key in spec]
     if len(kinds) != 1:
         raise InputError("give exactly one of \"text\", \"image\" or \"like\"")
-    wanted = "text" if modality is DOCS else "image"
+    wanted = "text" if modality.text_queries else "image"
     if kinds[0] not in ("like", wanted):
         raise InputError(f"index holds {modality.noun}; give \"{wanted}\" or \"like\", "
                          f"not \"{kinds[0]}\"")
