@@ -211,6 +211,8 @@ def index_images(
             report = api.crawl(source, folder, CrawlConfig(max_pages=max_pages),
                                on_progress=progress.crawl_callback())
             err.print(f"crawled {report.pages} pages, {report.images} new images into {folder}")
+            for line in report.notes():
+                err.print(line, highlight=False, soft_wrap=True)
             source = str(folder)
         manifest = api.build_images_index(source, name, options, store=store, force=force, progress=progress)
     _print_built(manifest, as_json)
@@ -526,7 +528,7 @@ def crawl(
     url: Annotated[str, typer.Argument(help="Start page.")],
     out_dir: Annotated[Path, typer.Option("--out", help="Folder for images and manifest.jsonl.")],
     allow_host: Annotated[Optional[list[str]], typer.Option("--allow-host", help="Also follow pages on this host.")] = None,
-    max_depth: Annotated[int, typer.Option(help="Links followed from the start page.")] = CrawlConfig.max_depth,
+    max_depth: Annotated[Optional[int], typer.Option(help="Links followed from the start page at most (default: no limit; --max-pages bounds the crawl).")] = CrawlConfig.max_depth,
     max_pages: Annotated[int, typer.Option(help="Pages crawled at most.")] = CrawlConfig.max_pages,
     max_images: Annotated[int, typer.Option(help="Images saved at most by this run.")] = CrawlConfig.max_images,
     concurrency: Annotated[int, typer.Option(help="HTTP requests in flight at most.")] = CrawlConfig.concurrency,
@@ -540,13 +542,13 @@ def crawl(
                           respect_robots=not no_robots)
     with api.RichProgress(err) as progress:
         report = api.crawl(url, out_dir, options, on_progress=progress.crawl_callback())
-    summary = {"pages": report.pages, "images": report.images, "duplicates": report.duplicates,
-               "already_had": report.already_had, "skipped": len(report.skipped),
-               "seconds": round(report.seconds, 2), "out": str(out_dir)}
+    summary = {**report.summary(), "out": str(out_dir)}
     if as_json:
         print(json.dumps(summary, indent=2))
     else:
-        out.print(", ".join(f"{k} {v}" for k, v in summary.items()))
+        out.print(", ".join(f"{k} {v}" for k, v in summary.items() if not isinstance(v, dict)))
+        for line in report.notes():
+            out.print(line, highlight=False, soft_wrap=True)
 
 
 @app.command()

@@ -305,8 +305,8 @@ class CrawlConfig:
             start host (``"docs.example.com"``; a ``host:port`` entry matches
             only that port). Images are fetched from any host regardless.
         max_depth: Link distance from the start page (depth 0) beyond which
-            pages are not fetched. Images on pages at ``max_depth`` are still
-            collected.
+            pages are not fetched, or ``None`` for no limit. Images on pages at
+            ``max_depth`` are still collected.
         max_pages: Maximum number of pages crawled successfully.
         max_images: Maximum number of images saved by this run.
         concurrency: Maximum number of HTTP requests in flight at any time.
@@ -315,10 +315,21 @@ class CrawlConfig:
         max_redirects: Redirects followed per URL before giving up.
         respect_robots: Obey robots.txt ``Disallow`` and ``Crawl-delay``.
         user_agent: ``User-Agent`` header sent with every request.
+        retries: Further attempts at a URL answered with HTTP 429 or 503.
+        backoff: Seconds before the first such retry; doubled for each next
+            one. A ``Retry-After`` header replaces it.
+        max_retry_wait: Seconds the crawl may pause one host in total for
+            retries. A ``Retry-After`` longer than what is left, or a spent
+            budget, skips the URL instead of waiting.
     """
 
     allow_hosts: tuple[str, ...] = ()
-    max_depth: int = 3
+    # No depth limit: pages are crawled nearest first, so max_pages already
+    # drops the farthest ones, while a depth limit cuts long chains the page
+    # budget would afford (five pages of "next" links need depth 4; wget -r
+    # stops at 5, Scrapy's DEPTH_LIMIT is off by default). The crawl reports
+    # how many links either limit left unfollowed.
+    max_depth: int | None = None
     max_pages: int = 200
     max_images: int = 10_000
     concurrency: int = 8
@@ -327,6 +338,11 @@ class CrawlConfig:
     max_redirects: int = 5
     respect_robots: bool = True
     user_agent: str = DEFAULT_USER_AGENT
+    # Three retries 1, 2 and 4 s apart ride out a brief overload; a host that
+    # keeps refusing costs the crawl at most two minutes, not one per URL.
+    retries: int = 3
+    backoff: float = 1.0
+    max_retry_wait: float = 120.0
 
     def __post_init__(self) -> None:
         hosts = self.allow_hosts
@@ -336,17 +352,26 @@ class CrawlConfig:
         object.__setattr__(self, "allow_hosts", tuple(hosts))
         minimums = {
             "max_depth": 0, "max_pages": 1, "max_images": 0, "concurrency": 1,
-            "max_bytes": 1, "max_redirects": 0,
+            "max_bytes": 1, "max_redirects": 0, "retries": 0,
         }
         for name, low in minimums.items():
             value = getattr(self, name)
+            if name == "max_depth" and value is None:
+                continue
             if isinstance(value, bool) or not isinstance(value, int) or value < low:
                 raise InputError(
                     f"CrawlConfig.{name} must be an integer >= {low}, got {value!r}"
                 )
-        if not (isinstance(self.timeout, (int, float)) and self.timeout > 0):
-            raise InputError(
-                f"CrawlConfig.timeout must be a number of seconds > 0, got {self.timeout!r}"
+        for name in ("timeout", "backoff", "max_retry_wait"):
+            value = getattr(self, name)
+            # A timeout of 0 would fail every request; no wait between retries is fine.
+            bound = "> 0" if name == "timeout" else ">= 0"
+            ok = isinstance(value, (int, float)) and not isinstance(value, bool) and (
+                value > 0 if name == "timeout" else value >= 0
             )
+            if not ok:
+                raise InputError(
+                    f"CrawlConfig.{name} must be a number of seconds {bound}, got {value!r}"
+                )
         if not self.user_agent.strip():
             raise InputError("CrawlConfig.user_agent must not be empty")

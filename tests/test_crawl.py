@@ -28,6 +28,7 @@ from PIL import Image
 from retrieval.sources.crawl import (
     DEFAULT_USER_AGENT,
     MANIFEST_NAME,
+    RUNS_NAME,
     CrawlConfig,
     CrawlReport,
     _extract_refs,
@@ -37,8 +38,9 @@ from retrieval.sources.crawl import (
 )
 from retrieval.errors import FetchError, InputError, RetrievalWarning
 
-# Short enough to keep the file fast, long enough for a loaded CI machine.
-CONFIG = CrawlConfig(timeout=3.0)
+# Short enough to keep the file fast, long enough for a loaded CI machine;
+# retries of 429/503 answers wait milliseconds, not seconds.
+CONFIG = CrawlConfig(timeout=3.0, backoff=0.01)
 
 
 # --------------------------------------------------------------------------
@@ -55,6 +57,7 @@ class Resp:
     headers: dict[str, str] = field(default_factory=dict)
     send_length: bool = True  # False: stream until the connection closes
     stall: float = 0.0  # seconds to hang before answering
+    drop: bool = False  # close the connection without answering
 
 
 class _Server(ThreadingHTTPServer):
@@ -72,7 +75,7 @@ class Site:
     """A local HTTP server whose routes, hits and concurrency tests inspect."""
 
     def __init__(self, host_name: str = "127.0.0.1") -> None:
-        self.routes: dict[str, Resp] = {}
+        self.routes: dict[str, Resp | list[Resp]] = {}
         self.hits: Counter[str] = Counter()
         self.user_agents: list[str] = []
         self.request_times: list[tuple[str, float]] = []
@@ -130,6 +133,8 @@ class Site:
             if self.delay:
                 time.sleep(self.delay)
             resp = self.routes.get(handler.path) or Resp(b"<h1>not found</h1>", status=404)
+            if isinstance(resp, list):  # answers in turn, the last one for good
+                resp = resp.pop(0) if len(resp) > 1 else resp[0]
             if resp.stall:
                 self._release.wait(resp.stall)
         finally:
@@ -137,6 +142,9 @@ class Site:
             # undercount what the client sees as in flight, never overcount.
             with self._lock:
                 self.in_flight -= 1
+        if resp.drop:
+            handler.close_connection = True
+            return
         try:
             handler.send_response(resp.status)
             if resp.content_type:
@@ -292,7 +300,7 @@ def test_crawl_collects_every_kind_of_image_reference_and_writes_manifest(site, 
     assert by_url[site.url("/pic.png")]["page_url"] == site.url("/")
     # Only the images and the manifest are left behind (no temp files).
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted(
-        [MANIFEST_NAME, *(entry["file"] for entry in entries)]
+        [MANIFEST_NAME, RUNS_NAME, *(entry["file"] for entry in entries)]
     )
 
 
@@ -432,8 +440,10 @@ def test_a_stalled_server_times_out_without_stalling_the_crawl(site, tmp_path):
     report = crawl(site.url("/"), tmp_path, replace(CONFIG, timeout=0.5))
 
     assert time.monotonic() - started < 4
-    assert skip_reason(report, site.url("/slow.png")) == "timed out after 0.5 s"
-    assert skip_reason(report, site.url("/slow.html")) == "timed out after 0.5 s"
+    # A timeout is retried once.
+    assert skip_reason(report, site.url("/slow.png")) == "timed out after 0.5 s (2 attempts)"
+    assert skip_reason(report, site.url("/slow.html")) == "timed out after 0.5 s (2 attempts)"
+    assert site.hits["/slow.png"] == 2 and report.skip_reasons == {"timeout": 2}
     assert report.images == 1
 
 
@@ -533,6 +543,8 @@ def test_max_depth_limits_link_distance(site, tmp_path):
     assert report.pages == 3
     # Images on the deepest page are still collected.
     assert report.images == 3 and site.hits["/i2.png"] == 1 and site.hits["/i3.png"] == 0
+    # The cut is reported: one link (to p3) left unfollowed.
+    assert report.unfollowed == {"max_depth": 1}
 
 
 def test_max_pages_prefers_shallow_pages(site, tmp_path):
@@ -546,6 +558,8 @@ def test_max_pages_prefers_shallow_pages(site, tmp_path):
     assert report.pages == 3
     pages = [p for p in site.hits if p.endswith(".html")]
     assert len(pages) == 2 and all(p.startswith("/d1-") for p in pages)
+    # One d1 page and the two d2 pages linked from the crawled d1 pages.
+    assert report.unfollowed == {"max_pages": 3}
 
 
 def test_max_images_is_exact(site, tmp_path):
@@ -732,6 +746,7 @@ def test_start_page_redirect_to_another_host_is_followed(site, other_site, tmp_p
 @pytest.mark.parametrize("changes", [
     {"concurrency": 0}, {"max_pages": 0}, {"timeout": 0}, {"max_depth": -1},
     {"max_bytes": "big"}, {"max_redirects": True}, {"user_agent": " "},
+    {"retries": -1}, {"backoff": -0.5}, {"max_retry_wait": "long"},
 ])
 def test_invalid_config_raises_input_error(changes):
     with pytest.raises(InputError, match=next(iter(changes))):

@@ -21,10 +21,16 @@ Scope rules:
 
 Politeness and guards:
 
-* ``robots.txt`` is read once per origin (RFC 9309 semantics: a 4xx means
-  "no rules", a 5xx or a network error means "disallow everything") and its
-  ``Disallow`` rules apply to pages *and* images; ``Crawl-delay`` sets a minimum
+* ``robots.txt`` is read once per origin with Protego (RFC 9309 semantics:
+  ``*`` and ``$`` patterns, the longest matching rule wins, the group is chosen
+  by our product token ``retrieval``; a 4xx means "no rules", a 5xx or a
+  network error means "disallow everything") and its rules apply to pages
+  *and* images; ``Crawl-delay`` (fractions of a second too) sets a minimum
   interval between the starts of two requests to that origin.
+* An HTTP 429 or 503 answer is retried up to ``retries`` times, after
+  ``Retry-After`` (seconds or an HTTP date) or else an exponential backoff,
+  and the whole host pauses meanwhile; ``max_retry_wait`` caps the pause per
+  host. A timeout or a connection cut mid-answer is retried once.
 * At most ``concurrency`` requests are in flight at any time. Every request has
   a deadline of ``timeout`` seconds for connect, headers and body together, so
   a server that drips bytes cannot hold a slot forever.
@@ -34,9 +40,12 @@ Politeness and guards:
   supported format. At most ``max_redirects`` redirects are followed, and a
   redirect loop is reported as such.
 * Every failure is recorded in :attr:`CrawlReport.skipped` as ``(url, reason)``
-  and the crawl goes on. Only a bad start URL (:class:`InputError`), a start
-  page that cannot be fetched (:class:`FetchError`) or an output folder that
-  cannot be written (:class:`RetrievalError`) stop it.
+  and counted by kind in :attr:`CrawlReport.skip_reasons`, and the crawl goes
+  on. Only a bad start URL (:class:`InputError`), a start page that cannot be
+  fetched (:class:`FetchError`) or an output folder that cannot be written
+  (:class:`RetrievalError`) stop it.
+* Links that ``max_depth``, ``max_pages`` or ``max_images`` left unfollowed
+  are counted in :attr:`CrawlReport.unfollowed`.
 
 Output: each distinct image body (by SHA-256) is written once as
 ``<sha256[:16]>.<ext>`` and gets one ``manifest.jsonl`` line with ``file``,
@@ -46,18 +55,29 @@ Output: each distinct image body (by SHA-256) is written once as
 is appended only after the file has been renamed into place, so an interrupted
 crawl leaves a consistent folder, and the next run over the same folder
 resumes: image URLs and SHA-256s already in the manifest are not saved again.
+Each finished run appends its :meth:`CrawlReport.summary` (counts, skip reasons,
+unfollowed links, limits) as one line of ``crawls.jsonl`` beside it.
+
+Pages are decoded in the HTML standard's order: a byte order mark, the
+``charset`` of the ``Content-Type`` header, a ``<meta charset>`` or
+``<meta http-equiv="Content-Type">`` in the first 2 KB, then UTF-8 if the
+bytes are valid UTF-8, else charset-normalizer's guess. Unknown charset names
+are passed over, never fatal.
 """
 from __future__ import annotations
 
 import asyncio
+import codecs
 import concurrent.futures
 import contextlib
+import email.utils
 import hashlib
 import heapq
 import io
 import json
 import math
 import os
+import re
 import tempfile
 import time
 import warnings
@@ -68,7 +88,6 @@ from html.parser import HTMLParser
 from pathlib import Path
 from typing import Literal
 from urllib.parse import urldefrag, urljoin, urlsplit, urlunsplit
-from urllib.robotparser import RobotFileParser
 
 from .._lazy import LazyModule
 
@@ -79,10 +98,13 @@ from ..errors import FetchError, InputError, RetrievalError, RetrievalWarning
 #: Loaded by the first crawl, not by ``retrieval --help`` (whose crawl options read CrawlConfig).
 httpx = LazyModule("httpx")
 Image = LazyModule("PIL.Image")
+protego = LazyModule("protego")
+charset_normalizer = LazyModule("charset_normalizer")
 
 __all__ = [
     "DEFAULT_USER_AGENT",
     "MANIFEST_NAME",
+    "RUNS_NAME",
     "CrawlConfig",
     "CrawlReport",
     "crawl",
@@ -93,8 +115,20 @@ __all__ = [
 MANIFEST_NAME = "manifest.jsonl"
 """File name of the manifest :func:`crawl` appends to inside ``out_dir``."""
 
+RUNS_NAME = "crawls.jsonl"
+"""File in ``out_dir`` to which each finished crawl appends its summary line."""
+
 _ROBOTS_MAX_BYTES = 512 * 1024  # RFC 9309 asks crawlers to parse at least 500 KiB.
 _REDIRECT_CODES = frozenset({301, 302, 303, 307, 308})
+_RETRY_CODES = frozenset({429, 503})  # "too many requests", "try again later"
+# The HTML standard's <meta> prescan reads 1024 bytes; pages with a long
+# <head> preamble still declare within twice that.
+_META_PRESCAN = 2048
+# Enough text for charset-normalizer to decide, without scanning megabytes.
+_DETECT_BYTES = 16 * 1024
+# How much messier (charset-normalizer's chaos) windows-1252 may read than the
+# detected Latin code page and still be preferred (see _detect_codec).
+_WESTERN_MARGIN = 0.1
 _HTML_TYPES = frozenset({"text/html", "application/xhtml+xml"})
 _IMAGE_EXTENSIONS = (
     ".jpg", ".jpeg", ".jpe", ".png", ".gif", ".webp", ".bmp", ".tif", ".tiff",
@@ -123,6 +157,18 @@ class CrawlReport:
         duplicates: Images fetched whose body had already been saved by this
             run under another URL.
         skipped: ``(url, reason)`` for every page or image that failed.
+        skip_reasons: How many skips had each kind of reason: ``robots``
+            (disallowed), ``robots_unavailable``, ``http_<status>`` (e.g.
+            ``http_404``), ``timeout``, ``network``, ``too_large``,
+            ``not_html``, ``not_image``, ``redirect`` (loop, too many, no
+            target), ``off_site`` (a page redirected to another site),
+            ``invalid_url`` or ``other``.
+        unfollowed: Links found but never fetched because a limit cut them,
+            by limit: ``max_depth`` (distinct same-site page links beyond it),
+            ``max_pages`` (pages queued when it was reached), ``max_images``
+            (image and page links queued when it was reached). Limits that
+            cut nothing are absent.
+        limits: The ``max_depth``, ``max_pages`` and ``max_images`` of the run.
         already_had: Images not saved because the manifest of an earlier run
             already lists their URL (not refetched) or their SHA-256.
         seconds: Wall-clock duration of the crawl.
@@ -133,9 +179,43 @@ class CrawlReport:
     images: int = 0
     duplicates: int = 0
     skipped: list[tuple[str, str]] = field(default_factory=list)
+    skip_reasons: dict[str, int] = field(default_factory=dict)
+    unfollowed: dict[str, int] = field(default_factory=dict)
+    limits: dict[str, int | None] = field(default_factory=dict)
     already_had: int = 0
     seconds: float = 0.0
     max_in_flight: int = 0
+
+    def summary(self) -> dict:
+        """Return the counts as a JSON-ready dict (``crawl --json``, ``crawls.jsonl``)."""
+        reasons = sorted(self.skip_reasons.items(), key=lambda kv: (-kv[1], kv[0]))
+        return {
+            "pages": self.pages,
+            "images": self.images,
+            "duplicates": self.duplicates,
+            "already_had": self.already_had,
+            "skipped": len(self.skipped),
+            "skip_reasons": dict(reasons),
+            "unfollowed": dict(self.unfollowed),
+            "limits": dict(self.limits),
+            "seconds": round(self.seconds, 2),
+        }
+
+    def notes(self) -> list[str]:
+        """Return one line on the skip reasons and one on unfollowed links, if any."""
+        lines = []
+        summary = self.summary()
+        if summary["skip_reasons"]:
+            reasons = ", ".join(f"{kind} {n}" for kind, n in summary["skip_reasons"].items())
+            lines.append(f"skipped {summary['skipped']}: {reasons}")
+        if self.unfollowed:
+            cuts = ", ".join(
+                f"{n} {'beyond' if limit == 'max_depth' else 'over'} "
+                f"--{limit.replace('_', '-')} {self.limits.get(limit)}"
+                for limit, n in self.unfollowed.items()
+            )
+            lines.append(f"links left unfollowed: {cuts} (raise the limit to follow them)")
+        return lines
 
 
 # --------------------------------------------------------------------------
@@ -215,46 +295,91 @@ def _parse_srcset(value: str) -> list[str]:
     return urls
 
 
-def _crawl_delay(robots_txt: str, user_agent: str) -> float:
-    """Return the ``Crawl-delay`` of the group that applies to ``user_agent``.
+_META_CHARSET = re.compile(rb"""<meta\s[^>]*?charset\s*=\s*["']?\s*([-\w.:+]+)""", re.IGNORECASE)
+# Python codecs that are no web charset: text transforms and escapes that a
+# hostile page could name, and UTF-7, which the Encoding Standard bans.
+_NOT_WEB_CODECS = frozenset({
+    "undefined", "idna", "punycode", "unicode-escape", "raw-unicode-escape", "utf-7",
+})
 
-    urllib.robotparser reads only whole seconds, yet ``Crawl-delay: 0.5`` is
-    common, so the value is read here, choosing the group the way
-    ``RobotFileParser.can_fetch`` does: the first group naming a token of our
-    product name, else the first ``*`` group.
+
+def _codec(label: str | None) -> str | None:
+    """Return the Python codec for a charset ``label``, or ``None`` if unusable."""
+    if not label:
+        return None
+    try:
+        info = codecs.lookup(label.strip().strip("\"'"))
+    except LookupError:
+        return None
+    # _is_text_encoding is how bytes.decode itself refuses base64, zlib, rot13, ...
+    if not getattr(info, "_is_text_encoding", True) or info.name in _NOT_WEB_CODECS:
+        return None
+    # The Encoding Standard reads these labels as windows-1252: pages declared
+    # latin-1 use its extra characters (curly quotes, dashes) in 0x80-0x9F.
+    return "cp1252" if info.name in ("iso8859-1", "ascii") else info.name
+
+
+def _detect_codec(body: bytes) -> str:
+    """Guess the encoding of a page that declares none and is not UTF-8."""
+    # The lines holding non-ASCII bytes carry the evidence; markup only dilutes
+    # it. Whole lines: a line end never splits a multi-byte character.
+    sample, size = [], 0
+    for line in body.split(b"\n"):
+        if not line.isascii():
+            sample.append(line)
+            size += len(line) + 1
+            if size >= _DETECT_BYTES:
+                break
+    text = b"\n".join(sample)
+    best = charset_normalizer.from_bytes(text).best()
+    if best is None:
+        return "cp1252"
+    try:
+        western = text.decode("cp1252")
+    except UnicodeDecodeError:
+        return best.encoding
+    # charset-normalizer tells scripts apart (Cyrillic, Greek, CJK) well but
+    # not the Latin code pages: it often reads French or German as Baltic or
+    # Central European. windows-1252, the web's usual legacy encoding and the
+    # HTML standard's fallback for most locales, wins unless it reads messier.
+    from charset_normalizer.md import mess_ratio
+
+    if mess_ratio(western, 1.0) <= best.chaos + _WESTERN_MARGIN:
+        return "cp1252"
+    return best.encoding
+
+
+def _decode_html(body: bytes, header_charset: str | None) -> str:
+    """Decode an HTML page the way the HTML standard's encoding sniffing does.
+
+    A byte order mark comes first (the standard puts it above the HTTP header,
+    which it outranks in practice: a BOM is never there by accident), then the
+    header's charset, then a ``<meta>`` declaration in the first bytes, then
+    UTF-8 when the bytes are valid UTF-8, else charset-normalizer's guess.
     """
-    token = user_agent.split("/")[0].lower()
-    groups: list[tuple[list[str], float | None]] = []
-    agents: list[str] = []
-    delay: float | None = None
-    in_rules = False
-    for line in robots_txt.splitlines():
-        line = line.split("#", 1)[0].strip()
-        name, sep, value = line.partition(":")
-        if not sep:
-            continue
-        name, value = name.strip().lower(), value.strip()
-        if name == "user-agent":
-            if in_rules:  # a user-agent after rules starts a new group
-                groups.append((agents, delay))
-                agents, delay, in_rules = [], None, False
-            agents.append(value.lower())
-        elif agents:
-            in_rules = True
-            if name == "crawl-delay":
-                try:
-                    delay = float(value)
-                except ValueError:
-                    pass
-    if agents:
-        groups.append((agents, delay))
-    specific = [d for a, d in groups if any(x != "*" and x in token for x in a)]
-    default = [d for a, d in groups if "*" in a]
-    for candidates in (specific, default):
-        if candidates:
-            value = candidates[0]
-            return value if value is not None and math.isfinite(value) and value > 0 else 0.0
-    return 0.0
+    codec = None
+    for bom, name in ((codecs.BOM_UTF8, "utf-8-sig"), (codecs.BOM_UTF16_LE, "utf-16"),
+                      (codecs.BOM_UTF16_BE, "utf-16")):
+        if body.startswith(bom):
+            codec = name
+            break
+    codec = codec or _codec(header_charset)
+    if codec is None:
+        for match in _META_CHARSET.finditer(body[:_META_PRESCAN]):
+            codec = _codec(match.group(1).decode("ascii"))
+            if codec is not None:
+                # A <meta> readable as ASCII cannot be in UTF-16/32: the standard reads UTF-8.
+                codec = "utf-8" if codec.startswith(("utf-16", "utf-32")) else codec
+                break
+    if codec is None:
+        try:
+            return body.decode("utf-8")
+        except UnicodeDecodeError:
+            codec = _detect_codec(body)
+    try:
+        return body.decode(codec, errors="replace")
+    except (LookupError, UnicodeError):  # a codec without "replace"; never fatal
+        return body.decode("utf-8", errors="replace")
 
 
 class _LinkParser(HTMLParser):
@@ -350,14 +475,52 @@ def _extract_refs(html: str, page_url: str) -> _PageRefs:
 
 
 class _Skip(Exception):
-    """One URL failed; ``reason`` says why in words fit for a report."""
+    """One URL failed; ``reason`` says why in words fit for a report.
 
-    def __init__(self, reason: str, *, unreachable: bool = False) -> None:
+    ``kind`` is the reason's class counted in :attr:`CrawlReport.skip_reasons`.
+    """
+
+    def __init__(self, reason: str, kind: str, *, unreachable: bool = False) -> None:
         super().__init__(reason)
         self.reason = reason
+        self.kind = kind
         # True for network errors and timeouts, which robots.txt handling
         # must tell apart from answers the server did give.
         self.unreachable = unreachable
+
+
+def _status_reason(response: httpx.Response) -> tuple[str, str]:
+    """(reason, kind) of a skip for an HTTP error status."""
+    status = response.status_code
+    phrase = f" {response.reason_phrase}" if response.reason_phrase else ""
+    return f"HTTP {status}{phrase}", f"http_{status}"
+
+
+class _Busy(_Skip):
+    """An HTTP 429 or 503 answer: the server asks us to come back later."""
+
+    def __init__(self, response: httpx.Response) -> None:
+        super().__init__(*_status_reason(response))
+        self.response = response
+        self.retry_after = _retry_after(response.headers.get("retry-after"))
+
+
+def _retry_after(value: str | None) -> float | None:
+    """Seconds a ``Retry-After`` header asks to wait (delay or HTTP date), or ``None``."""
+    if not value:
+        return None
+    value = value.strip()
+    try:
+        seconds = float(value)
+    except ValueError:
+        try:
+            when = email.utils.parsedate_to_datetime(value)
+        except (TypeError, ValueError, IndexError):
+            return None
+        if when.tzinfo is None:
+            when = when.replace(tzinfo=timezone.utc)
+        seconds = (when - datetime.now(timezone.utc)).total_seconds()
+    return max(0.0, seconds) if math.isfinite(seconds) else None
 
 
 def _media_type(response: httpx.Response) -> str:
@@ -370,10 +533,10 @@ def _redirect_target(url: str, response: httpx.Response) -> str | None:
         return None
     location = response.headers.get("location")
     if not location:
-        raise _Skip(f"HTTP {response.status_code} redirect without a Location header")
+        raise _Skip(f"HTTP {response.status_code} redirect without a Location header", "redirect")
     target = _normalize_url(location, url)
     if target is None:
-        raise _Skip(f"redirect to a non-HTTP URL {location!r}")
+        raise _Skip(f"redirect to a non-HTTP URL {location!r}", "redirect")
     return target
 
 
@@ -381,9 +544,9 @@ def _next_hop(chain: list[str], target: str, max_redirects: int) -> None:
     """Append ``target`` to the redirect ``chain`` or raise :class:`_Skip`."""
     if target in chain:
         loop = " -> ".join([*chain[chain.index(target):], target])
-        raise _Skip(f"redirect loop: {loop}")
+        raise _Skip(f"redirect loop: {loop}", "redirect")
     if len(chain) > max_redirects:
-        raise _Skip(f"too many redirects (more than {max_redirects})")
+        raise _Skip(f"too many redirects (more than {max_redirects})", "redirect")
     chain.append(target)
 
 
@@ -391,18 +554,17 @@ def _check_headers(response: httpx.Response, kind: _Kind, max_bytes: int) -> Non
     """Refuse a final (non-redirect) response by status, type or declared size."""
     status = response.status_code
     if not 200 <= status < 300:
-        phrase = f" {response.reason_phrase}" if response.reason_phrase else ""
-        raise _Skip(f"HTTP {status}{phrase}")
+        raise _Skip(*_status_reason(response))
     media = _media_type(response)
     if kind == "page" and media not in _HTML_TYPES:
-        raise _Skip(f"not an HTML page (Content-Type {media or 'missing'!s})")
+        raise _Skip(f"not an HTML page (Content-Type {media or 'missing'!s})", "not_html")
     if kind == "image" and not media.startswith("image/"):
-        raise _Skip(f"Content-Type {media or 'missing'!s} is not image/*")
+        raise _Skip(f"Content-Type {media or 'missing'!s} is not image/*", "not_image")
     declared = response.headers.get("content-length", "")
     if kind != "robots" and declared.strip().isdigit() and int(declared) > max_bytes:
         raise _Skip(
             f"too large: Content-Length {int(declared)} bytes exceeds "
-            f"max_bytes {max_bytes}"
+            f"max_bytes {max_bytes}", "too_large"
         )
 
 
@@ -413,29 +575,31 @@ def _check_image_body(body: bytes) -> str:
     kind = sniff_image_type(body[:64])
     if kind is None:
         raise _Skip(
-            f"body is not a supported image (first bytes {body[:8]!r})"
+            f"body is not a supported image (first bytes {body[:8]!r})", "not_image"
         )
     return kind
 
 
 def _too_large(max_bytes: int) -> _Skip:
-    return _Skip(f"too large: body exceeds max_bytes {max_bytes}")
+    return _Skip(f"too large: body exceeds max_bytes {max_bytes}", "too_large")
 
 
 def _with_hop(reason: str, url: str, hop: str) -> str:
     return reason if hop == url else f"{reason} (after redirect to {hop})"
 
 
-def _describe_error(exc: BaseException, timeout: float) -> str:
+def _describe_error(exc: BaseException, timeout: float) -> _Skip:
+    """Return the skip a network-level exception stands for."""
     if isinstance(exc, (asyncio.TimeoutError, TimeoutError, httpx.TimeoutException)):
-        return f"timed out after {timeout:g} s"
+        return _Skip(f"timed out after {timeout:g} s", "timeout", unreachable=True)
     if isinstance(exc, httpx.InvalidURL):
-        return f"invalid URL ({exc})"
+        return _Skip(f"invalid URL ({exc})", "invalid_url", unreachable=True)
     if isinstance(exc, httpx.ConnectError):
-        return f"connection failed ({str(exc) or type(exc).__name__})"
+        return _Skip(f"connection failed ({str(exc) or type(exc).__name__})", "network",
+                     unreachable=True)
     if isinstance(exc, httpx.HTTPError):
-        return f"network error: {type(exc).__name__} ({exc})"
-    return f"{type(exc).__name__}: {exc}"
+        return _Skip(f"network error: {type(exc).__name__} ({exc})", "network", unreachable=True)
+    return _Skip(f"{type(exc).__name__}: {exc}", "other", unreachable=True)
 
 
 def _check_start_url(start_url: object) -> str:
@@ -518,7 +682,7 @@ def fetch_image_bytes(
     except _Skip as exc:
         reason = _with_hop(exc.reason, start, hop)
     except (httpx.HTTPError, httpx.InvalidURL, TimeoutError, ValueError) as exc:
-        reason = _with_hop(_describe_error(exc, timeout), start, hop)
+        reason = _with_hop(_describe_error(exc, timeout).reason, start, hop)
     raise FetchError(f"Cannot fetch image {url}: {reason}")
 
 
@@ -612,11 +776,16 @@ class _Crawler:
         self.report = CrawlReport()
         self.semaphore = asyncio.Semaphore(config.concurrency)
         self.in_flight = 0
-        self.robots: dict[str, asyncio.Future[RobotFileParser | None]] = {}
+        self.robots: dict[str, asyncio.Future[protego.Protego | None]] = {}
         self.robots_errors: dict[str, str] = {}  # origin -> why all is disallowed
-        self.crawl_delays: dict[str, float] = {}
+        # robots.txt groups are matched on the product token alone: matched
+        # against the whole header, "User-agent: crawler" would catch ours.
+        self.robots_token = re.match(r"[^/\s]*", config.user_agent.strip()).group() or "*"
         self.host_locks: dict[str, asyncio.Lock] = {}
         self.last_start: dict[str, float] = {}
+        # Retries pause a whole host (loop time it resumes), within a budget.
+        self.paused_until: dict[str, float] = {}
+        self.retry_budget: dict[str, float] = {}
         self.allowed_hosts: set[str] = set()
         for entry in config.allow_hosts:
             entry = entry.strip().lower()
@@ -640,7 +809,7 @@ class _Crawler:
             parts.netloc.rpartition("@")[2] in self.allowed_hosts
         )
 
-    async def _robots_for(self, origin: str) -> RobotFileParser | None:
+    async def _robots_for(self, origin: str) -> protego.Protego | None:
         """Return the parsed robots.txt of ``origin``, fetching it only once."""
         future = self.robots.get(origin)
         if future is None:
@@ -650,14 +819,14 @@ class _Crawler:
                 future.set_result(await self._load_robots(origin))
             except BaseException:
                 # Waiters get a skip rather than the cancellation of this task.
-                future.set_exception(_Skip("robots.txt could not be read"))
+                future.set_exception(_Skip("robots.txt could not be read", "robots_unavailable"))
                 future.exception()  # mark retrieved: no "never retrieved" log
                 raise
         return await asyncio.shield(future)
 
-    async def _load_robots(self, origin: str) -> RobotFileParser | None:
+    async def _load_robots(self, origin: str) -> protego.Protego | None:
+        """Fetch and parse robots.txt; ``None`` means no rules or all disallowed."""
         url = f"{origin}/robots.txt"
-        parser = RobotFileParser(url)
         try:
             _, response, body = await self._get(url, "robots")
         except _Skip as exc:
@@ -666,12 +835,10 @@ class _Crawler:
             reason = exc.reason
         else:
             if 200 <= response.status_code < 300:
-                text = body.decode("utf-8", errors="replace")
-                parser.parse(text.splitlines())
-                # can_fetch() refuses everything until a fetch time is recorded.
-                parser.modified()
-                self.crawl_delays[origin] = _crawl_delay(text, self.config.user_agent)
-                return parser
+                # Protego, not urllib.robotparser: that one knows no "*" or "$"
+                # patterns, applies the first matching rule instead of the
+                # longest, and reads only whole-second crawl delays.
+                return protego.Protego.parse(body.decode("utf-8", errors="replace"))
             if response.status_code < 500:
                 return None  # 4xx (and odd statuses): the site has no rules
             reason = f"HTTP {response.status_code}"
@@ -680,14 +847,17 @@ class _Crawler:
             RetrievalWarning,
             stacklevel=2,
         )
-        parser.disallow_all = True
         self.robots_errors[origin] = f"robots.txt unavailable ({reason})"
-        return parser
+        return None
 
     @contextlib.asynccontextmanager
     async def _request_slot(self, origin: str, delay: float) -> AsyncIterator[None]:
-        """Hold one of ``concurrency`` request slots, honouring Crawl-delay."""
+        """Hold one of ``concurrency`` request slots, honouring Crawl-delay and retry pauses."""
         loop = asyncio.get_running_loop()
+        pause = self.paused_until.get(origin, 0.0) - loop.time()
+        while pause > 0:  # another retry may extend the pause meanwhile
+            await asyncio.sleep(pause)
+            pause = self.paused_until.get(origin, 0.0) - loop.time()
         if delay > 0:
             lock = self.host_locks.setdefault(origin, asyncio.Lock())
             # The slot is taken while holding the host lock so request starts on
@@ -719,37 +889,88 @@ class _Crawler:
             _Skip: For every failure, with the reason to report.
         """
         config = self.config
+        token = self.robots_token
         chain = [url]
         hop = url
         try:
             while True:
                 delay = 0.0
+                origin = _origin(hop)
                 if kind != "robots" and config.respect_robots:
-                    origin = _origin(hop)
                     robots = await self._robots_for(origin)
+                    if origin in self.robots_errors:
+                        raise _Skip(self.robots_errors[origin], "robots_unavailable")
                     if robots is not None:
-                        if not robots.can_fetch(config.user_agent, hop):
-                            raise _Skip(
-                                self.robots_errors.get(origin, "disallowed by robots.txt")
-                            )
-                        delay = self.crawl_delays.get(origin, 0.0)
-                async with self._request_slot(_origin(hop), delay):
-                    target, response, body = await asyncio.wait_for(
-                        self._get_one(hop, kind), config.timeout
-                    )
+                        if not robots.can_fetch(hop, token):
+                            raise _Skip("disallowed by robots.txt", "robots")
+                        delay = robots.crawl_delay(token) or 0.0
+                target, response, body = await self._attempts(hop, kind, origin, delay)
                 if target is None:
                     return hop, response, body
                 _next_hop(chain, target, config.max_redirects)
                 if kind == "page" and not any_host and not self._host_allowed(target):
-                    raise _Skip(f"redirected off-site to {target}")
+                    raise _Skip(f"redirected off-site to {target}", "off_site")
                 hop = target
         except _Skip as exc:
             raise _Skip(
-                _with_hop(exc.reason, url, hop), unreachable=exc.unreachable
+                _with_hop(exc.reason, url, hop), exc.kind, unreachable=exc.unreachable
             ) from None
         except (asyncio.TimeoutError, httpx.HTTPError, httpx.InvalidURL, ValueError) as exc:
-            reason = _with_hop(_describe_error(exc, config.timeout), url, hop)
-            raise _Skip(reason, unreachable=True) from None
+            failure = _describe_error(exc, config.timeout)
+            raise _Skip(
+                _with_hop(failure.reason, url, hop), failure.kind, unreachable=True
+            ) from None
+
+    async def _attempts(
+        self, url: str, kind: _Kind, origin: str, delay: float
+    ) -> tuple[str | None, httpx.Response, bytes]:
+        """:meth:`_get_one`, retried after HTTP 429/503 and once after a dropped request."""
+        config = self.config
+        attempts = 0
+        dropped = False
+        while True:
+            attempts += 1
+            try:
+                async with self._request_slot(origin, delay):
+                    return await asyncio.wait_for(self._get_one(url, kind), config.timeout)
+            except _Busy as busy:
+                wait = busy.retry_after
+                if wait is None:
+                    wait = config.backoff * 2 ** (attempts - 1)
+                if attempts > config.retries:
+                    why = f"{attempts} attempts"
+                elif not self._pause_host(origin, wait):
+                    why = (f"{attempts} attempt{'s' * (attempts > 1)}; waiting {wait:g} s more "
+                           f"would pass max_retry_wait {config.max_retry_wait:g} s for this host")
+                else:
+                    continue
+                if kind == "robots":
+                    return None, busy.response, b""  # _load_robots judges the status
+                raise _Skip(f"{busy.reason} ({why})", busy.kind) from None
+            except (asyncio.TimeoutError, httpx.TimeoutException, httpx.ReadError,
+                    httpx.WriteError, httpx.RemoteProtocolError) as exc:
+                # A stall or a connection cut mid-request is often a passing
+                # hiccup (a keep-alive connection the server just closed); a
+                # refused connection is not, and is not retried.
+                if dropped:
+                    failure = _describe_error(exc, config.timeout)
+                    raise _Skip(f"{failure.reason} (2 attempts)", failure.kind,
+                                unreachable=True) from None
+                dropped = True
+
+    def _pause_host(self, origin: str, wait: float) -> bool:
+        """Pause ``origin`` for ``wait`` seconds from now, if its retry budget allows."""
+        now = asyncio.get_running_loop().time()
+        until = max(self.paused_until.get(origin, now), now)
+        # Only the time added to the host's pause is charged: tasks waiting
+        # out one 429 together cost the budget once.
+        extra = max(0.0, now + wait - until)
+        left = self.retry_budget.get(origin, self.config.max_retry_wait)
+        if extra > left:
+            return False
+        self.retry_budget[origin] = left - extra
+        self.paused_until[origin] = max(until, now + wait)
+        return True
 
     async def _get_one(
         self, url: str, kind: _Kind
@@ -763,6 +984,8 @@ class _Crawler:
             target = _redirect_target(url, response)
             if target is not None:
                 return target, response, b""
+            if response.status_code in _RETRY_CODES:
+                raise _Busy(response)
             if kind == "robots":
                 if not 200 <= response.status_code < 300:
                     return None, response, b""
@@ -781,11 +1004,8 @@ class _Crawler:
 
     async def fetch_page(self, url: str, *, start: bool = False) -> _Page:
         final, response, body = await self._get(url, "page", any_host=start)
-        encoding = response.charset_encoding or "utf-8"
-        try:
-            html = body.decode(encoding, errors="replace")
-        except LookupError:  # an unknown charset name in the header
-            html = body.decode("utf-8", errors="replace")
+        # Off the event loop: guessing an undeclared charset takes a fraction of a second.
+        html = await asyncio.to_thread(_decode_html, body, response.charset_encoding)
         return _Page(final, html)
 
     async def fetch_image(self, url: str) -> _Image:
@@ -871,6 +1091,9 @@ class _Crawler:
         pending_images: list[tuple[str, str, str]] = []  # (url, page_url, alt), FIFO
         image_cursor = 0
         sequence = 0
+        beyond_depth: set[str] = set()  # same-site links max_depth kept us from
+        report.limits = {"max_depth": config.max_depth, "max_pages": config.max_pages,
+                         "max_images": config.max_images}
 
         def accept(page: _Page, depth: int) -> None:
             nonlocal sequence
@@ -880,12 +1103,18 @@ class _Crawler:
             self.seen_pages.add(page.url)
             report.pages += 1
             refs = _extract_refs(page.html, page.url)
-            if depth < config.max_depth:
-                for link in refs.links:
-                    if link not in self.seen_pages and self._host_allowed(link):
-                        self.seen_pages.add(link)
-                        heapq.heappush(pending_pages, (depth + 1, sequence, link))
-                        sequence += 1
+            follow = config.max_depth is None or depth < config.max_depth
+            for link in refs.links:
+                if link in self.seen_pages or not self._host_allowed(link):
+                    continue
+                if not follow:
+                    beyond_depth.add(link)
+                    continue
+                # Found again nearer the start (pages finish out of order): followed after all.
+                beyond_depth.discard(link)
+                self.seen_pages.add(link)
+                heapq.heappush(pending_pages, (depth + 1, sequence, link))
+                sequence += 1
             for url, alt in refs.images:
                 if url in self.seen_images:
                     continue
@@ -938,15 +1167,13 @@ class _Crawler:
                         images_running -= 1
                     try:
                         result = task.result()
-                    except _Skip as exc:
-                        report.skipped.append((url, exc.reason))
-                        continue
                     except RetrievalError:
                         raise
                     except Exception as exc:  # noqa: BLE001 - one URL must not end the crawl
-                        report.skipped.append(
-                            (url, f"unexpected error: {type(exc).__name__}: {exc}")
-                        )
+                        if not isinstance(exc, _Skip):
+                            exc = _Skip(f"unexpected error: {type(exc).__name__}: {exc}", "other")
+                        report.skipped.append((url, exc.reason))
+                        report.skip_reasons[exc.kind] = report.skip_reasons.get(exc.kind, 0) + 1
                         continue
                     if kind == "page":
                         accept(result, depth)
@@ -963,6 +1190,15 @@ class _Crawler:
             if running:
                 await asyncio.gather(*running, return_exceptions=True)
             self.manifest.close()
+        # Whatever is still queued was cut by the limit that stopped the loop.
+        images_full = report.images >= config.max_images
+        queued = {
+            "max_depth": len(beyond_depth - self.crawled_pages),
+            "max_pages": 0 if images_full else len(pending_pages),
+            "max_images": len(pending_images) - image_cursor
+            + (len(pending_pages) if images_full else 0),
+        }
+        report.unfollowed = {limit: n for limit, n in queued.items() if n}
         return report
 
 
@@ -988,7 +1224,24 @@ async def _crawl_async(
         crawler = _Crawler(client, out_dir, config, on_progress)
         report = await crawler.run(start_url)
     report.seconds = time.monotonic() - started
+    _log_run(out_dir, start_url, report)
     return report
+
+
+def _log_run(out_dir: Path, start_url: str, report: CrawlReport) -> None:
+    """Append the run's summary to ``crawls.jsonl``; warn (not fail) if it cannot."""
+    entry = {
+        "start_url": start_url,
+        "finished_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        **report.summary(),
+    }
+    path = out_dir / RUNS_NAME
+    try:
+        with open(path, "a", encoding="utf-8") as handle:
+            handle.write(json.dumps(entry, ensure_ascii=False) + "\n")
+    except OSError as exc:
+        # The images and manifest are written; only the run's record is lost.
+        warnings.warn(f"Cannot write crawl summary {path}: {exc}", RetrievalWarning, stacklevel=2)
 
 
 def crawl(
