@@ -12,6 +12,12 @@ L2-normalised, then FAISS inner product), minus the Euclidean distance for
 ``metric="l2"``, minus the Hamming distance for ``metric="hamming"`` (packed
 binary codes). Positions index the rows added, in order; the store maps them
 to item ids.
+
+An index made of segments (:mod:`retrieval.storage.segments`) has one backend
+per segment; :class:`SegmentedIndex` searches each without its removed rows
+and merges their top ``k`` by score. IVF kinds share one trained quantizer
+(a *template*, the trained empty index, saved beside the encoder), so every
+segment probes the same cells and a merged search equals one index's.
 """
 from __future__ import annotations
 
@@ -25,6 +31,7 @@ import scipy.sparse as sp
 from .config import INDEX_KINDS
 from .encoders.base import l2_normalize
 from .errors import IndexFormatError, InputError
+from .storage.layout import INDEX_STEM, TEMPLATE_STEM
 
 #: Above this many items ``kind="auto"`` switches from exact to HNSW search:
 #: below it a flat scan of 32-d codes takes well under a millisecond.
@@ -45,11 +52,41 @@ def check_k(k: int) -> int:
     return int(k)
 
 
+class Deletions:
+    """Removed rows of one segment's index, as the backends exclude them from a search.
+
+    Args:
+        positions: The removed rows, sorted.
+        size: Rows in the segment's index.
+    """
+
+    def __init__(self, positions: np.ndarray, size: int) -> None:
+        self.positions = np.asarray(positions, dtype=np.int64)
+        self.size = int(size)
+        self._selector = None
+
+    def __len__(self) -> int:
+        return len(self.positions)
+
+    def selector(self):
+        """A FAISS ``IDSelectorBitmap`` of the rows kept (built once; it holds a pointer into ``_bitmap``)."""
+        if self._selector is None:
+            keep = np.ones(self.size, bool)
+            keep[self.positions] = False
+            self._bitmap = np.packbits(keep, bitorder="little")
+            self._selector = faiss.IDSelectorBitmap(self.size, faiss.swig_ptr(self._bitmap))
+        return self._selector
+
+
 class VectorIndex:
     """Interface of all backends."""
 
     kind: ClassVar[str] = ""
-    filename: ClassVar[str] = "index.faiss"
+    filename: ClassVar[str] = f"{INDEX_STEM}.faiss"
+    #: Hamming distances over packed bits (two-stage search applies).
+    binary: ClassVar[bool] = False
+    #: The index has a trained structure (IVF cells) every segment must share.
+    trained: ClassVar[bool] = False
 
     def __init__(self, metric: str = "cosine") -> None:
         if metric not in METRICS:
@@ -68,6 +105,23 @@ class VectorIndex:
         """Return ``(scores, positions)``, each ``(n_queries, min(k, len))``."""
         raise NotImplementedError
 
+    def search_live(self, queries, k: int, deletions: Deletions | None) -> tuple[np.ndarray, np.ndarray]:
+        """:meth:`search` without the rows of ``deletions`` (``-1`` pads rows with fewer results).
+
+        This default searches ``k`` more rows per removed one and drops them;
+        FAISS backends that take an ``IDSelector`` skip them during the scan.
+        """
+        if deletions is None or not len(deletions):
+            return self.search(queries, k)
+        scores, positions = self.search(queries, min(k + len(deletions), len(self)))
+        removed = np.isin(positions, deletions.positions) | (positions < 0)
+        order = np.argsort(removed, axis=1, kind="stable")[:, :k]  # kept rows first, in their order
+        scores = np.take_along_axis(scores, order, axis=1).astype(np.float32)
+        positions = np.take_along_axis(positions, order, axis=1)
+        gone = np.take_along_axis(removed, order, axis=1)
+        scores[gone], positions[gone] = -np.inf, -1
+        return scores, positions
+
     def __len__(self) -> int:  # pragma: no cover
         raise NotImplementedError
 
@@ -75,15 +129,13 @@ class VectorIndex:
         """Every stored row in position order (as indexed: normalised for cosine)."""
         raise NotImplementedError
 
-    def keep(self, rows: np.ndarray) -> "VectorIndex":
-        """A new index of the same kind holding only ``rows`` (positions, in order).
+    def template(self) -> "VectorIndex":
+        """An empty index of the same kind and parameters, with this one's trained structure (IVF cells)."""
+        return type(self)(**self._params())
 
-        Removing items compacts positions: item ids, not positions, are the
-        stable identifiers (the metadata maps one to the other).
-        """
-        other = type(self)(**self._params())
-        other.add(self.stored()[np.asarray(rows, dtype=np.int64)])  # no rows: an empty index of that width
-        return other
+    def save_template(self, folder: Path) -> Path | None:
+        """Write :meth:`template` into a method's folder when the kind is :attr:`trained` (else nothing)."""
+        return None
 
     def _params(self) -> dict:
         return {"metric": self.metric}
@@ -107,17 +159,18 @@ class VectorIndex:
         raise NotImplementedError
 
 
-def _faiss_search(index, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+def _faiss_search(index, queries: np.ndarray, k: int, params=None) -> tuple[np.ndarray, np.ndarray]:
+    extra = {} if params is None else {"params": params}
     if len(queries) <= SINGLE_THREAD_QUERIES:
         # Measured: one query through FAISS' OpenMP pool right after a
         # BLAS product waits ~15 ms for threads; alone it takes 0.2 ms.
         threads = faiss.omp_get_max_threads()
         faiss.omp_set_num_threads(1)
         try:
-            return index.search(queries, k)
+            return index.search(queries, k, **extra)
         finally:
             faiss.omp_set_num_threads(threads)
-    return index.search(queries, k)
+    return index.search(queries, k, **extra)
 
 
 class _FaissBacked(VectorIndex):
@@ -125,6 +178,7 @@ class _FaissBacked(VectorIndex):
 
     _write = staticmethod(faiss.write_index)
     _read = staticmethod(faiss.read_index)
+    _clone = staticmethod(faiss.clone_index)
 
     def __init__(self, metric: str = "cosine") -> None:
         super().__init__(metric)
@@ -169,16 +223,68 @@ class _FaissBacked(VectorIndex):
 
     @classmethod
     def load(cls, folder: Path, metric: str, **search):
+        return cls._load_file(folder / cls.filename, metric, search)
+
+    @classmethod
+    def _load_file(cls, path: Path, metric: str, search: dict):
         self = cls(metric, **search)
         try:
-            self.index_ = cls._read(str(folder / cls.filename))
+            self.index_ = cls._read(str(path))
         except RuntimeError as exc:
-            raise IndexFormatError(f"cannot read {folder / cls.filename} ({str(exc).splitlines()[0]}); rebuild the index") from None
+            raise IndexFormatError(f"cannot read {path} ({str(exc).splitlines()[0]}); rebuild the index") from None
         self._after_load()
         return self
 
     def _after_load(self) -> None:
         pass
+
+    def _search_parameters(self, selector):
+        """FAISS search parameters that keep this index's settings and add ``selector`` (``None``: unsupported)."""
+        return faiss.SearchParameters(sel=selector)
+
+    def search_live(self, queries, k: int, deletions: Deletions | None) -> tuple[np.ndarray, np.ndarray]:
+        if deletions is None or not len(deletions):
+            return self.search(queries, k)
+        params = self._search_parameters(deletions.selector())
+        if params is None:
+            return super().search_live(queries, k, deletions)
+        scores, positions = self.search(queries, k, params)
+        scores = scores.astype(np.float32)
+        scores[positions < 0] = -np.inf
+        return scores, positions
+
+    @classmethod
+    def _template_path(cls, folder: Path) -> Path:
+        return folder / (TEMPLATE_STEM + Path(cls.filename).suffix)
+
+    def template(self) -> "VectorIndex":
+        if not self.trained:
+            other = super().template()
+            other.factory_ = self.factory_
+            return other
+        other = type(self)(**self._params())
+        other.index_ = self._clone(self.index_)  # copies the lists too: only a build does this
+        other.index_.reset()
+        other.factory_ = self.factory_
+        other._after_load()
+        return other
+
+    def save_template(self, folder: Path) -> Path | None:
+        if not self.trained:
+            return None
+        path = self._template_path(folder)
+        self._write(self.template().index_, str(path))
+        return path
+
+    @classmethod
+    def load_template(cls, folder: Path, metric: str, search: dict, factory: str | None):
+        """The template saved by :meth:`save_template` (``None`` when the method has none)."""
+        path = cls._template_path(folder)
+        if not path.exists():
+            return None
+        self = cls._load_file(path, metric, search)
+        self.factory_ = factory
+        return self
 
 
 class FaissIndex(_FaissBacked):
@@ -187,10 +293,10 @@ class FaissIndex(_FaissBacked):
     def _faiss_metric(self) -> int:
         return faiss.METRIC_INNER_PRODUCT if self.metric == "cosine" else faiss.METRIC_L2
 
-    def search(self, queries, k: int) -> tuple[np.ndarray, np.ndarray]:
+    def search(self, queries, k: int, params=None) -> tuple[np.ndarray, np.ndarray]:
         k = min(check_k(k), len(self))
         queries = self._prepare(queries)
-        scores, positions = _faiss_search(self.index_, queries, k)
+        scores, positions = _faiss_search(self.index_, queries, k, params)
         if self.metric == "l2":  # FAISS returns squared distances, lower better
             scores = -np.sqrt(np.maximum(scores, 0))
         return scores, positions
@@ -221,6 +327,7 @@ class IVFIndex(FaissIndex):
     """
 
     kind = "ivf"
+    trained = True
 
     def __init__(self, metric: str = "cosine", nprobe: int = 16) -> None:
         super().__init__(metric)
@@ -242,6 +349,9 @@ class IVFIndex(FaissIndex):
 
     def _after_load(self) -> None:
         self.index_.nprobe = min(self.nprobe, self.index_.nlist)
+
+    def _search_parameters(self, selector):
+        return faiss.SearchParametersIVF(sel=selector, nprobe=self.index_.nprobe)
 
 
 class HNSWIndex(FaissIndex):
@@ -269,6 +379,9 @@ class HNSWIndex(FaissIndex):
     def _after_load(self) -> None:
         self.index_.hnsw.efSearch = self.ef_search
 
+    def _search_parameters(self, selector):
+        return faiss.SearchParametersHNSW(sel=selector, efSearch=self.index_.hnsw.efSearch)
+
 
 class SparseIndex(VectorIndex):
     """Exact cosine search over sparse rows (the TF-IDF baseline).
@@ -278,7 +391,7 @@ class SparseIndex(VectorIndex):
     """
 
     kind = "sparse"
-    filename = "index.npz"
+    filename = f"{INDEX_STEM}.npz"
 
     def __init__(self, metric: str = "cosine") -> None:
         if metric != "cosine":
@@ -343,9 +456,11 @@ class BinaryIndex(_FaissBacked):
     backends).
     """
 
-    filename = "index.faissb"
+    filename = f"{INDEX_STEM}.faissb"
+    binary = True
     _write = staticmethod(faiss.write_index_binary)
     _read = staticmethod(faiss.read_index_binary)
+    _clone = staticmethod(faiss.clone_binary_index)
 
     def __init__(self, metric: str = "hamming") -> None:
         if metric != "hamming":
@@ -361,9 +476,9 @@ class BinaryIndex(_FaissBacked):
             raise InputError(f"binary indexes take packed uint8 codes (n, bits/8); got {codes.dtype} {codes.shape}")
         return codes
 
-    def search(self, queries, k: int) -> tuple[np.ndarray, np.ndarray]:
+    def search(self, queries, k: int, params=None) -> tuple[np.ndarray, np.ndarray]:
         k = min(check_k(k), len(self))
-        distances, positions = _faiss_search(self.index_, self._prepare(queries), k)
+        distances, positions = _faiss_search(self.index_, self._prepare(queries), k, params)
         return -distances.astype(np.float32), positions
 
     def within(self, query, radius: int) -> tuple[np.ndarray, np.ndarray]:
@@ -404,6 +519,7 @@ class BinaryIVFIndex(BinaryIndex):
     """
 
     kind = "binary-ivf"
+    trained = True
 
     def __init__(self, metric: str = "hamming", nprobe: int = 64, nlist: int | None = None) -> None:
         super().__init__(metric)
@@ -430,6 +546,9 @@ class BinaryIVFIndex(BinaryIndex):
 
     def _after_load(self) -> None:
         self.index_.nprobe = min(self.nprobe, self.index_.nlist)
+
+    def _search_parameters(self, selector):
+        return None  # FAISS 1.15: "IDSelector is not supported for IndexBinaryIVF"
 
 
 BACKENDS: dict[str, type[VectorIndex]] = {
@@ -488,3 +607,140 @@ def load_index(kind: str, folder: Path, metric: str, search: dict | None = None,
     if factory and hasattr(index, "factory_"):
         index.factory_ = factory
     return index
+
+
+def empty_index(kind: str, folder: Path, metric: str, search: dict | None = None, factory: str | None = None,
+                source=None) -> VectorIndex:
+    """An empty index for a new segment of a method: its template for IVF kinds, else a fresh backend.
+
+    Args:
+        kind, metric, search, factory: As the manifest records them (see :func:`load_index`).
+        folder: The method's folder (where the template lives).
+        source: ``() -> an index of the method`` to take the template from when the
+            method has no template file (an index written before segments existed).
+
+    Raises:
+        IndexFormatError: An IVF method without template and no ``source``.
+    """
+    if kind not in BACKENDS:
+        raise IndexFormatError(f"unknown index backend {kind!r} in {folder}; rebuild the index")
+    cls = BACKENDS[kind]
+    if not cls.trained:
+        index = cls(metric, **(search or {}))
+        if hasattr(index, "factory_"):
+            index.factory_ = factory
+        return index
+    index = cls.load_template(folder, metric, search or {}, factory)
+    if index is None:
+        if source is None:
+            raise IndexFormatError(f"{folder} lacks the trained {kind} template of its segments; rebuild the index")
+        index = source().template()
+    return index
+
+
+def merge(template: VectorIndex, parts: list[tuple[VectorIndex, np.ndarray]]) -> VectorIndex:
+    """Fill ``template`` with the given rows of each part, in order (a compaction: nothing is re-encoded).
+
+    Args:
+        template: An empty index of the method (:func:`empty_index`).
+        parts: ``(index, rows to keep)`` per merged segment.
+    """
+    blocks = [index.stored()[np.asarray(rows, dtype=np.int64)] for index, rows in parts if len(rows)]
+    if blocks:
+        template.add(sp.vstack(blocks).tocsr() if sp.issparse(blocks[0]) else np.concatenate(blocks))
+    return template
+
+
+class SegmentedIndex:
+    """One method's index over every segment: the interface of :class:`VectorIndex` for searching.
+
+    Each segment's index is searched for ``k`` results without its removed
+    rows (:meth:`VectorIndex.search_live`); the results are mapped to
+    positions and the best ``k`` of all kept, by score (ties: earlier
+    segment first, then each segment's own order). An exact backend thus
+    gives exactly the ranking one index over the same codes gives.
+
+    Args:
+        parts: Each segment's index, in manifest order.
+        segments: The :class:`~retrieval.storage.segments.Segments` they belong to.
+        kind, metric, search: The method's backend, as the manifest records it.
+    """
+
+    def __init__(self, parts: list[VectorIndex], segments, kind: str, metric: str, search: dict | None) -> None:
+        self.parts = parts
+        self.segments = segments
+        self.kind = kind
+        self.metric = metric
+        self._proto = BACKENDS[kind](metric, **(search or {}))
+        self.binary = self._proto.binary
+        self._deletions = [Deletions(marks, size) if len(marks) else None
+                           for marks, size in zip(segments.deleted, segments.sizes)]
+
+    def __len__(self) -> int:
+        return len(self.segments)
+
+    def _prepare(self, codes):
+        return self._proto._prepare(codes)
+
+    @property
+    def factory(self) -> str | None:
+        return getattr(self.parts[0], "factory", None) if self.parts else None
+
+    def search_params(self) -> dict:
+        return self._proto.search_params()
+
+    @property
+    def bits(self) -> int:
+        return self.parts[0].bits if self.parts else 0
+
+    def search(self, queries, k: int) -> tuple[np.ndarray, np.ndarray]:
+        k = check_k(k)
+        n_queries = queries.shape[0]
+        scores, positions = [], []
+        for s, part in enumerate(self.parts):
+            if not self.segments.live(s):
+                continue
+            part_scores, local = part.search_live(queries, min(k, self.segments.live(s)), self._deletions[s])
+            where = self.segments.to_positions(s, local)
+            scores.append(np.where(where >= 0, part_scores, -np.inf).astype(np.float32))
+            positions.append(where)
+        if not scores:
+            return np.zeros((n_queries, 0), np.float32), np.zeros((n_queries, 0), np.int64)
+        scores, positions = np.concatenate(scores, axis=1), np.concatenate(positions, axis=1)
+        order = np.argsort(-scores, axis=1, kind="stable")[:, :min(k, len(self))]
+        scores, positions = np.take_along_axis(scores, order, axis=1), np.take_along_axis(positions, order, axis=1)
+        positions[~np.isfinite(scores)] = -1
+        return scores, positions
+
+    def within(self, query, radius: int) -> tuple[np.ndarray, np.ndarray]:
+        """Every code within Hamming ``radius`` of one query over every segment (see :meth:`BinaryIndex.within`)."""
+        scores, positions = [], []
+        for s, part in enumerate(self.parts):
+            part_scores, local = part.within(query, radius)
+            where = self.segments.to_positions(s, local)
+            scores.append(part_scores[where >= 0])
+            positions.append(where[where >= 0])
+        if not scores:
+            return np.zeros(0, np.float32), np.zeros(0, np.int64)
+        scores, positions = np.concatenate(scores), np.concatenate(positions)
+        order = np.argsort(-scores, kind="stable")
+        return scores[order], positions[order]
+
+    def vectors(self, positions) -> np.ndarray:
+        """The stored vectors at ``positions`` (see :meth:`FaissIndex.vectors`)."""
+        seg, local = self.segments.locate(positions)
+        out = None
+        for s in np.unique(seg):
+            at = np.flatnonzero(seg == s)
+            block = self.parts[s].vectors(local[at])
+            if out is None:
+                out = np.empty((len(seg), block.shape[1]), block.dtype)
+            out[at] = block
+        return out if out is not None else np.zeros((0, 0), np.float32)
+
+    def stored(self):
+        """Every stored row not removed, in position order."""
+        blocks = [part.stored()[self.segments.live_rows(s)] for s, part in enumerate(self.parts)]
+        if not blocks:
+            return np.zeros((0, 0), np.float32)
+        return sp.vstack(blocks).tocsr() if sp.issparse(blocks[0]) else np.concatenate(blocks)

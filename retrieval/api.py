@@ -25,10 +25,10 @@ from .modality import DOCS, IMAGES, Modality
 from .progress import Progress, RichProgress
 from .search import Hit, Retriever, check_k
 from .storage import Store
-from .writer import UpdateReport, add_items, build_index, remove_items, retrain, sync_items
+from .writer import CompactReport, UpdateReport, add_items, build_index, compact, remove_items, retrain, sync_items
 
-__all__ = ["DocsConfig", "ImagesConfig", "Index", "QueryResult", "Retriever", "RichProgress", "Store",
-           "UpdateReport", "add_items", "build_docs_index", "build_images_index", "corpus_map", "crawl",
+__all__ = ["CompactReport", "DocsConfig", "ImagesConfig", "Index", "QueryResult", "Retriever", "RichProgress", "Store",
+           "UpdateReport", "add_items", "build_docs_index", "compact", "build_images_index", "corpus_map", "crawl",
            "crawl_cache_folder", "index_info", "list_indexes", "number_records", "outliers", "outlier_sheet",
            "remove_items", "retrain", "run_demo", "run_evaluation", "search", "search_batch", "self_check_summary",
            "sync_items", "upgrade_index"]
@@ -524,6 +524,10 @@ class Index:
     def retrain(self, progress: Progress | None = None) -> dict:
         """Refit every model on the items now indexed (see :func:`retrieval.writer.retrain`)."""
         return retrain(self.store, self.name, progress=progress)
+
+    def compact(self) -> CompactReport:
+        """Merge the index's segments into one (see :func:`retrieval.writer.compact`)."""
+        return compact(self.store, self.name)
 
     def close(self) -> None:
         """Release the index's open files (``with contextlib.closing(Index.open(...))``)."""

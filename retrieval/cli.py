@@ -326,7 +326,7 @@ def _print_update(name: str, report, as_json: bool) -> None:
     else:
         out.print(f"added {report.added}, replaced {report.replaced}, unchanged {report.unchanged}, "
                   f"removed {report.removed}, skipped {report.skipped}; {report.items} items now "
-                  f"({report.seconds:.1f} s)")
+                  f"({report.seconds:.1f} s)" + (f"; {report.compacted} segments merged" if report.compacted else ""))
     _print_drift(name, report.drift)
 
 
@@ -393,6 +393,21 @@ def retrain(
 
 
 @app.command()
+def compact(
+    name: Annotated[str, typer.Argument(help="Index name.")],
+    index_dir: IndexDir = None,
+    as_json: JsonOut = False,
+) -> None:
+    """Merge an index's segments into one, dropping removed items (no retraining; the hits do not change)."""
+    report = api.compact(api.Store(index_dir), name)
+    if as_json:
+        print(json.dumps(report.to_dict(), indent=2))
+    else:
+        out.print(f"{report.segments_before} segments -> {report.segments}, {report.dropped} removed items dropped; "
+                  f"{report.items} items ({report.seconds:.1f} s)")
+
+
+@app.command()
 def outliers(
     name: Annotated[str, typer.Argument(help="Index name.")],
     k: Annotated[int, typer.Option("-k", help="Number of items.")] = config.OUTLIERS_K,
@@ -452,6 +467,10 @@ def info(name: Annotated[str, typer.Argument(help="Index name.")], index_dir: In
               f"in {m['build_seconds']:.1f} s from {m['source']}")
     out.print(f"items {m['counts']['items']}, skipped {m['counts']['skipped']}, labels {m['counts']['labels']}; "
               f"{details['disk_bytes'] / 1e6:.1f} MB on disk at {details['path']}")
+    segments = m.get("segments", [])
+    removed = sum(int(s.get("deleted", 0)) for s in segments)
+    out.print(f"segments {len(segments)}" + (f", {removed} removed items not yet compacted away "
+                                             f"('retrieval compact {m['name']}')" if removed else ""))
     table = Table()
     for col in ("method", "encoder", "dim", "metric", "index", "bytes/item", "fit s"):
         table.add_column(col)

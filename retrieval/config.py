@@ -68,6 +68,24 @@ MAP_EPOCHS = 10
 #: browser scatter stays responsive at this size.
 SERVER_MAP_ITEMS = 2000
 
+# -- segments: automatic compaction after add / remove-items / sync ------------------
+#: A write that leaves more segments than this merges the smallest ones until
+#: COMPACT_MERGE_TO remain. Each query searches every segment, so this bounds
+#: the per-query cost of segments (measured: BENCHMARKS.md, "Index segments").
+#: Merging the *smallest* keeps the automatic cost proportional to recent
+#: additions: the big segment of the build is only merged once enough
+#: segments as big as it exist (a size-tiered policy, as in log-structured
+#: stores); ``retrieval compact`` merges everything.
+COMPACT_MAX_SEGMENTS = 8
+COMPACT_MERGE_TO = 4
+#: A segment with more than this fraction of its items removed is rewritten
+#: without them: removed items still cost scan time and disk until then.
+COMPACT_DELETED_FRACTION = 0.25
+#: A segment keeps the count of each label in the manifest (``info`` shows the
+#: totals without reading the item tables) up to this many distinct labels;
+#: above, the counts are recomputed from its table at each write.
+LABEL_COUNTS_MAX = 1000
+
 # -- defaults of ``retrieval serve`` -----------------------------------------------
 #: Interface the server binds: loopback unless told otherwise (``--host``).
 SERVER_HOST = "127.0.0.1"

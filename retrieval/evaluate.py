@@ -214,8 +214,7 @@ def _bytes_per_item(retriever: Retriever, method: str, rerank: str | None) -> fl
         if part == "float":
             size += float(methods[f"{method}-float"]["bytes_per_item"])
         elif part != "none":
-            stored = retriever.folder.inputs(retriever.modality)
-            size += stored.stat().st_size / max(1, retriever.manifest["counts"]["items"])
+            size += retriever.segments.inputs_bytes() / max(1, retriever.manifest["counts"]["items"])
     return size
 
 

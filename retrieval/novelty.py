@@ -2,8 +2,8 @@
 
 An autoencoder reconstructs what resembles its training data well and
 anything else badly (the one-class / anomaly-detection use of autoencoders).
-Every item's score is stored at build time (``novelty.npy``, in position
-order) beside the sorted scores of the items the models were trained on
+Every item's score is stored when it is indexed (``novelty.npy`` of its
+segment, in position order) beside the sorted scores of the items the models were trained on
 (``novelty_reference.npy``), so a query's score becomes a percentile: "99th"
 means "less like the collection than 99 % of its own items".
 
@@ -58,28 +58,32 @@ def summary(reference: np.ndarray) -> dict:
             "reference_p99": float(np.quantile(ref, 0.99)) if len(ref) else None}
 
 
-def save(folder, scores: np.ndarray, reference: np.ndarray) -> dict:
-    """Write the per-item scores and the sorted reference into an index folder; returns :func:`summary`.
+def save_reference(folder, reference: np.ndarray) -> dict:
+    """Write the sorted scores of the training items into an index folder; returns :func:`summary`.
+
+    (Every item's own score is part of its segment, see :mod:`retrieval.storage.layout`.)
 
     Args:
         folder: The :class:`~retrieval.storage.IndexFolder`.
-        scores: Every item's score, position order.
         reference: The scores of the items the models were trained on.
     """
     reference = np.sort(np.asarray(reference, np.float32))
-    np.save(folder.novelty, np.asarray(scores, np.float32))
     np.save(folder.novelty_reference, reference)
     return summary(reference)
 
 
-def load(folder) -> tuple[np.ndarray, np.ndarray]:
-    """``(scores in position order, sorted reference)`` of an index folder."""
+def load_reference(folder) -> np.ndarray:
+    """The sorted reference scores of an index folder."""
     try:
-        return (np.load(folder.novelty, allow_pickle=False),
-                np.load(folder.novelty_reference, allow_pickle=False))
+        return np.load(folder.novelty_reference, allow_pickle=False)
     except FileNotFoundError:
-        raise IndexFormatError(f"{folder.root.name} has no novelty scores (built by an older retrieval); "
-                               "rebuild it with --force or run 'retrieval retrain'") from None
+        raise missing(folder.root.name) from None
+
+
+def missing(name: str) -> IndexFormatError:
+    """The error of an index built before novelty scores existed."""
+    return IndexFormatError(f"{name} has no novelty scores (built by an older retrieval); "
+                            "rebuild it with --force or run 'retrieval retrain'")
 
 
 def drift(trained_items: int, added: int = 0, removed: int = 0, percentile_sum: float = 0.0,

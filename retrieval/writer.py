@@ -1,19 +1,25 @@
 """The one way an index is written: :class:`IndexWriter` (fit, append, keep), and the operations on it.
 
-Every write goes through a staging folder of the :class:`~retrieval.storage.Store`
-(a new folder for a build, a verified copy for an update), under the index's
-writer lock, and is swapped in only when complete; a failure leaves the
-previous index as it was. The operations are compositions of three steps:
+Every write holds the index's writer lock and publishes its result
+atomically; a failure leaves the previous index as it was. The operations
+are compositions of a few steps:
 
-* build = ``fit`` the encoders on the source, then ``append`` its items;
-* add / sync / remove-items = plan on the live index, then ``keep`` + ``append`` on a copy;
-* retrain = ``fit`` on the stored inputs, then re-encode them.
+* build = ``fit`` the encoders on the source, then ``append`` its items, in
+  a staging folder swapped in whole (:meth:`Store.writer`);
+* add / sync / remove-items = plan on the live index, then ``keep`` (deletion
+  marks) + ``append`` (one new segment) written beside the live segments, and
+  a new manifest (:meth:`Store.segment_writer`); then the automatic
+  compaction policy (:func:`compaction_plan`);
+* compact = ``merge`` segments into one, dropping removed items;
+* retrain = ``fit`` on the stored inputs, then re-encode them, into a
+  staging folder swapped in whole.
 """
 from __future__ import annotations
 
 import platform
 import shutil
 import time
+from collections import Counter
 from contextlib import closing
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
@@ -23,11 +29,15 @@ from pathlib import Path
 import numpy as np
 
 from . import novelty
+from .config import COMPACT_DELETED_FRACTION, COMPACT_MAX_SEGMENTS, COMPACT_MERGE_TO, LABEL_COUNTS_MAX
 from .errors import IndexFormatError, InputError, ItemNotFound
 from .modality import Batch, Modality, modality_of
 from .progress import Progress, report
-from .storage import FORMAT_VERSION, IndexFolder, Store, read_manifest
+from .storage import FORMAT_VERSION, IndexFolder, Store, read_manifest, seal_update, verify_index
 from .storage import metadata as item_table
+from .storage.layout import (INDEX_STEM, LEGACY_SEGMENT, SEGMENTS, TEMPLATE_STEM, SegmentFolder, deletions_name,
+                             is_per_item, read_raw_manifest, segment_name)
+from .storage.segments import Items, Segments
 
 #: Methods derived from the float phase of a learned binary autoencoder:
 #: its float codes and their median thresholding (the baseline of learned bits).
@@ -62,6 +72,8 @@ class UpdateReport:
         skipped: Unreadable files of the source (each reported by a warning).
         seconds: Wall time.
         drift: The manifest's drift record afterwards.
+        segments: Segments of the index afterwards.
+        compacted: Segments the automatic compaction merged (0: none).
     """
 
     added: int = 0
@@ -72,6 +84,8 @@ class UpdateReport:
     skipped: int = 0
     seconds: float = 0.0
     drift: dict = field(default_factory=dict)
+    segments: int = 0
+    compacted: int = 0
 
     def to_dict(self) -> dict:
         """JSON-ready dict."""
@@ -79,13 +93,18 @@ class UpdateReport:
 
 
 class IndexWriter:
-    """Writes one index folder: fitted encoders, their FAISS indexes, inputs, novelty, metadata.
+    """Writes an index: fitted encoders and one new segment; marks removed items.
 
-    Open it on a staging folder (:meth:`Store.writer` / :meth:`Store.updater`),
-    call :meth:`fit`, :meth:`keep` and :meth:`append`, then :meth:`save`.
+    A build or a retrain opens it on a staging folder (:meth:`Store.writer`),
+    calls :meth:`fit` and :meth:`append` (or :meth:`reencode`), then
+    :meth:`save`; the store seals and swaps the folder. An update opens it on
+    the live folder (:meth:`Store.segment_writer`), calls :meth:`keep` and
+    :meth:`append`, then :meth:`commit`: only the new segment and the new
+    deletion marks are written, and the manifest is replaced atomically.
+    :meth:`merge` (compaction) rewrites chosen segments as one.
 
     Args:
-        root: The staging folder.
+        root: The index folder (staging or live).
         manifest: Its manifest (current format).
         state: The modality's preprocessing state (the vectorizer, the image shape).
     """
@@ -96,19 +115,21 @@ class IndexWriter:
         self.modality: Modality = modality_of(manifest)
         self.state = state
         self._encoders: dict = {}
-        self._indexes: dict = {}
+        self._indexes: dict = {}  # the new segment's, by method
         self._fitted: set[str] = set()
-        self._keep: np.ndarray | None = None
+        self._removed: np.ndarray | None = None  # positions keep() drops
         self._new_items: list = []
-        self._inputs = None
+        self._inputs = None  # the new segment's model inputs, novelty scores, OOV fractions
         self._scores: np.ndarray | None = None
-        self._reference: np.ndarray | None = None
         self._oov: np.ndarray | None = None
-        self._dirty_inputs = False
+        self._reference: np.ndarray | None = None
+        self._carried: Segments | None = None  # a retrain's new segment holds these items
+        self._segments: Segments | None = None
+        self._templates: list[str] = []  # template files derived for an index written before them
 
     @classmethod
     def open(cls, root: Path) -> "IndexWriter":
-        """A writer on an existing (copied) index folder."""
+        """A writer on an existing index folder."""
         folder = IndexFolder(Path(root))
         manifest = read_manifest(folder.root)
         modality = modality_of(manifest, str(folder.manifest))
@@ -116,19 +137,46 @@ class IndexWriter:
 
     # -- state, loaded on first use --------------------------------------------------
     @property
+    def segments(self) -> Segments:
+        """The segments of the index as opened (none for a build)."""
+        if self._segments is None:
+            self._segments = Segments(self.folder, self.manifest, self.modality)
+        return self._segments
+
+    def items(self) -> Items:
+        """The item table of the index as opened (close it after use)."""
+        return Items(self.segments)
+
+    @property
     def count(self) -> int:
-        """Items in the index now (kept ones plus appended ones)."""
-        n = self.manifest["counts"]["items"] if self._keep is None else int(self._keep.sum())
-        return n + len(self._new_items)
+        """Items in the index after this write."""
+        before = len(self._carried) if self._carried is not None else len(self.segments) if not self._fitted else 0
+        removed = 0 if self._removed is None else len(self._removed)
+        return before - removed + len(self._new_items)
 
     def _index(self, method: str):
+        """The new segment's index of ``method`` (empty until :meth:`append`)."""
         if method not in self._indexes:
-            from .ann import load_index
-
-            info = self.manifest["methods"][method]
-            self._indexes[method] = load_index(info["index"], self.folder.method(method), info["metric"],
-                                               info.get("search"), info.get("factory"))
+            self._indexes[method] = self._empty_index(method)
         return self._indexes[method]
+
+    def _empty_index(self, method: str):
+        from .ann import empty_index, load_index
+
+        info = self.manifest["methods"][method]
+        folder = self.folder.method(method)
+
+        def source():  # an index written before templates: take the cells from its first segment
+            if not self.segments.folders:
+                raise IndexFormatError(f"index {self.manifest['name']!r} has no segment to take the {method} "
+                                       "index's cells from; rebuild it with --force")
+            return load_index(info["index"], self.segments.folders[0].method(method), info["metric"],
+                              info.get("search"), info.get("factory"))
+
+        index = empty_index(info["index"], folder, info["metric"], info.get("search"), info.get("factory"), source)
+        if index.trained and not (folder / f"{TEMPLATE_STEM}{Path(index.filename).suffix}").exists():
+            self._templates.append(self._rel(index.save_template(folder)))
+        return index
 
     def _encoder(self, method: str):
         if method not in self._encoders:
@@ -138,32 +186,24 @@ class IndexWriter:
                                                   self.folder.method(method))
         return self._encoders[method]
 
-    def _load_inputs(self) -> None:
-        """The per-item files that need no novelty scores: stored inputs and OOV fractions."""
-        if self._oov is None and self.folder.oov.exists():
-            self._oov = np.load(self.folder.oov, allow_pickle=False)
-        if self._inputs is None and self.folder.inputs(self.modality).exists():
-            self._inputs = self.modality.load_inputs(self.folder.inputs(self.modality))
-
-    def _load_sidecars(self) -> None:
-        """Every per-item file (an update keeps them all in step with the positions)."""
-        if self._scores is None:
-            if self.manifest.get("novelty") is None:
-                raise IndexFormatError(f"index {self.manifest['name']!r} was built by an older retrieval without "
-                                       f"novelty scores; run 'retrieval retrain {self.manifest['name']}' (or "
-                                       "rebuild it with --force) to add or remove items")
-            self._scores, self._reference = novelty.load(self.folder)
-        self._load_inputs()
+    def _rel(self, path: Path) -> str:
+        return Path(path).relative_to(self.folder.root).as_posix()
 
     def stored_inputs(self, need: str):
-        """The stored model inputs; raises when the index was built without them."""
-        self._load_inputs()
-        if self._inputs is None:
+        """The stored model inputs of every item; raises when the index was built without them."""
+        if not self.segments.has_inputs():
             raise InputError(f"index {self.manifest['name']!r} was built with --no-keep-inputs, so {need} "
                              "cannot re-encode its items; rebuild it from its source with --force")
-        return self._inputs
+        return self.segments.inputs(lambda: self.modality.empty(self.state, self.manifest).inputs)
 
-    # -- the three steps ----------------------------------------------------------------
+    def stored_oov(self) -> np.ndarray | None:
+        """The OOV fractions of every item (``None`` when a segment has none: images, old indexes)."""
+        segments = self.segments
+        if not segments.folders or not all(segments.listed(seg.oov) for seg in segments.folders):
+            return None
+        return segments.per_item(lambda seg: np.load(seg.oov, allow_pickle=False))
+
+    # -- the steps ----------------------------------------------------------------
     def fit(self, encoders: dict, batch: Batch, *, index_kind: str, progress: Progress | None = None) -> np.ndarray:
         """Fit every encoder on ``batch`` and give each an empty nearest-neighbour index.
 
@@ -216,31 +256,27 @@ class IndexWriter:
         return self.manifest["self_check"]
 
     def keep(self, mask: np.ndarray) -> None:
-        """Keep only the items where ``mask`` is true, in every part of the index (positions compact)."""
+        """Remove the items where ``mask`` (over the positions of the index as opened) is false.
+
+        Nothing is rewritten: :meth:`commit` writes deletion marks.
+        """
         mask = np.asarray(mask, bool)
-        if self._keep is not None or self._new_items:
+        if self._removed is not None or self._new_items:
             raise RuntimeError("keep() comes before append() and only once per writer")
-        if mask.all():
+        if len(mask) != len(self.segments):
+            raise IndexFormatError(f"index {self.manifest['name']!r}: a mask of {len(mask)} items for "
+                                   f"{len(self.segments)}; rebuild it with --force")
+        self._removed = np.flatnonzero(~mask)
+        if not len(self._removed):
             return
-        self._load_sidecars()
-        rows = np.flatnonzero(mask)
-        for method in self.manifest["methods"]:
-            self._indexes[method] = self._index(method).keep(rows)
-        if self._inputs is not None:
-            self._inputs = self._inputs[rows]
-            self._dirty_inputs = True
-        self._scores = self._scores[rows]
-        if self._oov is not None:
-            self._oov = self._oov[rows]
-        self._keep = mask
         drift = self.manifest["drift"]
         self.manifest["drift"] = novelty.drift(
-            drift["trained_items"], drift["added_since_training"], drift["removed_since_training"] + int((~mask).sum()),
+            drift["trained_items"], drift["added_since_training"], drift["removed_since_training"] + len(self._removed),
             drift.get("added_novelty_percentile_sum", 0.0), drift.get("added_novelty_sum", 0.0))
 
     def append(self, batch: Batch, *, scores: np.ndarray | None = None, training: bool = False,
                progress: Progress | None = None) -> None:
-        """Encode ``batch`` with every method and append it after the current items.
+        """Encode ``batch`` with every method and append it to the new segment.
 
         Args:
             batch: The items and their model inputs.
@@ -250,26 +286,23 @@ class IndexWriter:
         """
         if not len(batch.items):
             return
-        if self._scores is None and not training:
-            self._load_sidecars()
+        if self._reference is None and not training:
+            self._reference = novelty.load_reference(self.folder)
         methods = list(self.manifest["methods"])
         for step, method in enumerate(methods):
             report(progress, "encode", step, len(methods), method=method)
-            self._indexes[method] = self._index(method)
-            self._indexes[method].add(self._encoder(method).transform(batch.inputs))
+            self._index(method).add(self._encoder(method).transform(batch.inputs))
         report(progress, "encode", len(methods), len(methods))
         if scores is None:
             scores = novelty.item_novelty(self._encoder("ae"), batch.inputs, batch.oov)
-        if training:
-            self._scores = np.asarray(scores, np.float32)
-            self._oov = batch.oov
-            self._inputs = batch.inputs
-        else:
-            self._scores = np.concatenate([self._scores, scores]).astype(np.float32)
-            if self._oov is not None and batch.oov is not None:
-                self._oov = np.concatenate([self._oov, batch.oov])
-            if self._inputs is not None:
-                self._inputs = self.modality.concat(self._inputs, batch.inputs)
+        scores = np.asarray(scores, np.float32)
+        first = not self._new_items
+        self._scores = scores if first else np.concatenate([self._scores, scores])
+        if batch.oov is not None:
+            self._oov = batch.oov if first else np.concatenate([self._oov, batch.oov])
+        self._inputs = batch.inputs if first else self.modality.concat(self._inputs, batch.inputs)
+        self._new_items.extend(batch.items)
+        if not training:
             drift = self.manifest["drift"]
             self.manifest["drift"] = novelty.drift(
                 drift["trained_items"], drift["added_since_training"] + len(batch.items),
@@ -277,8 +310,6 @@ class IndexWriter:
                 drift.get("added_novelty_percentile_sum", 0.0)
                 + float(novelty.percentile(self._reference, scores).sum()),
                 drift.get("added_novelty_sum", 0.0) + float(np.sum(scores)))
-        self._dirty_inputs = True
-        self._new_items.extend(batch.items)
 
     def reencode(self, inputs, scores: np.ndarray, progress: Progress | None = None) -> None:
         """Fill the freshly fitted indexes with every stored item again (retrain).
@@ -294,38 +325,204 @@ class IndexWriter:
             self._indexes[method].add(self._encoders[method].transform(inputs))
         self._scores = np.asarray(scores, np.float32)
 
+    def carry(self, segments: Segments, inputs, oov: np.ndarray | None) -> None:
+        """The new segment holds the items of ``segments`` (a retrain: their rows, inputs and OOV fractions)."""
+        self._carried = segments
+        self._inputs, self._oov = inputs, oov
+
     # -- writing -------------------------------------------------------------------------
     def save(self, *, keep_inputs: bool = True) -> dict:
-        """Write everything that changed and the manifest; returns the manifest."""
-        for method, index in self._indexes.items():
+        """Write a fitted index (a build, a retrain): models, its one segment, the manifest.
+
+        The folder is a staging folder; the store seals and swaps it.
+
+        Returns:
+            The manifest.
+        """
+        for method in self._fitted:
             out = self.folder.method(method)
-            out.mkdir(parents=True, exist_ok=True)
-            if method in self._fitted:
-                self._encoders[method].save(out)
-            for old_file in out.glob("index.*"):
-                old_file.unlink()
-            size = index.save(out).stat().st_size
-            self.manifest["methods"][method].update(
-                index=index.kind, search=index.search_params(), factory=index.factory, index_bytes=size,
-                bytes_per_item=size / max(1, len(index)))
-        if self._keep is not None or self._new_items or self._fitted:  # every per-item file follows the positions
-            if self._scores is not None:
-                self.manifest["novelty"] = novelty.save(self.folder, self._scores, self._reference)
-            if self._oov is not None:
-                np.save(self.folder.oov, self._oov)
-        if self._dirty_inputs and self._inputs is not None and keep_inputs:
-            self.modality.save_inputs(self.folder.inputs(self.modality), self._inputs)
-        if self._keep is not None or self._new_items:
-            if not self.folder.metadata.exists():
-                item_table.create(self.folder.metadata)
-            keep = self._keep if self._keep is not None else np.ones(self.manifest["counts"]["items"], bool)
-            item_table.rewrite(self.folder.metadata, keep, self._new_items,
-                               [self.modality.snippet(it) for it in self._new_items])
-            with closing(item_table.Metadata(self.folder.metadata)) as table:
-                labels = [label for label in table.labels() if label is not None]
-            self.manifest["counts"].update(items=self.count, labelled=len(labels), labels=len(set(labels)))
+            self._encoders[method].save(out)
+            self._indexes[method].save_template(out)
+        self.manifest["novelty"] = novelty.save_reference(self.folder, self._reference)
+        self.manifest["generation"] = 1
+        self.manifest["segments"] = []
+        if self.count:
+            self.manifest["segments"].append(self._write_segment(segment_name(1), keep_inputs)[0])
+        self._update_counts()
         self.folder.write_manifest(self.manifest)
         return self.manifest
+
+    def commit(self) -> dict:
+        """Write the new segment and the deletion marks into the live folder, then the manifest (atomically).
+
+        Returns:
+            The manifest written.
+        """
+        generation = self._next_generation()
+        entries = [dict(entry) for entry in self.manifest["segments"]]
+        added, dropped = [], []
+        if self._removed is not None and len(self._removed):
+            seg, local = self.segments.locate(self._removed)
+            with closing(self.items()) as table:
+                for s in np.unique(seg):
+                    entry, folder = entries[s], self.segments.folders[s]
+                    removed = local[seg == s]
+                    marks = np.union1d(self.segments.deleted[s], removed).astype(np.int64)
+                    path = folder.deletions(deletions_name(generation))
+                    np.save(path, marks)
+                    if entry.get("deletions"):
+                        dropped.append(self._rel(folder.deletions(entry["deletions"])))
+                    added.append(self._rel(path))
+                    entry["labels"] = _minus(entry.get("labels"), table.table(s).labels_at(removed))
+                    entry.update(deleted=len(marks), deletions=path.name)
+        if self._new_items:
+            entry, files = self._write_segment(segment_name(generation), self.segments.has_inputs())
+            entries.append(entry)
+            added += files
+        self.manifest["segments"] = entries
+        self._update_counts()
+        return seal_update(self.folder.root, self.manifest, added + self._templates, dropped)
+
+    def merge(self, chosen: list[int]) -> dict:
+        """Rewrite segments ``chosen`` (indexes into the manifest's list) as one, without their removed items.
+
+        Nothing is re-encoded: the codes are copied from the segments'
+        indexes. The merged segment takes the place of the first chosen one;
+        the chosen segments' files stay on disk until the next write (readers
+        of the previous manifest may still use them).
+
+        Returns:
+            The manifest written.
+        """
+        from .ann import load_index, merge
+
+        segments, chosen = self.segments, sorted(chosen)
+        generation = self._next_generation()
+        name = segment_name(generation)
+        target = self._fresh_segment(name)
+        added, entry = [], None
+        if sum(segments.live(s) for s in chosen):
+            for method, info in self.manifest["methods"].items():
+                parts = [(load_index(info["index"], segments.folders[s].method(method), info["metric"],
+                                     info.get("search"), info.get("factory")), segments.live_rows(s))
+                         for s in chosen]
+                out = target.method(method)
+                out.mkdir(parents=True)
+                merge(self._empty_index(method), parts).save(out)
+            item_table.copy_live(target.metadata, [(segments.folders[s].metadata, segments.deleted[s])
+                                                   for s in chosen])
+            picked = Segments(self.folder, self.manifest | {"segments": [segments.entries[s] for s in chosen]},
+                              self.modality)
+            if self.manifest.get("novelty") is not None:
+                np.save(target.novelty, picked.per_item(lambda seg: np.load(seg.novelty, allow_pickle=False)))
+            if picked.folders and all(picked.listed(seg.oov) for seg in picked.folders):
+                np.save(target.oov, picked.per_item(lambda seg: np.load(seg.oov, allow_pickle=False)))
+            if picked.has_inputs():
+                self.modality.save_inputs(target.inputs(self.modality), picked.inputs(None))
+            with closing(self.items()) as table:
+                labels = _sum_labels(self._label_counts(s, table) for s in chosen)
+            entry = _segment_entry(name, len(picked), labels)
+            added = [self._rel(p) for p in sorted(target.root.rglob("*")) if p.is_file()]
+        files = self.manifest.get("files") or {}
+        dropped = [rel for s in chosen for rel in files if _in_segment(rel, segments.entries[s]["name"])]
+        entries = [dict(e) for s, e in enumerate(segments.entries) if s not in chosen]
+        if entry is not None:
+            entries.insert(chosen[0], entry)
+        self.manifest["segments"] = entries
+        self._update_counts()
+        return seal_update(self.folder.root, self.manifest, added + self._templates, dropped)
+
+    def _next_generation(self) -> int:
+        self.manifest["generation"] = int(self.manifest.get("generation", 0)) + 1
+        return self.manifest["generation"]
+
+    def _fresh_segment(self, name: str) -> SegmentFolder:
+        """An empty folder for segment ``name`` (a killed writer of the same generation may have left one)."""
+        target = self.folder.segment(name)
+        shutil.rmtree(target.root, ignore_errors=True)
+        target.root.mkdir(parents=True)
+        return target
+
+    def _write_segment(self, name: str, keep_inputs: bool) -> tuple[dict, list[str]]:
+        """Write the new segment's files; returns its manifest entry and the files written."""
+        target = self._fresh_segment(name)
+        for method in self.manifest["methods"]:
+            out = target.method(method)
+            out.mkdir(parents=True)
+            self._index(method).save(out)
+        if self._carried is not None:
+            item_table.copy_live(target.metadata, [(seg.metadata, marks) for seg, marks
+                                                   in zip(self._carried.folders, self._carried.deleted)])
+            with closing(Items(self._carried)) as table:
+                labels = _sum_labels(self._label_counts(s, table, self._carried)
+                                     for s in range(len(self._carried.folders)))
+        else:
+            item_table.write(target.metadata, self._new_items, [self.modality.snippet(it) for it in self._new_items])
+            labels = dict(Counter(it.label for it in self._new_items if it.label is not None))
+        np.save(target.novelty, self._scores)
+        if self._oov is not None:
+            np.save(target.oov, self._oov)
+        if keep_inputs and self._inputs is not None:
+            self.modality.save_inputs(target.inputs(self.modality), self._inputs)
+        files = [self._rel(p) for p in sorted(target.root.rglob("*")) if p.is_file()]
+        items = len(self._carried) if self._carried is not None else len(self._new_items)
+        return _segment_entry(name, items, labels), files
+
+    def _label_counts(self, s: int, table: Items, segments: Segments | None = None) -> dict[str, int]:
+        """The label counts of segment ``s`` without its removed items (counted from its table if unknown)."""
+        segments = segments or self.segments
+        known = segments.entries[s].get("labels")
+        return dict(known) if known is not None else table.table(s).label_counts(segments.deleted[s])
+
+    def _update_counts(self) -> None:
+        """``counts`` and each method's index size from the segments now listed."""
+        entries = self.manifest["segments"]
+        items = sum(int(e["items"]) - int(e.get("deleted", 0)) for e in entries)
+        unknown = [s for s, e in enumerate(entries) if e.get("labels") is None]
+        if unknown:  # a format-2 segment, or too many labels to keep: count them from the tables
+            with closing(Items(Segments(self.folder, self.manifest, self.modality))) as table:
+                for s in unknown:
+                    counts = table.table(s).label_counts(table.segments.deleted[s])
+                    entries[s]["labels"] = counts if len(counts) <= LABEL_COUNTS_MAX else None
+                    entries[s]["_counted"] = counts
+        labels = _sum_labels(e.pop("_counted", None) or e["labels"] or {} for e in entries)
+        self.manifest["counts"].update(items=items, labelled=sum(labels.values()), labels=len(labels))
+        for method, info in self.manifest["methods"].items():
+            size = sum(p.stat().st_size for e in entries
+                       for p in self.folder.segment(e["name"]).method(method).glob(f"{INDEX_STEM}.*"))
+            info["index_bytes"] = size
+            info["bytes_per_item"] = size / max(1, items)
+            if method in self._indexes:  # the new segment's backend: as the method's others
+                index = self._indexes[method]
+                info.update(index=index.kind, search=index.search_params(), factory=index.factory)
+
+
+def _segment_entry(name: str, items: int, labels: dict[str, int]) -> dict:
+    return {"name": name, "items": int(items), "deleted": 0, "deletions": None,
+            "labels": labels if len(labels) <= LABEL_COUNTS_MAX else None}
+
+
+def _sum_labels(counts) -> dict[str, int]:
+    total: Counter = Counter()
+    for part in counts:
+        total.update(part)
+    return {label: n for label, n in total.items() if n}
+
+
+def _minus(counts: dict | None, labels: list) -> dict | None:
+    """Label counts without the given labels (``None``: unknown stays unknown)."""
+    if counts is None:
+        return None
+    out = Counter(counts)
+    out.subtract(label for label in labels if label is not None)
+    return {label: n for label, n in out.items() if n > 0}
+
+
+def _in_segment(rel: str, name: str) -> bool:
+    """True when ``rel`` is a file of segment ``name`` (a format-2 segment: the top-level per-item files)."""
+    if name == LEGACY_SEGMENT:
+        return is_per_item(rel) and not rel.startswith(f"{SEGMENTS}/")
+    return rel.startswith(f"{SEGMENTS}/{name}/")
 
 
 def _method_entry(encoder, fit_seconds: float) -> dict:
@@ -398,57 +595,126 @@ def _config_of(manifest: dict):
 
 
 def _update(store: Store, name: str, plan, progress: Progress | None) -> UpdateReport:
-    """Run ``plan(writer, rows) -> (keep mask, new batch, report)`` on the live index, then apply it on a copy.
+    """Run ``plan(writer, items) -> (keep mask, new batch, report)`` on the live index, then write it.
 
-    Only a plan that changes something pays for the copy and the swap (a
-    re-run of ``add`` after a crawl that found nothing new copies nothing).
+    The write adds one segment (the new batch) and deletion marks (the items
+    not kept) beside the live segments, and commits with a new manifest; no
+    existing file is copied or rewritten. A plan that changes nothing writes
+    nothing (a re-run of ``add`` after a crawl that found nothing new).
     """
     started = time.perf_counter()
-    with store.lock(name, purpose="update"):
-        live = IndexWriter.open(store.require(name))
-        if live.manifest.get("novelty") is None:
+    with store.segment_writer(name) as (folder, _):
+        writer = IndexWriter.open(folder)
+        if writer.manifest.get("novelty") is None:
             raise IndexFormatError(f"index {name!r} was built by an older retrieval without novelty scores; "
                                    f"rebuild it with --force to add or remove items")
-        with closing(item_table.Metadata(live.folder.metadata)) as table:
-            rows = table.rows()
-        keep, new, result = plan(live, rows)
-        if keep.all() and not new.items:
-            result.items = live.manifest["counts"]["items"]
-            result.drift = live.manifest.get("drift") or {}
-        else:
-            with store.updater(name) as copy:  # the lock is re-entrant: no writer slips in between
-                writer = IndexWriter.open(copy)
-                writer.keep(keep)
-                writer.append(new, progress=progress)
-                writer.manifest["updated_at"] = _now()
-                manifest = writer.save()
-                result.items = manifest["counts"]["items"]
-                result.drift = manifest["drift"]
+        with closing(writer.items()) as table:
+            keep, new, result = plan(writer, table)
+        manifest = writer.manifest
+        if not keep.all() or new.items:
+            writer.keep(keep)
+            writer.append(new, progress=progress)
+            writer.manifest["updated_at"] = _now()
+            manifest = writer.commit()
+            chosen = compaction_plan(manifest["segments"])
+            if chosen:
+                manifest = IndexWriter.open(folder).merge(chosen)
+                result.compacted = len(chosen)
+        result.items = manifest["counts"]["items"]
+        result.drift = manifest.get("drift") or {}
+        result.segments = len(manifest["segments"])
     result.seconds = round(time.perf_counter() - started, 3)
     return result
 
 
-def _merge(rows: list[dict], new: Batch, remove_missing: bool) -> tuple[np.ndarray, Batch, UpdateReport]:
+def compaction_plan(segments: list[dict]) -> list[int]:
+    """The segments the automatic policy merges after a write (indexes into ``segments``; empty: none).
+
+    Every segment with more than :data:`~retrieval.config.COMPACT_DELETED_FRACTION`
+    of its items removed; and, when more than
+    :data:`~retrieval.config.COMPACT_MAX_SEGMENTS` would remain, the smallest
+    ones until :data:`~retrieval.config.COMPACT_MERGE_TO` remain.
+    """
+    live = [int(e["items"]) - int(e.get("deleted", 0)) for e in segments]
+    chosen = {s for s, e in enumerate(segments) if int(e.get("deleted", 0)) > COMPACT_DELETED_FRACTION * int(e["items"])}
+    if len(segments) - max(0, len(chosen) - 1) > COMPACT_MAX_SEGMENTS:
+        for s in sorted(range(len(segments)), key=lambda s: (live[s], s)):
+            if len(segments) - max(0, len(chosen) - 1) <= COMPACT_MERGE_TO:
+                break
+            chosen.add(s)
+    if len(chosen) == 1 and not segments[min(chosen)].get("deleted"):
+        return []
+    return sorted(chosen)
+
+
+@dataclass
+class CompactReport:
+    """What a compaction did.
+
+    Attributes:
+        segments_before: Segments before.
+        segments: Segments after.
+        dropped: Removed items whose data was deleted.
+        items: Items in the index.
+        seconds: Wall time.
+    """
+
+    segments_before: int = 0
+    segments: int = 0
+    dropped: int = 0
+    items: int = 0
+    seconds: float = 0.0
+
+    def to_dict(self) -> dict:
+        """JSON-ready dict."""
+        return asdict(self)
+
+
+def compact(store: Store, name: str) -> CompactReport:
+    """Merge every segment of an index into one, without the removed items; no retraining.
+
+    Queries search every segment (see :class:`retrieval.ann.SegmentedIndex`);
+    one segment is the fastest to search. The models and codes are kept:
+    the hits do not change (exact indexes: the same ranking).
+
+    Returns:
+        The report.
+    """
+    started = time.perf_counter()
+    with store.segment_writer(name, purpose="compact") as (folder, _):
+        writer = IndexWriter.open(folder)
+        entries = writer.manifest["segments"]
+        report = CompactReport(segments_before=len(entries), dropped=sum(int(e.get("deleted", 0)) for e in entries))
+        manifest = writer.manifest
+        if len(entries) > 1 or report.dropped:
+            writer.manifest["compacted_at"] = _now()
+            manifest = writer.merge(list(range(len(entries))))
+        report.segments, report.items = len(manifest["segments"]), manifest["counts"]["items"]
+    report.seconds = round(time.perf_counter() - started, 3)
+    return report
+
+
+def _merge(rows: Items, new: Batch, remove_missing: bool) -> tuple[np.ndarray, Batch, UpdateReport]:
     """Decide per item: add, replace (content changed), keep unchanged, or remove."""
-    by_id = {row["id"]: i for i, row in enumerate(rows)}
+    found = rows.find([item.id for item in new.items])
     keep = np.ones(len(rows), bool)
     result = UpdateReport(skipped=new.skipped)
     fresh = []
     for j, item in enumerate(new.items):
-        i = by_id.get(item.id)
-        if i is None:
+        row = found.get(item.id)
+        if row is None:
             result.added += 1
-        elif rows[i]["extra"].get("sha256") == item.extra.get("sha256"):
+        elif row["extra"].get("sha256") == item.extra.get("sha256"):
             result.unchanged += 1
             continue
         else:
-            keep[i] = False
+            keep[row["position"]] = False
             result.replaced += 1
         fresh.append(j)
     if remove_missing:
         present = {item.id for item in new.items}
-        for i, row in enumerate(rows):
-            if row["id"] not in present:
+        for i, item_id in enumerate(rows.ids()):
+            if item_id not in present:
                 keep[i] = False
                 result.removed += 1
     return keep, new.take(fresh), result
@@ -527,17 +793,15 @@ def remove_items(store: Store, name: str, ids=(), path_prefix: str | None = None
 
     def plan(writer, rows):
         keep = np.ones(len(rows), bool)
-        by_id = {row["id"]: i for i, row in enumerate(rows)}
+        found = rows.find(ids)
         for item_id in ids:
-            if item_id not in by_id:
+            if item_id not in found:
                 raise ItemNotFound(f"no item with id {item_id!r} in index {name!r}; nothing was removed "
                                  "(ids are shown by 'retrieval query ... --json')")
-            keep[by_id[item_id]] = False
+            keep[found[item_id]["position"]] = False
         if path_prefix:
-            prefixes = _prefixes(writer.manifest, path_prefix)
-            matched = [i for i, row in enumerate(rows)
-                       if any((row["path"] or "").startswith(p) or row["id"].startswith(p) for p in prefixes)]
-            if not matched:
+            matched = rows.prefixed(_prefixes(writer.manifest, path_prefix))
+            if not len(matched):
                 raise InputError(f"no item of index {name!r} has a path starting with {path_prefix!r}; "
                                  "nothing was removed")
             keep[matched] = False
@@ -584,26 +848,33 @@ def sync_items(store: Store, name: str, source, *, allow_empty: bool = False,
 def retrain(store: Store, name: str, progress: Progress | None = None) -> dict:
     """Refit every model on the items now in the index and rebuild its indexes.
 
-    The new state is built on a copy and swapped in atomically: the old index
-    answers queries until then. Documents keep the vocabulary of the first
-    build (the texts are not stored, their TF-IDF rows are).
+    The new state is built in a staging folder (one segment, without the
+    removed items) and swapped in atomically: the old index answers queries
+    until then. Documents keep the vocabulary of the first build (the texts
+    are not stored, their TF-IDF rows are).
 
     Returns:
         The new manifest.
     """
     started = time.perf_counter()
     store.require(name)
-    with store.updater(name) as copy:
-        writer = IndexWriter.open(copy)
-        X = writer.stored_inputs("retrain")
-        oov = writer._oov  # loaded with the inputs; novelty scores are not needed: they are recomputed
-        config = _config_of(writer.manifest)
-        shutil.rmtree(writer.folder.methods)
-        scores = writer.fit(writer.modality.encoders(config, X.shape), Batch([], X, oov),
-                            index_kind=config.index_kind, progress=progress)
-        writer.reencode(X, scores, progress)
-        writer.self_check(X, config.seed)
-        writer.manifest["retrained_at"] = _now()
-        writer.manifest["retrain_seconds"] = round(time.perf_counter() - started, 2)
-        writer.manifest.pop("evaluation", None)  # measured on the old models
-        return writer.save()
+    with store.lock(name, purpose="retrain"):
+        folder = store.require(name)
+        verify_index(folder, read_raw_manifest(folder))  # every file is read: check them all first
+        live = IndexWriter.open(folder)
+        X = live.stored_inputs("retrain")
+        oov = live.stored_oov()  # novelty scores are not needed: they are recomputed
+        config = _config_of(live.manifest)
+        manifest = {k: v for k, v in live.manifest.items() if k not in ("files", "checksum", "segments", "generation")}
+        manifest.pop("evaluation", None)  # measured on the old models
+        with store.writer(name, force=True) as root:  # the lock is re-entrant: no writer slips in between
+            writer = IndexWriter(root, manifest, live.state)
+            writer.modality.save_state(live.state, writer.folder)
+            scores = writer.fit(writer.modality.encoders(config, X.shape), Batch([], X, oov),
+                                index_kind=config.index_kind, progress=progress)
+            writer.reencode(X, scores, progress)
+            writer.carry(live.segments, X, oov)
+            writer.self_check(X, config.seed)
+            writer.manifest["retrained_at"] = _now()
+            writer.manifest["retrain_seconds"] = round(time.perf_counter() - started, 2)
+            return writer.save()

@@ -1,14 +1,15 @@
-"""An opened index: verified once, models loaded lazily, reopened when a writer swapped it."""
+"""An opened index: verified once, models loaded lazily, reopened when a writer changed it."""
 from __future__ import annotations
 
 import numpy as np
 
 from .. import novelty as novelty_scores
-from ..ann import BinaryIndex, check_k, load_index
+from ..ann import check_k
 from ..config import DEFAULT_K, OUTLIERS_K
 from ..errors import IndexFormatError, InputError
 from ..modality import Modality, modality_of
-from ..storage import IndexFolder, Metadata, Store, migrate, read_raw_manifest, verify_index
+from ..storage import IndexFolder, Store, migrate, read_raw_manifest, verify_index
+from ..storage.segments import Items, Segments
 from . import rerank as two_stage
 from .hits import Hit, to_hits
 
@@ -30,7 +31,22 @@ class Retriever:
 
     def _open(self) -> None:
         self.folder = IndexFolder(self.store.require(self.name))
-        self._stamp = self._manifest_stamp()
+        for attempt in range(3):
+            self._stamp = self._manifest_stamp()
+            try:
+                self._read()
+                break
+            except IndexFormatError:
+                # A writer committed (and the next one deleted what this manifest
+                # listed) while it was being checked: read the new one.
+                if attempt == 2 or self._manifest_stamp() == self._stamp:
+                    raise
+        self._methods: dict = {}
+        self._state = None
+        self._inputs = None
+        self._reference = None
+
+    def _read(self) -> None:
         raw = read_raw_manifest(self.folder.root)
         if self.verify:
             verify_index(self.folder.root, raw)  # the checksum covers the manifest as written
@@ -38,11 +54,9 @@ class Retriever:
         self.modality: Modality = modality_of(self.manifest, str(self.folder.manifest))
         if not self.manifest.get("methods"):
             raise IndexFormatError(f"{self.folder.manifest} lists no methods; rebuild the index")
-        self.metadata = Metadata(self.folder.metadata)
-        self._methods: dict = {}
-        self._state = None
-        self._inputs = None
-        self._reference = None
+        #: The segments of the index as opened (positions map to them).
+        self.segments = Segments(self.folder, self.manifest, self.modality)
+        self.metadata = Items(self.segments)
 
     def _manifest_stamp(self) -> tuple[int, int] | None:
         try:
@@ -52,11 +66,11 @@ class Retriever:
         return stat.st_ino, stat.st_mtime_ns
 
     def refresh(self) -> bool:
-        """Reopen the index if a writer swapped in a new version since it was opened.
+        """Reopen the index if a writer committed a new version since it was opened.
 
         Methods load lazily; without this a long-lived retriever could pair
-        the old manifest and metadata with the new version's files. Costs one
-        ``stat`` per query.
+        the old manifest and metadata with the new version's files (or look
+        for segments a compaction replaced). Costs one ``stat`` per query.
 
         Returns:
             True when the index was reopened.
@@ -89,10 +103,8 @@ class Retriever:
             raise InputError(f"index {self.name!r} has no method {name!r}; it has {', '.join(self.methods)}")
         if name not in self._methods:
             info = self.manifest["methods"][name]
-            folder = self.folder.method(name)
-            self._methods[name] = (load_encoder(info["encoder"], folder),
-                                   load_index(info["index"], folder, info["metric"], info.get("search"),
-                                              info.get("factory")))
+            self._methods[name] = (load_encoder(info["encoder"], self.folder.method(name)),
+                                   self.segments.index(name))
         return self._methods[name]
 
     @property
@@ -104,7 +116,7 @@ class Retriever:
 
     def has_inputs(self) -> bool:
         """True when the index kept its model inputs (``--keep-inputs``)."""
-        return self.folder.inputs(self.modality).exists()
+        return self.segments.has_inputs()
 
     def inputs(self, need: str | None = None):
         """The stored model inputs: TF-IDF rows (documents) or pixels (images).
@@ -113,14 +125,14 @@ class Retriever:
             need: What needs them, named in the error when the index has none.
         """
         if self._inputs is None:
-            path = self.folder.inputs(self.modality)
-            if not path.exists():
+            if not self.has_inputs():
                 need = need or "this"
                 raise InputError(f"index {self.name!r} was built without keeping its {self.modality.inputs_noun} "
-                                 f"({path.name}), which {need} needs; rebuild it without --no-keep-inputs "
-                                 f"('retrieval index {self.modality.name} SOURCE --name {self.name} --force')")
+                                 f"({self.modality.inputs_file}), which {need} needs; rebuild it without "
+                                 f"--no-keep-inputs ('retrieval index {self.modality.name} SOURCE --name "
+                                 f"{self.name} --force')")
             try:
-                self._inputs = self.modality.load_inputs(path)
+                self._inputs = self.segments.inputs(lambda: self.modality.empty(self.state, self.manifest).inputs)
             except (OSError, ValueError) as exc:
                 raise IndexFormatError(f"stored inputs of {self.name!r} are unreadable ({exc}); "
                                        "rebuild the index") from None
@@ -170,7 +182,7 @@ class Retriever:
             return np.zeros((codes.shape[0], 0), np.float32), np.zeros((codes.shape[0], 0), np.int64)
         if rerank in (None, "none") and radius is None:
             return index.search(codes, k)
-        if not isinstance(index, BinaryIndex):
+        if not index.binary:
             raise InputError(f"--rerank and --radius need binary codes; method {method!r} of {self.name!r} "
                              "has float codes (build the index with --bits 64)")
         rerank = rerank or "none"
@@ -248,7 +260,7 @@ class Retriever:
         """The stored novelty of an indexed item (``None`` for an index without scores)."""
         if self.manifest.get("novelty") is None:
             return None
-        scores, reference = novelty_scores.load(self.folder)
+        scores, reference = self._stored_scores()
         score = scores[self.metadata.position(item_id)]
         return {"score": float(score), "percentile": float(novelty_scores.percentile(reference, score))}
 
@@ -260,7 +272,7 @@ class Retriever:
             score) and percentile (among the items the models were trained on).
         """
         k = check_k(k)
-        scores, reference = novelty_scores.load(self.folder)
+        scores, reference = self._stored_scores()
         order = np.argsort(-scores, kind="stable")[:k]
         rows = self.metadata.rows(order)
         pct = novelty_scores.percentile(reference, scores[order])
@@ -268,8 +280,18 @@ class Retriever:
                  "path": row["path"] or "", "position": int(pos), "novelty": float(scores[pos]),
                  "percentile": float(p)} for r, (row, pos, p) in enumerate(zip(rows, order, pct))]
 
+    def _stored_scores(self) -> tuple[np.ndarray, np.ndarray]:
+        """``(every item's novelty score in position order, the sorted reference)``."""
+        if self.manifest.get("novelty") is None:
+            raise novelty_scores.missing(self.name)
+        try:
+            scores = self.segments.per_item(lambda seg: np.load(seg.novelty, allow_pickle=False))
+        except FileNotFoundError:
+            raise novelty_scores.missing(self.name) from None
+        return scores, novelty_scores.load_reference(self.folder)
+
     def close(self) -> None:
-        """Release the metadata connection."""
+        """Release the metadata connections."""
         self.metadata.close()
 
     def __enter__(self) -> "Retriever":

@@ -45,7 +45,8 @@ from ..config import (DEFAULT_K, MAP_EPOCHS, SERVER_HOST, SERVER_MAP_ITEMS, SERV
 from ..errors import (FetchError, IndexExists, IndexFormatError, IndexLocked, IndexNotFound, InputError,
                       ItemNotFound, RetrievalError, RetrievalWarning)
 from ..search import Retriever
-from ..storage import IndexFolder, Metadata, Store
+from ..storage import Store
+from ..storage.segments import open_items
 
 log = logging.getLogger("retrieval.server")
 
@@ -276,7 +277,7 @@ class Served:
         from ..writer import add_items
 
         with self.write_lock:
-            with closing(Metadata(IndexFolder(self.store.require(self.name)).metadata)) as table:
+            with closing(open_items(self.store.require(self.name))) as table:
                 ids = table.ids()
             records = number_records(records, ids, self.retriever.modality.record_key)
             report = add_items(self.store, self.name, records)

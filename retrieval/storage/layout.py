@@ -1,15 +1,23 @@
 """The shape of an index folder: every file name, the manifest schema, format versions and migrations.
 
-An index is a directory::
+An index is a directory of shared model files and a list of immutable segments::
 
-    manifest.json             this schema (format_version, modality, methods, counts, ...)
-    items.sqlite              item metadata, row ``pos`` = FAISS position ``pos``
-    methods/<method>/         one encoder (params.json, *.npy, *.keras) and its index.faiss[b] / index.npz
+    manifest.json             this schema (format_version, modality, methods, counts, segments, ...)
+    methods/<method>/         one encoder (params.json, *.npy, *.keras); IVF kinds: its trained,
+                              empty FAISS index (template.faiss[b]), which every segment's index copies
     vectorizer/               documents: vocabulary.json, idf.npy, vectorizer.json
-    inputs.npz | pixels.npy   the modality's stored model inputs (unless built with --no-keep-inputs)
-    novelty.npy               reconstruction error of every item, position order
     novelty_reference.npy     the sorted errors of the items the models were trained on
-    oov.npy                   documents: out-of-vocabulary fraction of every item
+    segments/<segment>/       one segment: items written together, never changed afterwards
+        items.sqlite          their metadata, row ``pos`` = position ``pos`` in the segment
+        methods/<method>/     that segment's index.faiss[b] / index.npz
+        inputs.npz | pixels.npy   the modality's stored model inputs (unless built with --no-keep-inputs)
+        novelty.npy           reconstruction error of every item, position order
+        oov.npy               documents: out-of-vocabulary fraction of every item
+        deleted-<gen>.npy     the segment's removed positions (sorted), as of write generation <gen>
+
+An item's position in the index (``Hit.position``) counts the items not
+removed, segment after segment in manifest order (see
+:mod:`retrieval.storage.segments`).
 
 Every path is spelled here and nowhere else. Format history:
 
@@ -19,6 +27,10 @@ Every path is spelled here and nowhere else. Format history:
 2. Every key present (``novelty`` is ``null`` for an index without scores);
    each method records its index's search parameters (``search``) and FAISS
    factory string; ``files`` and ``checksum`` are mandatory.
+3. Segments: ``segments`` lists ``{name, items, deleted, deletions, labels}``
+   in position order and ``generation`` counts the writes. A format-2 folder
+   is read as one segment named ``"."`` whose files sit at the top level
+   (the per-item files of the format-2 layout), nothing on disk moves.
 
 Optional keys, added without a version bump because readers use ``.get``
 and older indexes simply lack them: ``evaluation`` (the last ``evaluate``
@@ -30,16 +42,17 @@ from __future__ import annotations
 import copy
 import json
 import os
+import re
 from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
 from ..errors import IndexFormatError, IndexNotFound
 
 #: The version this code writes. An index of a newer version is refused with
 #: one line; an older one is migrated (in memory on read, on disk by
 #: :meth:`retrieval.storage.Store.upgrade` or the next write).
-FORMAT_VERSION = 2
+FORMAT_VERSION = 3
 MANIFEST = "manifest.json"
 METADATA = "items.sqlite"
 METHODS = "methods"
@@ -47,11 +60,21 @@ VECTORIZER = "vectorizer"
 NOVELTY = "novelty.npy"
 NOVELTY_REFERENCE = "novelty_reference.npy"
 OOV = "oov.npy"
+SEGMENTS = "segments"
+#: The segment name of a format-2 index read as format 3: its files are at the top level.
+LEGACY_SEGMENT = "."
+#: Stem of a nearest-neighbour index file (``index.faiss``, ``index.faissb``, ``index.npz``).
+INDEX_STEM = "index"
+#: Stem of the trained, empty FAISS index an IVF method keeps beside its encoder.
+TEMPLATE_STEM = "template"
+_DELETIONS = re.compile(r"^deleted-g\d+\.npy$")
 
 
 #: ``IndexFolder`` attribute -> file or folder name.
-_FILES = {"manifest": MANIFEST, "metadata": METADATA, "methods": METHODS, "vectorizer": VECTORIZER,
-          "novelty": NOVELTY, "novelty_reference": NOVELTY_REFERENCE, "oov": OOV}
+_FILES = {"manifest": MANIFEST, "methods": METHODS, "vectorizer": VECTORIZER,
+          "novelty_reference": NOVELTY_REFERENCE, "segments": SEGMENTS}
+#: ``SegmentFolder`` attribute -> file name.
+_SEGMENT_FILES = {"metadata": METADATA, "novelty": NOVELTY, "oov": OOV}
 
 
 @dataclass(frozen=True)
@@ -60,24 +83,28 @@ class IndexFolder:
 
     Attributes:
         root: The folder (a live index or a writer's staging copy).
-        manifest, metadata, methods, vectorizer, novelty, novelty_reference, oov:
+        manifest, methods, vectorizer, novelty_reference, segments:
             The paths of the files and folders of :data:`_FILES`.
     """
 
     root: Path
 
     def __post_init__(self) -> None:
-        # One attribute per file of the layout: folder.manifest, folder.novelty, ...
+        # One attribute per file of the layout: folder.manifest, folder.novelty_reference, ...
         for attr, name in _FILES.items():
             object.__setattr__(self, attr, Path(self.root) / name)
 
     def method(self, name: str) -> Path:
-        """The folder of one method (encoder files and its nearest-neighbour index)."""
+        """The folder of one method's encoder files (shared by every segment)."""
         return self.root / METHODS / name
 
-    def inputs(self, modality) -> Path:
-        """The stored model inputs of the index's modality (see :mod:`retrieval.modality`)."""
-        return self.root / modality.inputs_file
+    def segment(self, name: str) -> "SegmentFolder":
+        """The folder of one segment (:data:`LEGACY_SEGMENT`: the top level of a format-2 index)."""
+        if name == LEGACY_SEGMENT:
+            return SegmentFolder(Path(self.root), name)
+        if not _SEGMENT_NAME.match(str(name)):
+            raise IndexFormatError(f"{self.manifest} names an invalid segment {name!r}; rebuild the index")
+        return SegmentFolder(self.root / SEGMENTS / name, name)
 
     def read_manifest(self) -> dict:
         """The manifest as written (any version up to :data:`FORMAT_VERSION`), unmigrated."""
@@ -86,6 +113,73 @@ class IndexFolder:
     def write_manifest(self, manifest: dict) -> None:
         """Write the manifest atomically (see :func:`write_json_atomic`)."""
         write_json_atomic(self.manifest, manifest)
+
+
+@dataclass(frozen=True)
+class SegmentFolder:
+    """Every path inside one segment folder.
+
+    Attributes:
+        root: The segment's folder.
+        name: Its name in the manifest.
+        metadata, novelty, oov: The paths of the files of :data:`_SEGMENT_FILES`.
+    """
+
+    root: Path
+    name: str
+
+    def __post_init__(self) -> None:
+        for attr, file in _SEGMENT_FILES.items():
+            object.__setattr__(self, attr, Path(self.root) / file)
+
+    def method(self, name: str) -> Path:
+        """The folder of one method's nearest-neighbour index in this segment."""
+        return self.root / METHODS / name
+
+    def inputs(self, modality) -> Path:
+        """The stored model inputs of the index's modality (see :mod:`retrieval.modality`)."""
+        return self.root / modality.inputs_file
+
+    def deletions(self, file: str) -> Path:
+        """A deletion-marks file of this segment (named by the manifest)."""
+        if not _DELETIONS.match(str(file)):
+            raise IndexFormatError(f"invalid deletion-marks file {file!r} of segment {self.name!r}; "
+                                   "rebuild the index")
+        return self.root / file
+
+
+_SEGMENT_NAME = re.compile(r"^g\d{6,}$")
+
+
+def segment_name(generation: int) -> str:
+    """The name of the segment written by write ``generation``."""
+    return f"g{generation:06d}"
+
+
+def deletions_name(generation: int) -> str:
+    """The name of the deletion-marks file written by write ``generation``."""
+    return f"deleted-{segment_name(generation)}.npy"
+
+
+def is_per_item(rel: str) -> bool:
+    """True for a path (relative to the index, POSIX) of segment data rather than shared model files.
+
+    Segment data the manifest does not list is what killed or earlier writers
+    left (a half-written segment, a compacted one, old deletion marks): never
+    read, deleted by the next writer. Per-item files of a format-2 segment
+    sit at the top level.
+    """
+    parts = PurePosixPath(rel).parts
+    if not parts:
+        return False
+    if parts[0] == SEGMENTS:
+        return True
+    from ..modality import MODALITIES
+
+    if len(parts) == 1:
+        return (parts[0] in set(_SEGMENT_FILES.values()) | {m.inputs_file for m in MODALITIES.values()}
+                or bool(_DELETIONS.match(parts[0])))
+    return len(parts) == 3 and parts[0] == METHODS and parts[2].split(".")[0] == INDEX_STEM
 
 
 def write_json_atomic(path: Path, data: dict) -> None:
@@ -143,8 +237,23 @@ def _v1_to_v2(manifest: dict) -> dict:
     return manifest
 
 
+def _v2_to_v3(manifest: dict) -> dict:
+    """Format 2 -> 3: the whole index is one segment, :data:`LEGACY_SEGMENT`, at the top level.
+
+    Nothing on disk moves: the segment's files keep their format-2 paths
+    (``items.sqlite``, ``methods/<m>/index.faiss``, ...). Its label counts
+    are unknown to the manifest (``None``): a writer counts them when needed.
+    """
+    items = int(manifest.get("counts", {}).get("items", 0))
+    manifest["segments"] = [{"name": LEGACY_SEGMENT, "items": items, "deleted": 0, "deletions": None,
+                             "labels": None}]
+    manifest["generation"] = 0
+    manifest["migrated_from"] = manifest.get("migrated_from", 2)
+    return manifest
+
+
 #: ``{version: migration to version + 1}``; one entry per older format, each tested.
-MIGRATIONS: dict[int, Callable[[dict], dict]] = {1: _v1_to_v2}
+MIGRATIONS: dict[int, Callable[[dict], dict]] = {1: _v1_to_v2, 2: _v2_to_v3}
 
 
 def migrate(manifest: dict) -> dict:

@@ -1,8 +1,10 @@
-"""The item table ``items.sqlite``: every SQL statement of the project lives here.
+"""The item table ``items.sqlite`` of a segment: every SQL statement of the project lives here.
 
-Row ``pos`` describes FAISS position ``pos`` of every method's index; item
-ids are the stable, user-facing identifiers, positions are dense and are
-renumbered when items are removed.
+Row ``pos`` describes position ``pos`` of every method's index in the same
+segment; a segment's table never changes once written (removed items are
+marked in a separate file, see :mod:`retrieval.storage.segments`). Item ids
+are the stable, user-facing identifiers; positions are renumbered when
+segments are compacted.
 """
 from __future__ import annotations
 
@@ -38,36 +40,64 @@ def _insert(con: sqlite3.Connection, start: int, items: Sequence[Item], snippets
          for i, (it, snip) in enumerate(zip(items, snippets))))
 
 
-def rewrite(path: Path, keep: np.ndarray, items: Sequence[Item], snippets: Sequence[str]) -> None:
-    """Drop the rows not kept, renumber positions densely, append ``items`` after them.
+def write(path: Path, items: Sequence[Item], snippets: Sequence[str]) -> None:
+    """Create the table of a new segment holding ``items`` at positions 0, 1, ...
 
-    One transaction: a failure leaves the table as it was.
-
-    Args:
-        path: The ``items.sqlite`` file (of a staging copy).
-        keep: Boolean mask over the current rows in position order.
-        items: Items appended at the next positions.
-        snippets: Their snippets (shown in hits).
+    Raises:
+        InputError: Two items share an id.
     """
+    create(path)
     con = sqlite3.connect(path)
     try:
-        old = [row[0] for row in con.execute("SELECT pos FROM items ORDER BY pos")]
-        if len(old) != len(keep):
-            raise IndexFormatError(f"{path} has {len(old)} items where the index has {len(keep)}; rebuild it")
-        if not np.all(keep):
-            con.executemany("DELETE FROM items WHERE pos = ?", [(p,) for p, k in zip(old, keep) if not k])
-            kept = [p for p, k in zip(old, keep) if k]
-            # Two steps through negative numbers: a position is never taken twice.
-            con.executemany("UPDATE items SET pos = ? WHERE pos = ?", [(-new - 1, p) for new, p in enumerate(kept)])
-            con.execute("UPDATE items SET pos = -pos - 1 WHERE pos < 0")
-        start = int(np.count_nonzero(keep))
         try:
-            _insert(con, start, items, snippets)
+            _insert(con, 0, items, snippets)
         except sqlite3.IntegrityError:
             raise InputError("two items to add share an id; give every item a distinct id") from None
         con.commit()
     finally:
         con.close()
+
+
+def copy_live(path: Path, sources: Sequence[tuple[Path, np.ndarray]]) -> None:
+    """Create the table of a merged segment: the rows of ``sources`` not removed, renumbered densely.
+
+    One statement per source inside one transaction; the rows are never
+    decoded in Python.
+
+    Args:
+        path: The new ``items.sqlite``.
+        sources: ``(items.sqlite of a segment, its removed positions)``, in order.
+
+    Raises:
+        IndexFormatError: Two live rows share an id (the segments are inconsistent).
+    """
+    create(path)
+    con = sqlite3.connect(path)
+    try:
+        con.execute("CREATE TEMP TABLE removed (pos INTEGER PRIMARY KEY)")
+        start = 0
+        for number, (source, removed) in enumerate(sources):
+            con.execute(f"ATTACH DATABASE ? AS src{number}", (f"file:{source}?mode=ro",))
+            con.execute("DELETE FROM removed")
+            con.executemany("INSERT INTO removed VALUES (?)", ((int(p),) for p in removed))
+            columns = ", ".join(COLUMNS)
+            try:
+                con.execute(f"INSERT INTO items (pos, {columns}) SELECT ? + ROW_NUMBER() OVER (ORDER BY pos) - 1, "
+                            f"{columns} FROM src{number}.items WHERE pos NOT IN (SELECT pos FROM removed) "
+                            "ORDER BY pos", (start,))
+            except sqlite3.IntegrityError:
+                raise IndexFormatError(f"{source} holds an id another segment holds too; "
+                                       "rebuild the index with --force") from None
+            start = con.execute("SELECT COUNT(*) FROM items").fetchone()[0]
+        con.commit()
+        for number in range(len(sources)):
+            con.execute(f"DETACH DATABASE src{number}")
+    finally:
+        con.close()
+
+
+#: Placeholders per ``IN (...)`` query: below SQLite's limit on bound variables.
+_CHUNK = 500
 
 
 class Metadata:
@@ -78,6 +108,7 @@ class Metadata:
             raise IndexFormatError(f"{path} is missing; rebuild the index")
         # Read-only URI: a query must never modify an index.
         self._con = sqlite3.connect(f"file:{path}?mode=ro", uri=True, check_same_thread=False)
+        self.path = path
 
     def __len__(self) -> int:
         return self._con.execute("SELECT COUNT(*) FROM items").fetchone()[0]
@@ -90,9 +121,11 @@ class Metadata:
         positions = [int(p) for p in positions]
         if not positions:
             return []
-        marks = ",".join("?" * len(positions))
-        found = {row[0]: row[1:] for row in self._con.execute(
-            f"SELECT pos, {', '.join(COLUMNS)} FROM items WHERE pos IN ({marks})", positions)}
+        found = {}
+        for start in range(0, len(positions), _CHUNK):
+            chunk = positions[start:start + _CHUNK]
+            found.update((row[0], row[1:]) for row in self._con.execute(
+                f"SELECT pos, {', '.join(COLUMNS)} FROM items WHERE pos IN ({','.join('?' * len(chunk))})", chunk))
         return [self._row(pos, found[pos]) for pos in positions]
 
     @staticmethod
@@ -109,6 +142,49 @@ class Metadata:
             raise ItemNotFound(f"no item with id {item_id!r} in this index; "
                              "ids are shown by 'retrieval query ... --json'")
         return row[0]
+
+    def find(self, ids: Sequence[str]) -> list[dict]:
+        """The rows of the given ids that exist (any order)."""
+        ids = list(dict.fromkeys(ids))
+        out = []
+        for start in range(0, len(ids), _CHUNK):
+            chunk = ids[start:start + _CHUNK]
+            out += [self._row(row[0], row[1:]) for row in self._con.execute(
+                f"SELECT pos, {', '.join(COLUMNS)} FROM items WHERE id IN ({','.join('?' * len(chunk))})", chunk)]
+        return out
+
+    def local_position(self, item_id: str) -> int | None:
+        """Position of the item with id ``item_id`` in this table (``None``: not here)."""
+        row = self._con.execute("SELECT pos FROM items WHERE id = ?", (item_id,)).fetchone()
+        return None if row is None else row[0]
+
+    def prefixed(self, prefixes: Sequence[str]) -> np.ndarray:
+        """Positions of the rows whose path or id starts with one of ``prefixes``, sorted."""
+        found: set[int] = set()
+        for prefix in prefixes:
+            # substr() rather than LIKE: no wildcard in a path needs escaping.
+            found.update(row[0] for row in self._con.execute(
+                "SELECT pos FROM items WHERE substr(coalesce(path, ''), 1, length(?1)) = ?1 "
+                "OR substr(id, 1, length(?1)) = ?1", (prefix,)))
+        return np.array(sorted(found), dtype=np.int64)
+
+    def label_counts(self, removed: np.ndarray | None = None) -> dict[str, int]:
+        """How many rows carry each label, the ``removed`` positions left out."""
+        counts = dict(self._con.execute("SELECT label, COUNT(*) FROM items WHERE label IS NOT NULL GROUP BY label"))
+        for label in self.labels_at(removed if removed is not None else []):
+            if label is not None:
+                counts[label] -= 1
+        return {label: n for label, n in counts.items() if n}
+
+    def labels_at(self, positions) -> list:
+        """The labels of the given positions, in order."""
+        positions = [int(p) for p in positions]
+        found = {}
+        for start in range(0, len(positions), _CHUNK):
+            chunk = positions[start:start + _CHUNK]
+            found.update(self._con.execute(
+                f"SELECT pos, label FROM items WHERE pos IN ({','.join('?' * len(chunk))})", chunk))
+        return [found[p] for p in positions]
 
     def ids(self) -> list[str]:
         """Every item id, in position order."""

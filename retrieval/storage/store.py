@@ -22,6 +22,17 @@ is visible, never neither and never a mix. Leftover ``.tmp-``, ``.old-`` and
 ``.del-`` folders of dead writers are deleted by the next lock holder, which
 cannot be deleting a live writer's folder since it holds the lock.
 
+Segment writes. ``add``, ``remove-items``, ``sync`` and ``compact`` do not
+swap folders: they add files (a new segment folder, staged under
+``segments/.tmp-*`` and renamed into place; new deletion marks) that the
+current manifest does not list, then replace ``manifest.json`` atomically
+(write a temporary file, fsync, rename): that rename is the commit point. A
+writer killed before it leaves unlisted files, which nothing reads and the
+next lock holder deletes (:func:`collect_garbage`); after it, the new state.
+Segments a compaction merged away stay on disk until the next write, so a
+reader that opened the previous manifest keeps working meanwhile (it
+reopens at its next query, see :meth:`retrieval.search.Retriever.refresh`).
+
 Checksums. Before the swap ``manifest.json`` gets a ``files`` map (SHA-256
 and size of every file) and a ``checksum`` of the manifest itself;
 :func:`verify_index` checks both when an index is opened. They detect
@@ -50,7 +61,9 @@ from datetime import datetime, timezone
 from pathlib import Path, PurePosixPath
 
 from ..errors import IndexExists, IndexFormatError, IndexLocked, IndexNotFound, InputError, RetrievalWarning
-from .layout import FORMAT_VERSION, MANIFEST, migrate, read_manifest, read_raw_manifest, write_json_atomic
+from .layout import (FORMAT_VERSION, MANIFEST, SEGMENTS, is_per_item, migrate, read_manifest, read_raw_manifest,
+                     write_json_atomic)
+
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
 #: The random part ``tempfile.mkdtemp`` appends: matching it exactly keeps
 #: the leftovers of index ``a`` apart from those of index ``a-b``.
@@ -291,6 +304,8 @@ class Store:
                               "restored the previous version", RetrievalWarning, stacklevel=4)
         for leftover in olds + self._leftovers(name, "tmp") + self._leftovers(name, "del"):
             shutil.rmtree(leftover, ignore_errors=True)
+        if (target / MANIFEST).exists():
+            collect_garbage(target)
 
     def _restore(self, name: str) -> None:
         """Recover ``name`` if a killed writer left it between its two renames."""
@@ -365,6 +380,7 @@ class Store:
             if copy_of is not None:
                 shutil.copytree(copy_of, tmp, copy_function=shutil.copy2, dirs_exist_ok=True)
                 verify_index(tmp, read_raw_manifest(tmp))
+                collect_garbage(tmp)  # sealing the copy must not list what the manifest does not
             yield tmp
             seal_index(tmp)
             self._swap(name, tmp)
@@ -396,6 +412,39 @@ class Store:
         with self.lock(name, purpose="update"):
             with self._staged(name, copy_of=self._existing(name)) as tmp:
                 yield tmp
+
+    @contextmanager
+    def segment_writer(self, name: str, purpose: str = "update") -> Iterator[tuple[Path, dict]]:
+        """Write new segment files into the live index, under its lock; no copy is made.
+
+        The manifest's own checksum and the size of every listed file are
+        checked first (a truncated file is found at once); only the shared
+        model files, which the write uses, are hashed: segments are verified
+        when a reader opens them, and a write never changes them. The caller
+        writes only files the manifest does not list yet, then commits with
+        :func:`seal_update`. On an exception, whatever it wrote is deleted.
+
+        Args:
+            name: Index name.
+            purpose: What the holder does, shown to whoever finds it locked.
+
+        Yields:
+            ``(folder, raw manifest)``: the live index folder and its manifest as written.
+
+        Raises:
+            IndexNotFound: No index ``name``.
+            IndexLocked: Another process is writing ``name``.
+            IndexFormatError: The manifest or a shared file fails verification.
+        """
+        with self.lock(name, purpose=purpose):
+            folder = self._existing(name)
+            raw = read_raw_manifest(folder)
+            verify_index(folder, raw, hashed=lambda rel: not is_per_item(rel))
+            try:
+                yield folder, raw
+            except BaseException:
+                collect_garbage(folder)
+                raise
 
     def read_manifest(self, name: str) -> dict:
         """Read and check ``manifest.json`` of index ``name``."""
@@ -553,7 +602,78 @@ def seal_index(folder: str | Path, manifest: dict | None = None) -> dict:
     return manifest
 
 
-def verify_index(folder: str | Path, manifest: dict, *, files: bool = True) -> None:
+def seal_update(folder: str | Path, manifest: dict, added: list[str], dropped: list[str] = ()) -> dict:
+    """Commit a segment write: list the files it ``added``, drop those it replaced, write the manifest.
+
+    Only the added files are hashed (and flushed to disk with their folders);
+    the others keep the checksums the manifest already has. The atomic rename
+    of ``manifest.json`` is the commit point.
+
+    Args:
+        folder: The live index folder.
+        manifest: The new manifest; its ``files`` map is the previous one.
+        added: Paths (relative, POSIX) of the new files.
+        dropped: Paths the new manifest no longer lists (they become garbage, see :func:`collect_garbage`).
+
+    Returns:
+        The manifest written.
+    """
+    folder = Path(folder)
+    if "files" not in manifest:
+        # A format-1 index written before checksums: sealing lists every file
+        # there is, so what the write replaced goes first (no grace here).
+        for rel in dropped:
+            with contextlib.suppress(FileNotFoundError):
+                (folder / rel).unlink()
+        return seal_index(folder, manifest)
+    files = {rel: info for rel, info in manifest["files"].items() if rel not in set(dropped)}
+    for rel in sorted(set(added)):
+        path = folder / rel
+        files[rel] = {"sha256": _sha256(path, sync=True), "bytes": path.stat().st_size}
+    for directory in sorted({(folder / rel).parent for rel in added}):
+        _fsync_dir(directory)
+    _fsync_dir(folder / SEGMENTS)
+    manifest.pop("checksum", None)
+    manifest["files"] = files
+    manifest["checksum"] = manifest_checksum(manifest)
+    write_json_atomic(folder / MANIFEST, manifest)
+    _fsync_dir(folder)
+    return manifest
+
+
+def collect_garbage(folder: str | Path) -> list[str]:
+    """Delete the segment data the manifest does not list (see :func:`~retrieval.storage.layout.is_per_item`).
+
+    Call it only under the index's writer lock: it deletes what killed
+    writers left and what compactions replaced. An index whose manifest is
+    unreadable or lists no files is left alone.
+
+    Returns:
+        The paths deleted (relative, POSIX).
+    """
+    folder = Path(folder)
+    try:
+        listed = read_raw_manifest(folder).get("files")
+    except (IndexFormatError, IndexNotFound):
+        return []
+    if not isinstance(listed, dict):
+        return []
+    deleted = []
+    for path in sorted(folder.rglob("*"), reverse=True):  # files before their folders
+        rel = path.relative_to(folder).as_posix()
+        if not is_per_item(rel):
+            continue
+        if path.is_dir():
+            if rel != SEGMENTS and not any(path.iterdir()):
+                path.rmdir()
+        elif rel not in listed:
+            path.unlink()
+            deleted.append(rel)
+    return deleted
+
+
+def verify_index(folder: str | Path, manifest: dict, *, files: bool = True,
+                 hashed: Callable[[str], bool] | None = None) -> None:
     """Check an index folder against the checksums in its manifest.
 
     Format-1 indexes written before checksums existed (no ``files`` nor
@@ -564,11 +684,15 @@ def verify_index(folder: str | Path, manifest: dict, *, files: bool = True) -> N
         folder: The index folder.
         manifest: Its manifest as written (:func:`read_raw_manifest`, before migration).
         files: Also check every file (``False``: only the manifest's checksum).
+        hashed: Which listed files (relative paths) to hash; the size of every
+            one is checked anyway (default: hash them all).
 
     Raises:
         IndexFormatError: The manifest was edited; a listed file is missing,
             has another size or another SHA-256; or a file not written by the
-            build appears. The message names the file.
+            build appears (segment data the manifest does not list is not
+            read, and is no error: see :func:`collect_garbage`). The message
+            names the file.
     """
     folder = Path(folder)
     where = f"index {manifest.get('name', folder.name)!r} ({folder})"
@@ -601,8 +725,8 @@ def verify_index(folder: str | Path, manifest: dict, *, files: bool = True) -> N
                                    f"{size} expected); {_FIX}")
     for path in sorted(folder.rglob("*")):
         rel = path.relative_to(folder).as_posix()
-        if not path.is_dir() and rel not in expected and rel not in _UNLISTED:
+        if not path.is_dir() and rel not in expected and rel not in _UNLISTED and not is_per_item(rel):
             raise IndexFormatError(f"{where}: unexpected file {rel}, not written by the build; {_FIX}")
     for rel, (_, sha) in sorted(expected.items()):
-        if _sha256(folder / rel) != sha:
+        if (hashed is None or hashed(rel)) and _sha256(folder / rel) != sha:
             raise IndexFormatError(f"{where}: {rel} was modified or truncated (sha256 mismatch); {_FIX}")
