@@ -48,6 +48,9 @@ def write_corpus(root, docs, prefix: str = "doc") -> None:
         (folder / f"{prefix}{i:03d}.txt").write_text(f"{label} document {i}\n{text}\n")
 
 
+#: Where a fresh build puts its items: its one segment (see retrieval/storage/layout.py).
+FIRST_SEGMENT = "segments/g000001"
+
 #: Tiny models: these tests check behaviour, not quality.
 TINY_DOCS = DocsConfig(labels_from_folders=True, code_dim=4, hidden=(16,), epochs=3, batch_size=32,
                        neighbours=3, baseline_dim=4)

@@ -55,8 +55,10 @@ def test_upgrade_in_place_keeps_the_hits(v1_store, name):
               if p.is_file() and p.name != "manifest.json"}
     v1_store.upgrade(name)
     raw = read_raw_manifest(v1_store.path(name))
-    assert raw["format_version"] == 2 and raw["migrated_from"] == 1
+    assert raw["format_version"] == FORMAT_VERSION and raw["migrated_from"] == 1
     assert raw["checksum"] == manifest_checksum(raw)
+    assert raw["segments"] == [{"name": ".", "items": raw["counts"]["items"], "deleted": 0, "deletions": None,
+                                "labels": None}]
     for info in raw["methods"].values():
         assert "search" in info and "factory" in info
     after = {p.relative_to(v1_store.path(name)): p.read_bytes() for p in v1_store.path(name).rglob("*")
@@ -72,7 +74,8 @@ def test_migration_is_a_pure_function_with_explicit_keys():
     assert raw["format_version"] == 1 and "search" not in raw["methods"]["ae"]
     new = migrate(raw)
     assert raw["format_version"] == 1  # the input is not modified
-    assert new["format_version"] == 2 and new["novelty"] is not None and new["drift"] is not None
+    assert new["format_version"] == FORMAT_VERSION and new["novelty"] is not None and new["drift"] is not None
+    assert [s["name"] for s in new["segments"]] == ["."] and new["generation"] == 0
     assert new["methods"]["ae"]["search"] == {} and new["methods"]["ae"]["index"] == "binary-flat"
 
 
@@ -84,7 +87,7 @@ def test_format_1_index_without_checksums_is_sealed_by_the_upgrade(v1_store):
     assert Retriever("docs1", v1_store).search("orbit rocket nasa launch", 5)  # read unverified
     v1_store.upgrade("docs1")
     raw = read_raw_manifest(v1_store.path("docs1"))
-    assert raw["format_version"] == 2 and "files" in raw and raw["checksum"] == manifest_checksum(raw)
+    assert raw["format_version"] == FORMAT_VERSION and "files" in raw and raw["checksum"] == manifest_checksum(raw)
     (v1_store.path("docs1") / "oov.npy").write_bytes(b"tampered")
     with pytest.raises(IndexFormatError, match="oov.npy"):
         Retriever("docs1", v1_store)
@@ -97,7 +100,8 @@ def test_writing_to_a_format_1_index_upgrades_it(v1_store, tmp_path):
     report = add_items(v1_store, "docs1", tmp_path / "more")
     assert report.added == 1 and report.items == 33
     raw = read_raw_manifest(v1_store.path("docs1"))
-    assert raw["format_version"] == 2 and raw["counts"]["items"] == 33
+    assert raw["format_version"] == FORMAT_VERSION and raw["counts"]["items"] == 33
+    assert [s["name"] for s in raw["segments"]] == [".", "g000001"]  # the old files stay where they were
     with Retriever("docs1", v1_store) as r:
         assert r.search("rocket orbit moon launch nasa shuttle", 3, "tfidf")[0].id == "space/new.txt"
 
@@ -140,11 +144,11 @@ def test_cli_info_list_and_upgrade(monkeypatch, capsys, v1_store):
     code, out, _ = _cli(monkeypatch, capsys, "list", "--json", *home)
     assert {row["name"]: row["format_version"] for row in json.loads(out)}["images1"] == 1
     code, _, err = _cli(monkeypatch, capsys, "upgrade", "images1", *home)
-    assert code == 0 and "from format 1 to 2" in err
+    assert code == 0 and f"from format 1 to {FORMAT_VERSION}" in err
     code, _, err = _cli(monkeypatch, capsys, "upgrade", "images1", *home)
-    assert code == 0 and "already format 2" in err
+    assert code == 0 and f"already format {FORMAT_VERSION}" in err
     code, out, err = _cli(monkeypatch, capsys, "info", "images1", *home)
-    assert "format 2" in out and "upgrade" not in err
+    assert f"format {FORMAT_VERSION}" in out and "upgrade" not in err
 
 
 def test_build_saves_faiss_factory_and_search_parameters(tmp_path):
@@ -355,7 +359,8 @@ def test_removing_from_an_index_without_inputs_keeps_novelty_in_step(tmp_path):
     build_docs_index(tmp_path / "c", "lean", replace(TINY_DOCS, keep_inputs=False), store=store)
     remove_items(store, "lean", ids=["space/doc000.txt", "cars/doc008.txt"])
     with Retriever("lean", store) as r:
-        assert len(np.load(r.folder.novelty)) == 30 == len(np.load(r.folder.oov)) == len(r.metadata)
+        per_item = [r.segments.per_item(lambda seg, f=f: np.load(f(seg))) for f in (lambda s: s.novelty, lambda s: s.oov)]
+        assert len(per_item[0]) == 30 == len(per_item[1]) == len(r.metadata)
         assert len(r.outliers(30)) == 30
 
 

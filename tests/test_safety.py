@@ -16,8 +16,8 @@ import pytest
 from retrieval import Store, build_docs_index
 from retrieval.errors import IndexFormatError, IndexLocked, RetrievalWarning
 from retrieval.search import Retriever
-from retrieval.storage import manifest_checksum, verify_index
-from conftest import TINY_DOCS, synthetic_docs, write_corpus
+from retrieval.storage import FORMAT_VERSION, manifest_checksum, verify_index
+from conftest import FIRST_SEGMENT, TINY_DOCS, synthetic_docs, write_corpus
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -116,10 +116,12 @@ def test_built_index_records_checksums(built_docs):
     store, name, _ = built_docs
     m = store.read_manifest(name)
     assert m["checksum"] == manifest_checksum(m)
-    assert {"items.sqlite", "methods/ae/encoder.keras", "methods/ae/index.faiss", "vectorizer/idf.npy"} <= set(m["files"])
+    assert {f"{FIRST_SEGMENT}/items.sqlite", "methods/ae/encoder.keras", f"{FIRST_SEGMENT}/methods/ae/index.faiss",
+            "vectorizer/idf.npy"} <= set(m["files"])
     assert "manifest.json" not in m["files"]
-    info = m["files"]["items.sqlite"]
-    assert info["bytes"] == (store.path(name) / "items.sqlite").stat().st_size and len(info["sha256"]) == 64
+    info = m["files"][f"{FIRST_SEGMENT}/items.sqlite"]
+    assert info["bytes"] == (store.path(name) / FIRST_SEGMENT / "items.sqlite").stat().st_size
+    assert len(info["sha256"]) == 64
 
 
 def _flip(path: Path) -> None:
@@ -138,8 +140,8 @@ TAMPERING = {
     "flipped byte": (lambda f: _flip(f / "methods/ae/encoder.keras"),
                      "methods/ae/encoder.keras was modified or truncated (sha256 mismatch); "
                      "the index may have been tampered with: rebuild it with --force"),
-    "truncated": (lambda f: os.truncate(f / "methods/ae/index.faiss", 10),
-                  "methods/ae/index.faiss was modified or truncated (10 bytes"),
+    "truncated": (lambda f: os.truncate(f / FIRST_SEGMENT / "methods/ae/index.faiss", 10),
+                  f"{FIRST_SEGMENT}/methods/ae/index.faiss was modified or truncated (10 bytes"),
     "deleted": (lambda f: (f / "vectorizer/idf.npy").unlink(), "vectorizer/idf.npy is missing"),
     "injected": (lambda f: (f / "methods/ae/evil.py").write_text("import os"),
                  "unexpected file methods/ae/evil.py"),
@@ -163,7 +165,7 @@ def test_checksums_are_mandatory_from_format_2(built_docs, tmp_path):
     store, name = _copy(built_docs, tmp_path)
     path = store.path(name) / "manifest.json"
     m = json.loads(path.read_text())
-    assert m["format_version"] == 2
+    assert m["format_version"] == FORMAT_VERSION
     del m["files"], m["checksum"]
     path.write_text(json.dumps(m))
     # Format 1 allowed this (indexes written before checksums existed); format 2 does not,
@@ -192,7 +194,7 @@ def test_update_manifest_keeps_the_index_verifiable(built_docs, tmp_path):
 
 # -- updater -----------------------------------------------------------------------
 def _retitle(folder: Path, title: str) -> None:
-    con = sqlite3.connect(folder / "items.sqlite")
+    con = sqlite3.connect(folder / FIRST_SEGMENT / "items.sqlite")
     con.execute("UPDATE items SET title = ? WHERE pos = 0", (title,))
     con.commit()
     con.close()
@@ -221,7 +223,7 @@ def test_updater_success_is_visible_and_verifiable(built_docs, tmp_path):
 
 def test_updater_refuses_a_corrupt_index(built_docs, tmp_path):
     store, name = _copy(built_docs, tmp_path)
-    _flip(store.path(name) / "items.sqlite")
+    _flip(store.path(name) / FIRST_SEGMENT / "items.sqlite")
     with pytest.raises(IndexFormatError, match="items.sqlite was modified"):
         with store.updater(name):
             pass  # pragma: no cover

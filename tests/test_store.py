@@ -8,7 +8,7 @@ from retrieval import Store, build_docs_index
 from retrieval.errors import IndexExists, IndexFormatError, IndexNotFound, InputError
 from retrieval.search import Retriever
 from retrieval.storage import FORMAT_VERSION, index_home
-from conftest import TINY_DOCS
+from conftest import FIRST_SEGMENT, TINY_DOCS
 
 
 def test_home_resolution(tmp_path, monkeypatch):
@@ -91,7 +91,7 @@ def test_corrupted_manifest(built_docs, tmp_path):
 
 def test_corrupted_faiss_file(built_docs, tmp_path):
     store, name = _copy_index(built_docs, tmp_path)
-    (store.path(name) / "methods" / "ae" / "index.faiss").write_bytes(b"garbage")
+    (store.path(name) / FIRST_SEGMENT / "methods" / "ae" / "index.faiss").write_bytes(b"garbage")
     with pytest.raises(IndexFormatError, match="index.faiss"):
         Retriever(name, store).search("orbit", k=2)
 

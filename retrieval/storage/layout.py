@@ -245,9 +245,9 @@ def _v2_to_v3(manifest: dict) -> dict:
     are unknown to the manifest (``None``): a writer counts them when needed.
     """
     items = int(manifest.get("counts", {}).get("items", 0))
-    manifest["segments"] = [{"name": LEGACY_SEGMENT, "items": items, "deleted": 0, "deletions": None,
-                             "labels": None}]
-    manifest["generation"] = 0
+    manifest.setdefault("segments", [{"name": LEGACY_SEGMENT, "items": items, "deleted": 0, "deletions": None,
+                                      "labels": None}])
+    manifest.setdefault("generation", 0)
     manifest["migrated_from"] = manifest.get("migrated_from", 2)
     return manifest
 
