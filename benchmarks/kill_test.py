@@ -1,4 +1,4 @@
-"""Kill test (issue #5): SIGKILL a write (build, add, remove, sync) of an index, then open it.
+"""Kill test (issues #5, #13): SIGKILL a write (build, add, remove, sync, compact) of an index, then open it.
 
 Run::
 
@@ -7,22 +7,28 @@ Run::
 Two tiny document corpora of different sizes (120 and 80 items) and a folder
 of 8 extra documents. Each point draws a write from ``--seed``: ``build``
 (replace the index with the other corpus, ``force=True``), ``sync`` (mirror
-the other corpus), ``add`` (the extra documents) or ``remove`` (every item of
-one topic), whose item count after differs from before, so the count tells
+the other corpus), ``add`` (the extra documents), ``remove`` (every item of
+one topic) or ``compact`` (merge the segments: ``add``, ``remove`` and
+``sync`` write segments and deletion marks), whose state after differs from
+before: the item count, or for ``compact`` the number of segments, tells
 the old state from the new one. Each kind of write runs once to the end first;
 its duration ``D`` sets the range of its kill moments, drawn uniformly in
 ``[0, D]``. After each kill the index is opened with
 :class:`retrieval.search.Retriever` (recovery and checksum verification) and
-queried; a kill is ``old`` or ``new`` by the item count, ``broken`` when the
-open or the query fails or the count is neither (must stay 0).
+queried; a kill is ``old`` or ``new`` by the item and segment counts,
+``broken`` when the open or the query fails or the counts are neither (must
+stay 0).
 
 Before the open, the home folder shows where the kill landed: ``build`` (a
 ``.tmp-`` folder left: killed while writing), ``between renames`` (no index
 folder, an ``.old-`` one: the swap's window that recovery exists for),
-``after swap`` (index and ``.old-`` folder: killed before the cleanup) or
-``none`` (nothing left: the build had finished, or not begun writing).
-Then the lock is taken once, as the next writer would, and the home folder
-must hold nothing but the index (leftovers of the killed build are deleted).
+``after swap`` (index and ``.old-`` folder: killed before the cleanup),
+``segment`` (segment data the manifest does not list: a segment write killed
+before its commit, or segments a committed compaction replaced) or ``none``
+(nothing left: the write had finished, or not begun writing). Then the lock
+is taken once, as the next writer would, and the home folder must hold
+nothing but the index, the index nothing its manifest does not list
+(leftovers of the killed write are deleted).
 
 Speed: a helper process imports the library and Keras once and forks one
 build per point, so a point costs a tiny build (~1 s), not a TensorFlow import
@@ -83,8 +89,12 @@ class Helper:
 
     def __init__(self, home: Path, widen: float = 0.0, log: Path | None = None) -> None:
         self._log = open(log or os.devnull, "ab")
+        # The helper imports the retrieval of this checkout (not whichever one is installed).
+        checkout = str(Path(__file__).resolve().parent.parent)
+        env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [checkout, os.environ.get("PYTHONPATH")]))}
         self.proc = subprocess.Popen([sys.executable, __file__, "--helper", str(home), "--widen", str(widen)],
-                                     stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self._log, text=True)
+                                     stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self._log, text=True,
+                                     env=env)
         line = self.proc.stdout.readline()
         if line.strip() != "ready":
             raise RuntimeError(f"kill-test helper failed to start (got {line!r}); see {log}")
@@ -120,7 +130,7 @@ def _serve(home: Path, widen: float) -> None:
     import keras  # noqa: F401  paid once here, not in every forked build
     from retrieval import Store, build_docs_index
     from retrieval.encoders import autoencoder  # noqa: F401
-    from retrieval.writer import add_items, remove_items, sync_items
+    from retrieval.writer import add_items, compact, remove_items, sync_items
 
     config = _config()
     print("ready", flush=True)
@@ -139,7 +149,11 @@ def _serve(home: Path, widen: float) -> None:
                         _rename(src, dst)
                         time.sleep(widen)
 
-                    os.rename = slow_rename
+                    def slow_replace(src, dst, _replace=os.replace):  # a segment write's commit
+                        _replace(src, dst)
+                        time.sleep(widen)
+
+                    os.rename, os.replace = slow_rename, slow_replace
                 store, op = Store(home), request.get("op", "build")
                 if op == "build":
                     build_docs_index(request["corpus"], NAME, config, store=store, force=True)
@@ -147,6 +161,8 @@ def _serve(home: Path, widen: float) -> None:
                     sync_items(store, NAME, request["corpus"])
                 elif op == "add":
                     add_items(store, NAME, request["corpus"])
+                elif op == "compact":
+                    compact(store, NAME)
                 else:
                     remove_items(store, NAME, path_prefix=request["prefix"])
             except BaseException:
@@ -179,11 +195,22 @@ def where(home: Path) -> str:
         return "after swap"
     if any(n.startswith(f".tmp-{NAME}-") for n in names):
         return "build"
+    if _unlisted(home / NAME):
+        return "segment"
     return "none"
 
 
-def check(store, counts) -> int:
-    """Open and query the index; return its item count (raises when broken).
+def _unlisted(folder: Path) -> list[str]:
+    """Files of an index its manifest does not list (the manifest itself aside)."""
+    if not (folder / "manifest.json").exists():
+        return []
+    listed = set(json.loads((folder / "manifest.json").read_text()).get("files", {}))
+    return sorted(rel for p in folder.rglob("*") if p.is_file()
+                  and (rel := p.relative_to(folder).as_posix()) not in listed and rel != "manifest.json")
+
+
+def check(store, counts) -> tuple[int, int]:
+    """Open and query the index; return its item and segment counts (raises when broken).
 
     Args:
         store: The store.
@@ -200,7 +227,9 @@ def check(store, counts) -> int:
         if n != retriever.manifest["counts"]["items"] or n not in counts:
             raise AssertionError(f"{n} items, manifest says {retriever.manifest['counts']['items']}, "
                                  f"expected one of {counts}")
-        return n
+        if len(retriever.search(QUERY, k=n)) != n:
+            raise AssertionError(f"a query for all {n} items found fewer")
+        return n, len(retriever.manifest["segments"])
     finally:
         retriever.close()
 
@@ -218,6 +247,8 @@ def _ids(store) -> list[str]:
 def _plan(op: str, ids: list[str], corpora, extra) -> tuple[Path, str, int]:
     """(corpus, prefix, item count after) of a write from the state ``ids``."""
     other = corpora[1] if len(ids) == corpora[0][1] else corpora[0]
+    if op == "compact":
+        return other[0], "", len(ids)
     if op in ("build", "sync"):
         return other[0], "", other[1]
     if op == "add":
@@ -241,7 +272,7 @@ def kill_loop(home: Path, corpora: tuple[tuple[Path, int], tuple[Path, int]], po
         log: Where the builds' stderr goes.
         echo: Called with one line per point (progress), when given.
         extra: Folder of documents for ``add`` (ids not in the corpora).
-        ops: The kinds of write drawn from: ``build``, ``sync``, ``add``, ``remove``.
+        ops: The kinds of write drawn from: ``build``, ``sync``, ``add``, ``remove``, ``compact``.
 
     Returns:
         ``{"duration": {op: D}, "outcomes": {...}, "where": {...}, "by_op": {...}, "broken": [details]}``.
@@ -264,7 +295,7 @@ def kill_loop(home: Path, corpora: tuple[tuple[Path, int], tuple[Path, int]], po
         duration["build"] = first["seconds"]
         state = check(store, (corpora[0][1],))
         for op in ops:  # each kind of write once, unkilled: its duration bounds its kill moments
-            if op == "build":
+            if op in ("build", "compact"):
                 continue
             corpus, prefix, after = _plan(op, _ids(store), corpora, (extra, extra_ids))
             timed = helper.build(corpus, None, op, prefix)
@@ -272,6 +303,14 @@ def kill_loop(home: Path, corpora: tuple[tuple[Path, int], tuple[Path, int]], po
                 raise RuntimeError(f"the unkilled {op} failed ({timed}); see {log}")
             duration[op] = timed["seconds"]
             state = check(store, (after,))
+        if "compact" in ops and state[1] == 1:  # one more segment, so the timed compaction has work
+            corpus, prefix, after = _plan("remove", _ids(store), corpora, (extra, extra_ids))
+            helper.build(corpus, None, "remove", prefix)
+            state = check(store, (after,))
+        if "compact" in ops:
+            timed = helper.build(corpora[0][0], None, "compact")
+            duration["compact"] = timed["seconds"]
+            state = check(store, (state[0],))
         rng = np.random.default_rng(seed)
         outcomes = {"old": 0, "new": 0, "broken": 0}
         by_op: dict[str, dict[str, int]] = {}
@@ -284,7 +323,7 @@ def kill_loop(home: Path, corpora: tuple[tuple[Path, int], tuple[Path, int]], po
             if op == "remove" and len({x.split("/")[0] for x in ids}) < 2:
                 op = "build"  # never empty the index: the count would not tell states apart
             corpus, prefix, after = _plan(op, ids, corpora, (extra, extra_ids))
-            counts = (before, after)
+            counts = (before[0], after)
             delay = float(rng.uniform(0, duration[op]))
             result = helper.build(corpus, delay, op, prefix)
             place = where(home)
@@ -296,12 +335,12 @@ def kill_loop(home: Path, corpora: tuple[tuple[Path, int], tuple[Path, int]], po
                     state = check(store, counts)
                     with store.lock(NAME):  # what the next writer does first: clean up
                         pass
-                left = sorted(p.name for p in home.iterdir() if p.name != NAME)
+                left = sorted(p.name for p in home.iterdir() if p.name != NAME) + _unlisted(home / NAME)
                 if left:
                     raise AssertionError(f"leftovers not cleaned up: {left}")
                 outcome = "old" if state == before else "new"
-                if before == after:
-                    outcome = "old"  # a write that changes nothing: both states are the same
+                if op == "compact" and outcome == "new" and state[1] != 1:
+                    raise AssertionError(f"{state[1]} segments after a compaction")
             except Exception as exc:  # noqa: BLE001  a broken index is the finding, not a crash of the loop
                 outcome = "broken"
                 broken.append({"point": i, "delay": delay, "where": place, "error": f"{type(exc).__name__}: {exc}"})
@@ -311,7 +350,8 @@ def kill_loop(home: Path, corpora: tuple[tuple[Path, int], tuple[Path, int]], po
             outcomes[outcome] += 1
             by_op.setdefault(op, {"old": 0, "new": 0, "broken": 0})[outcome] += 1
             if echo:
-                echo(f"{i:4d} {op:6s} kill at {delay:.3f}s  {place:16s} -> {outcome} ({state} items)")
+                echo(f"{i:4d} {op:7s} kill at {delay:.3f}s  {place:16s} -> {outcome} "
+                     f"({state[0]} items, {state[1]} segments)")
     finally:
         helper.close()
     return {"duration": duration, "outcomes": outcomes, "where": places, "by_op": by_op, "broken": broken}
@@ -324,7 +364,7 @@ def main() -> None:
     parser.add_argument("--widen", type=float, default=0.0,
                         help="seconds each build sleeps after each rename of its swap (default 0: real timing)")
     parser.add_argument("--root", type=Path, help="work folder (default: a new temporary one)")
-    parser.add_argument("--ops", default="build,add,remove,sync", help="writes drawn from (default all four)")
+    parser.add_argument("--ops", default="build,add,remove,sync,compact", help="writes drawn from (default all five)")
     parser.add_argument("--helper", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args()
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")

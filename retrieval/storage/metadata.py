@@ -77,7 +77,9 @@ def copy_live(path: Path, sources: Sequence[tuple[Path, np.ndarray]]) -> None:
         con.execute("CREATE TEMP TABLE removed (pos INTEGER PRIMARY KEY)")
         start = 0
         for number, (source, removed) in enumerate(sources):
-            con.execute(f"ATTACH DATABASE ? AS src{number}", (f"file:{source}?mode=ro",))
+            # A plain path: a "file:...?mode=ro" URI here depends on how SQLite was
+            # compiled (TensorFlow, imported first, brings one without URI names).
+            con.execute(f"ATTACH DATABASE ? AS src{number}", (str(source),))
             con.execute("DELETE FROM removed")
             con.executemany("INSERT INTO removed VALUES (?)", ((int(p),) for p in removed))
             columns = ", ".join(COLUMNS)
