@@ -254,7 +254,8 @@ class _FaissBacked(VectorIndex):
         return scores, positions
 
     @classmethod
-    def _template_path(cls, folder: Path) -> Path:
+    def template_path(cls, folder: Path) -> Path:
+        """Where :meth:`save_template` writes in a method's folder."""
         return folder / (TEMPLATE_STEM + Path(cls.filename).suffix)
 
     def template(self) -> "VectorIndex":
@@ -272,14 +273,14 @@ class _FaissBacked(VectorIndex):
     def save_template(self, folder: Path) -> Path | None:
         if not self.trained:
             return None
-        path = self._template_path(folder)
+        path = self.template_path(folder)
         self._write(self.template().index_, str(path))
         return path
 
     @classmethod
     def load_template(cls, folder: Path, metric: str, search: dict, factory: str | None):
         """The template saved by :meth:`save_template` (``None`` when the method has none)."""
-        path = cls._template_path(folder)
+        path = cls.template_path(folder)
         if not path.exists():
             return None
         self = cls._load_file(path, metric, search)

@@ -35,8 +35,8 @@ from .modality import Batch, Modality, modality_of
 from .progress import Progress, report
 from .storage import FORMAT_VERSION, IndexFolder, Store, read_manifest, seal_update, verify_index
 from .storage import metadata as item_table
-from .storage.layout import (INDEX_STEM, LEGACY_SEGMENT, SEGMENTS, TEMPLATE_STEM, SegmentFolder, deletions_name,
-                             is_per_item, read_raw_manifest, segment_name)
+from .storage.layout import (INDEX_STEM, LEGACY_SEGMENT, SEGMENTS, SegmentFolder, deletions_name, is_segment_file,
+                             read_raw_manifest, segment_name)
 from .storage.segments import Items, Segments
 
 #: Methods derived from the float phase of a learned binary autoencoder:
@@ -150,7 +150,9 @@ class IndexWriter:
     @property
     def count(self) -> int:
         """Items in the index after this write."""
-        before = len(self._carried) if self._carried is not None else len(self.segments) if not self._fitted else 0
+        if self._carried is not None:  # a retrain: the items of the index, re-encoded
+            return len(self._carried)
+        before = 0 if self._fitted else len(self.segments)  # a build starts from nothing
         removed = 0 if self._removed is None else len(self._removed)
         return before - removed + len(self._new_items)
 
@@ -174,7 +176,7 @@ class IndexWriter:
                               info.get("search"), info.get("factory"))
 
         index = empty_index(info["index"], folder, info["metric"], info.get("search"), info.get("factory"), source)
-        if index.trained and not (folder / f"{TEMPLATE_STEM}{Path(index.filename).suffix}").exists():
+        if index.trained and not index.template_path(folder).exists():  # derived: kept from now on
             self._templates.append(self._rel(index.save_template(folder)))
         return index
 
@@ -521,7 +523,7 @@ def _minus(counts: dict | None, labels: list) -> dict | None:
 def _in_segment(rel: str, name: str) -> bool:
     """True when ``rel`` is a file of segment ``name`` (a format-2 segment: the top-level per-item files)."""
     if name == LEGACY_SEGMENT:
-        return is_per_item(rel) and not rel.startswith(f"{SEGMENTS}/")
+        return is_segment_file(rel) and not rel.startswith(f"{SEGMENTS}/")
     return rel.startswith(f"{SEGMENTS}/{name}/")
 
 

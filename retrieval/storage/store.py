@@ -61,8 +61,8 @@ from datetime import datetime, timezone
 from pathlib import Path, PurePosixPath
 
 from ..errors import IndexExists, IndexFormatError, IndexLocked, IndexNotFound, InputError, RetrievalWarning
-from .layout import (FORMAT_VERSION, MANIFEST, SEGMENTS, is_per_item, migrate, read_manifest, read_raw_manifest,
-                     write_json_atomic)
+from .layout import (FORMAT_VERSION, MANIFEST, SEGMENTS, is_collectable, is_segment_file, migrate, read_manifest,
+                     read_raw_manifest, write_json_atomic)
 
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
 #: The random part ``tempfile.mkdtemp`` appends: matching it exactly keeps
@@ -439,7 +439,7 @@ class Store:
         with self.lock(name, purpose=purpose):
             folder = self._existing(name)
             raw = read_raw_manifest(folder)
-            verify_index(folder, raw, hashed=lambda rel: not is_per_item(rel))
+            verify_index(folder, raw, hashed=lambda rel: not is_segment_file(rel))
             try:
                 yield folder, raw
             except BaseException:
@@ -642,7 +642,7 @@ def seal_update(folder: str | Path, manifest: dict, added: list[str], dropped: l
 
 
 def collect_garbage(folder: str | Path) -> list[str]:
-    """Delete the segment data the manifest does not list (see :func:`~retrieval.storage.layout.is_per_item`).
+    """Delete what segment writes left that the manifest does not list (see :func:`~retrieval.storage.layout.is_collectable`).
 
     Call it only under the index's writer lock: it deletes what killed
     writers left and what compactions replaced. An index whose manifest is
@@ -661,7 +661,7 @@ def collect_garbage(folder: str | Path) -> list[str]:
     deleted = []
     for path in sorted(folder.rglob("*"), reverse=True):  # files before their folders
         rel = path.relative_to(folder).as_posix()
-        if not is_per_item(rel):
+        if not is_collectable(rel):
             continue
         if path.is_dir():
             if rel != SEGMENTS and not any(path.iterdir()):
@@ -725,7 +725,7 @@ def verify_index(folder: str | Path, manifest: dict, *, files: bool = True,
                                    f"{size} expected); {_FIX}")
     for path in sorted(folder.rglob("*")):
         rel = path.relative_to(folder).as_posix()
-        if not path.is_dir() and rel not in expected and rel not in _UNLISTED and not is_per_item(rel):
+        if not path.is_dir() and rel not in expected and rel not in _UNLISTED and not is_collectable(rel):
             raise IndexFormatError(f"{where}: unexpected file {rel}, not written by the build; {_FIX}")
     for rel, (_, sha) in sorted(expected.items()):
         if (hashed is None or hashed(rel)) and _sha256(folder / rel) != sha:
