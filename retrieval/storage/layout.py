@@ -191,3 +191,94 @@ def is_collectable(rel: str) -> bool:
     parts = PurePosixPath(rel).parts
     return is_segment_file(rel) or (len(parts) == 3 and parts[0] == METHODS
                                     and parts[2].split(".")[0] == TEMPLATE_STEM)
+
+
+def write_json_atomic(path: Path, data: dict) -> None:
+    """Write JSON to a sibling temp file, flush it to disk, then rename it over ``path``."""
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "w") as f:
+        f.write(json.dumps(data, indent=2, sort_keys=False))
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+def read_raw_manifest(folder: Path) -> dict:
+    """Read ``folder/manifest.json`` and check its JSON and format version (no migration)."""
+    path = Path(folder) / MANIFEST
+    try:
+        manifest = json.loads(path.read_text())
+        version = manifest["format_version"]
+    except FileNotFoundError:
+        raise IndexNotFound(f"{folder} has no {MANIFEST}; it is not an index") from None
+    except (ValueError, KeyError, TypeError) as exc:
+        raise IndexFormatError(f"{path} is corrupt ({type(exc).__name__}: {exc}); "
+                               "rebuild the index with --force") from None
+    if not isinstance(version, int) or isinstance(version, bool) or version < 1:
+        raise IndexFormatError(f"{path} has an invalid format_version {version!r}; rebuild the index with --force")
+    if version > FORMAT_VERSION:
+        raise IndexFormatError(f"{Path(folder).name} was written by a newer retrieval (index format {version}, "
+                               f"this version reads up to {FORMAT_VERSION}); upgrade retrieval or rebuild the index")
+    return manifest
+
+
+def read_manifest(folder: Path) -> dict:
+    """Read ``folder/manifest.json`` migrated to :data:`FORMAT_VERSION` (in memory only)."""
+    return migrate(read_raw_manifest(folder))
+
+
+# -- migrations -----------------------------------------------------------------
+#: The search parameters format 1 re-applied from constructor defaults on load.
+_V1_SEARCH = {"flat": {}, "sparse": {}, "binary-flat": {}, "ivf": {"nprobe": 16},
+              "hnsw": {"m": 32, "ef_search": 128}, "binary-ivf": {"nprobe": 64, "nlist": None}}
+
+
+def _v1_to_v2(manifest: dict) -> dict:
+    """Format 1 -> 2: make implicit keys explicit; nothing on disk but the manifest changes."""
+    for entry in manifest.get("methods", {}).values():
+        entry.setdefault("search", dict(_V1_SEARCH.get(entry.get("index"), {})))
+        entry.setdefault("factory", None)  # format 1 did not record it
+    manifest.setdefault("default_method", "ae")
+    manifest.setdefault("novelty", None)
+    if manifest.get("drift") is None:
+        from ..novelty import drift
+
+        manifest["drift"] = drift(manifest.get("counts", {}).get("items", 0)) if manifest["novelty"] else None
+    manifest["migrated_from"] = manifest.get("migrated_from", 1)
+    return manifest
+
+
+def _v2_to_v3(manifest: dict) -> dict:
+    """Format 2 -> 3: the whole index is one segment, :data:`LEGACY_SEGMENT`, at the top level.
+
+    Nothing on disk moves: the segment's files keep their format-2 paths
+    (``items.sqlite``, ``methods/<m>/index.faiss``, ...). Its label counts
+    are unknown to the manifest (``None``): a writer counts them when needed.
+    """
+    items = int(manifest.get("counts", {}).get("items", 0))
+    manifest.setdefault("segments", [{"name": LEGACY_SEGMENT, "items": items, "deleted": 0, "deletions": None,
+                                      "labels": None}])
+    manifest.setdefault("generation", 0)
+    manifest["migrated_from"] = manifest.get("migrated_from", 2)
+    return manifest
+
+
+#: ``{version: migration to version + 1}``; one entry per older format, each tested.
+MIGRATIONS: dict[int, Callable[[dict], dict]] = {1: _v1_to_v2, 2: _v2_to_v3}
+
+
+def migrate(manifest: dict) -> dict:
+    """Bring a manifest of any older format up to :data:`FORMAT_VERSION` (a new dict).
+
+    Verification (:func:`retrieval.storage.store.verify_index`) checks the
+    manifest as written, before migration: the checksum covers that text.
+    """
+    version = manifest["format_version"]
+    if version == FORMAT_VERSION:
+        return manifest
+    manifest = copy.deepcopy(manifest)
+    while version < FORMAT_VERSION:
+        manifest = MIGRATIONS[version](manifest)
+        version += 1
+        manifest["format_version"] = version
+    return manifest
