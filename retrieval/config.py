@@ -69,15 +69,15 @@ MAP_EPOCHS = 10
 SERVER_MAP_ITEMS = 2000
 
 # -- segments: automatic compaction after add / remove-items / sync ------------------
-#: A write that leaves more segments than this merges the smallest ones until
-#: COMPACT_MERGE_TO remain. Each query searches every segment, so this bounds
-#: the per-query cost of segments (measured: BENCHMARKS.md, "Index segments").
-#: Merging the *smallest* keeps the automatic cost proportional to recent
-#: additions: the big segment of the build is only merged once enough
-#: segments as big as it exist (a size-tiered policy, as in log-structured
-#: stores); ``retrieval compact`` merges everything.
-COMPACT_MAX_SEGMENTS = 8
-COMPACT_MERGE_TO = 4
+#: Segments whose item counts have the same number of digits (a tier: 1,000 to
+#: 9,999 items, 10,000 to 99,999, ...) are merged once a tier holds this many:
+#: the size-tiered policy of log-structured stores (Lucene, Cassandra). It
+#: keeps at most 3 segments per power of ten (10 for a million items grown by
+#: adds of 1,000) while each item is rewritten about once per tier, and it
+#: merges segments of similar size only: the build's big segment waits until
+#: three as big exist. ``retrieval compact`` merges everything into one.
+#: Measured: BENCHMARKS.md, "Index segments".
+COMPACT_TIER_SEGMENTS = 4
 #: A segment with more than this fraction of its items removed is rewritten
 #: without them: removed items still cost scan time and disk until then.
 COMPACT_DELETED_FRACTION = 0.25

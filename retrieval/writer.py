@@ -29,7 +29,7 @@ from pathlib import Path
 import numpy as np
 
 from . import novelty
-from .config import COMPACT_DELETED_FRACTION, COMPACT_MAX_SEGMENTS, COMPACT_MERGE_TO, LABEL_COUNTS_MAX
+from .config import COMPACT_DELETED_FRACTION, COMPACT_TIER_SEGMENTS, LABEL_COUNTS_MAX
 from .errors import IndexFormatError, InputError, ItemNotFound
 from .modality import Batch, Modality, modality_of
 from .progress import Progress, report
@@ -618,10 +618,10 @@ def _update(store: Store, name: str, plan, progress: Progress | None) -> UpdateR
             writer.append(new, progress=progress)
             writer.manifest["updated_at"] = _now()
             manifest = writer.commit()
-            chosen = compaction_plan(manifest["segments"])
-            if chosen:
+            # A merge may fill the next tier: merge until the policy is content.
+            while chosen := compaction_plan(manifest["segments"]):
                 manifest = IndexWriter.open(folder).merge(chosen)
-                result.compacted = len(chosen)
+                result.compacted += len(chosen)
         result.items = manifest["counts"]["items"]
         result.drift = manifest.get("drift") or {}
         result.segments = len(manifest["segments"])
@@ -633,19 +633,18 @@ def compaction_plan(segments: list[dict]) -> list[int]:
     """The segments the automatic policy merges after a write (indexes into ``segments``; empty: none).
 
     Every segment with more than :data:`~retrieval.config.COMPACT_DELETED_FRACTION`
-    of its items removed; and, when more than
-    :data:`~retrieval.config.COMPACT_MAX_SEGMENTS` would remain, the smallest
-    ones until :data:`~retrieval.config.COMPACT_MERGE_TO` remain.
+    of its items removed; and the segments of the smallest tier (same number
+    of digits in their item counts) that holds
+    :data:`~retrieval.config.COMPACT_TIER_SEGMENTS` of them.
     """
-    live = [int(e["items"]) - int(e.get("deleted", 0)) for e in segments]
     chosen = {s for s, e in enumerate(segments) if int(e.get("deleted", 0)) > COMPACT_DELETED_FRACTION * int(e["items"])}
-    if len(segments) - max(0, len(chosen) - 1) > COMPACT_MAX_SEGMENTS:
-        for s in sorted(range(len(segments)), key=lambda s: (live[s], s)):
-            if len(segments) - max(0, len(chosen) - 1) <= COMPACT_MERGE_TO:
-                break
-            chosen.add(s)
-    if len(chosen) == 1 and not segments[min(chosen)].get("deleted"):
-        return []
+    tiers: dict[int, list[int]] = {}
+    for s, e in enumerate(segments):
+        if s not in chosen:
+            tiers.setdefault(len(str(int(e["items"]) - int(e.get("deleted", 0)))), []).append(s)
+    full = [tier for tier, members in sorted(tiers.items()) if len(members) >= COMPACT_TIER_SEGMENTS]
+    if full:
+        chosen.update(tiers[full[0]])
     return sorted(chosen)
 
 

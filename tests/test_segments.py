@@ -216,8 +216,7 @@ def test_automatic_compaction(built, corpora, tmp_path, monkeypatch):
     import retrieval.writer as writer
 
     store = built("flat", tmp_path)
-    monkeypatch.setattr(writer, "COMPACT_MAX_SEGMENTS", 3)
-    monkeypatch.setattr(writer, "COMPACT_MERGE_TO", 2)
+    monkeypatch.setattr(writer, "COMPACT_TIER_SEGMENTS", 3)
     write_corpus(tmp_path / "c", synthetic_docs(n_per_topic=1, seed=9), prefix="c")
     reports = []
     for round_ in range(3):
@@ -226,7 +225,7 @@ def test_automatic_compaction(built, corpora, tmp_path, monkeypatch):
         reports.append(add_items(store, "seg", tmp_path / "c"))
     assert [(r.segments, r.compacted) for r in reports] == [(2, 0), (3, 0), (2, 3)]
     sizes = [s["items"] for s in store.read_manifest("seg")["segments"]]
-    assert sizes == [200, 12]  # the smallest merged; the build's segment untouched
+    assert sizes == [200, 12]  # the three 4-item segments merged; the build's segment untouched
     # Removing more than a quarter of a segment rewrites it without them.
     report = remove_items(store, "seg", ids=["cars/r0-c001.txt"], path_prefix="space/r")  # 4 of 12
     assert report.compacted == 1 and report.items == 208
@@ -239,8 +238,11 @@ def test_compaction_plan():
     def seg(items, deleted=0):
         return {"items": items, "deleted": deleted}
 
-    assert compaction_plan([seg(100)] * 8) == []
-    assert compaction_plan([seg(1000)] + [seg(10)] * 8) == [1, 2, 3, 4, 5, 6]  # 9 -> 4, the big one kept
+    assert compaction_plan([seg(100)] * 3) == []
+    assert compaction_plan([seg(100)] * 4) == [0, 1, 2, 3]
+    assert compaction_plan([seg(10**6)] + [seg(10)] * 3 + [seg(100)] * 3) == []  # 3 per tier at most
+    assert compaction_plan([seg(10**6), seg(1000), seg(9999), seg(5000), seg(2000)]) == [1, 2, 3, 4]
+    assert compaction_plan([seg(500)] * 4 + [seg(10)] * 4) == [4, 5, 6, 7]  # the smallest full tier first
     assert compaction_plan([seg(100), seg(10, deleted=3)]) == [1]  # 30 % removed: rewritten alone
     assert compaction_plan([seg(100, deleted=25), seg(10)]) == []  # 25 % is not more than 25 %
     assert compaction_plan([seg(10, deleted=10)]) == [0]  # everything removed: dropped
