@@ -1,0 +1,176 @@
+"""Index segments (issue 13): the cost of ``add`` against the index size, and of searching segments.
+
+Three steps, each its own command (they take an index home built beforehand
+with ``retrieval index docs ...``)::
+
+    # grow a copy of index BASE to about N items by adds of CHUNK documents (JSONL), then compact it
+    python benchmarks/segments_bench.py grow --home H --base s10k --name s1m --source docs-1m.jsonl \
+        --skip 10000 --items 1000000 --chunk 100000 --compact
+    # time `retrieval add` from the command line, one JSONL file of 1,000 documents after another
+    python benchmarks/segments_bench.py cli-add --home H --name s1m add-1k-*.jsonl
+    # query p50 over SEGMENTS segments (the base and adds, automatic compaction off) and after `compact`
+    python benchmarks/segments_bench.py query --home H --base s10k --segments 10 --adds add-1k-*.jsonl \
+        --queries docs-20k.jsonl
+
+Every figure is printed as one JSON line. Wall times of ``cli-add`` include
+the interpreter start and imports, as a user sees them.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from itertools import islice
+from pathlib import Path
+
+CHECKOUT = Path(__file__).resolve().parent.parent
+
+
+def _emit(**record) -> None:
+    print(json.dumps(record), flush=True)
+
+
+def grow(args) -> None:
+    """Copy the base index and add chunks of a JSONL corpus until it holds ``--items`` items."""
+    import retrieval.writer as writer
+    from retrieval import Store
+    from retrieval.writer import add_items, compact
+
+    if args.compact:
+        writer.COMPACT_TIER_SEGMENTS = 10**9  # one compaction at the end instead
+    store = Store(args.home)
+    if store.exists(args.name):
+        store.remove(args.name)
+    shutil.copytree(store.path(args.base), store.path(args.name))
+    items = store.read_manifest(args.name)["counts"]["items"]
+    with open(args.source) as source, tempfile.TemporaryDirectory() as tmp:
+        for _ in islice(source, args.skip):
+            pass
+        while items < args.items:
+            chunk = Path(tmp) / "chunk.jsonl"
+            lines = list(islice(source, min(args.chunk, args.items - items)))
+            if not lines:
+                break
+            chunk.write_text("".join(lines))
+            started = time.perf_counter()
+            report = add_items(store, args.name, chunk)
+            items = report.items
+            _emit(step="grow", added=report.added, items=items, segments=report.segments,
+                  compacted=report.compacted, seconds=round(time.perf_counter() - started, 2))
+    if args.compact:
+        started = time.perf_counter()
+        report = compact(store, args.name)
+        _emit(step="compact", segments_before=report.segments_before, items=report.items,
+              seconds=round(time.perf_counter() - started, 2))
+    sizes = [s["items"] for s in store.read_manifest(args.name)["segments"]]
+    _emit(step="grown", items=items, segment_sizes=sizes,
+          disk_mb=round(sum(store.disk_usage(args.name).values()) / 1e6, 1))
+
+
+def cli_add(args) -> None:
+    """Time ``retrieval add NAME FILE --json`` from the command line for each file."""
+    env = {**os.environ, "PYTHONPATH": str(CHECKOUT), "TF_CPP_MIN_LOG_LEVEL": "2"}
+    for path in args.files:
+        started = time.perf_counter()
+        out = subprocess.run([sys.executable, "-m", "retrieval", "add", args.name, str(path), "--json",
+                              "--index-dir", str(args.home)], capture_output=True, text=True, env=env)
+        wall = time.perf_counter() - started
+        if out.returncode:
+            raise SystemExit(out.stderr[-2000:])
+        report = json.loads(out.stdout)
+        _emit(step="cli-add", file=Path(path).name, wall_s=round(wall, 2), library_s=report["seconds"],
+              added=report["added"], items=report["items"], segments=report["segments"],
+              compacted=report["compacted"])
+
+
+def _p50_ms(retriever, queries, method, k) -> float:
+    for query in queries[:5]:  # warm: models and indexes loaded
+        retriever.search(query, k, method)
+    times = []
+    for query in queries:
+        started = time.perf_counter()
+        retriever.search(query, k, method)
+        times.append(time.perf_counter() - started)
+    return round(1000 * statistics.median(times), 3)
+
+
+def query(args) -> None:
+    """Query p50 (in-process, the whole ``Retriever.search``) over segments, then after ``compact``."""
+    import retrieval.writer as writer
+    from retrieval import Store
+    from retrieval.search import Retriever
+    from retrieval.writer import add_items, compact
+
+    store = Store(args.home)
+    name = f"{args.base}-seg{args.segments}"
+    if store.exists(name):
+        store.remove(name)
+    shutil.copytree(store.path(args.base), store.path(name))
+    writer.COMPACT_TIER_SEGMENTS = 10**9  # the segments stay apart: this measures their cost
+    for path in args.adds[:args.segments - 1]:
+        add_items(store, name, path)
+    with open(args.queries) as f:
+        texts = [json.loads(line)["text"] for line in islice(f, args.n_queries)]
+    queries = [" ".join(text.split()[:args.words]) for text in texts if len(text.split()) >= args.words]
+
+    def measure(label):
+        opened = []
+        for _ in range(3):
+            started = time.perf_counter()
+            Retriever(name, store).close()
+            opened.append(time.perf_counter() - started)
+        with Retriever(name, store) as r:
+            segments = len(r.manifest["segments"])
+            for method in args.methods:
+                _emit(step="query", index=name, state=label, segments=segments, items=len(r.metadata),
+                      method=method, k=args.k, queries=len(queries), p50_ms=_p50_ms(r, queries, method, args.k),
+                      open_s=round(statistics.median(opened), 3))
+
+    measure("segments")
+    started = time.perf_counter()
+    report = compact(store, name)
+    _emit(step="compact", index=name, seconds=round(time.perf_counter() - started, 2),
+          segments_before=report.segments_before)
+    measure("compacted")
+    store.remove(name)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+    g = sub.add_parser("grow")
+    g.add_argument("--home", type=Path, required=True)
+    g.add_argument("--base", required=True)
+    g.add_argument("--name", required=True)
+    g.add_argument("--source", type=Path, required=True)
+    g.add_argument("--skip", type=int, default=0, help="lines of SOURCE to skip (those of the base index)")
+    g.add_argument("--items", type=int, required=True)
+    g.add_argument("--chunk", type=int, default=100_000)
+    g.add_argument("--compact", action="store_true", help="no automatic compaction while growing; one at the end")
+    c = sub.add_parser("cli-add")
+    c.add_argument("--home", type=Path, required=True)
+    c.add_argument("--name", required=True)
+    c.add_argument("files", nargs="+", type=Path)
+    q = sub.add_parser("query")
+    q.add_argument("--home", type=Path, required=True)
+    q.add_argument("--base", required=True)
+    q.add_argument("--segments", type=int, default=10)
+    q.add_argument("--adds", nargs="+", type=Path, required=True)
+    q.add_argument("--queries", type=Path, required=True, help="JSONL; the first --words words of each text")
+    q.add_argument("--n-queries", type=int, default=500)
+    q.add_argument("--words", type=int, default=8)
+    q.add_argument("--k", type=int, default=10)
+    q.add_argument("--methods", nargs="+", default=["ae", "lsa", "tfidf"])
+    args = parser.parse_args()
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    {"grow": grow, "cli-add": cli_add, "query": query}[args.command](args)
+
+
+if __name__ == "__main__":
+    main()
