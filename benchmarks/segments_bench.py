@@ -103,7 +103,7 @@ def _p50_ms(retriever, queries, method, k) -> float:
 def query(args) -> None:
     """Query p50 (in-process, the whole ``Retriever.search``) over segments, then after ``compact``."""
     import retrieval.writer as writer
-    from retrieval import Store
+    from retrieval import EmptyQueryError, Store
     from retrieval.search import Retriever
     from retrieval.writer import add_items, compact
 
@@ -117,7 +117,14 @@ def query(args) -> None:
         add_items(store, name, path)
     with open(args.queries) as f:
         texts = [json.loads(line)["text"] for line in islice(f, args.n_queries)]
-    queries = [" ".join(text.split()[:args.words]) for text in texts if len(text.split()) >= args.words]
+    queries = []
+    with Retriever(name, store) as r:
+        for text in texts:
+            try:
+                r.query_inputs([" ".join(text.split()[:args.words])])
+            except EmptyQueryError:  # stop words only: no query
+                continue
+            queries.append(" ".join(text.split()[:args.words]))
 
     def measure(label):
         opened = []

@@ -32,6 +32,7 @@ from .config import INDEX_KINDS
 from .encoders.base import l2_normalize
 from .errors import IndexFormatError, InputError
 from .storage.layout import INDEX_STEM, TEMPLATE_STEM
+from .storage.segments import positions_to_rows, rows_to_positions
 
 #: Above this many items ``kind="auto"`` switches from exact to HNSW search:
 #: below it a flat scan of 32-d codes takes well under a millisecond.
@@ -87,6 +88,8 @@ class VectorIndex:
     binary: ClassVar[bool] = False
     #: The index has a trained structure (IVF cells) every segment must share.
     trained: ClassVar[bool] = False
+    #: Segments' indexes of this kind can be joined into one in memory (see :meth:`combine`).
+    combinable: ClassVar[bool] = True
 
     def __init__(self, metric: str = "cosine") -> None:
         if metric not in METRICS:
@@ -132,6 +135,15 @@ class VectorIndex:
     def template(self) -> "VectorIndex":
         """An empty index of the same kind and parameters, with this one's trained structure (IVF cells)."""
         return type(self)(**self._params())
+
+    @classmethod
+    def combine(cls, parts: list["VectorIndex"]) -> "VectorIndex":
+        """One index holding the rows of ``parts`` in order (their trained structure, if any, is shared).
+
+        This default copies the stored rows into a new index; backends that
+        can move their data instead do (the parts may be emptied).
+        """
+        return merge(parts[0].template(), [(part, np.arange(len(part))) for part in parts])
 
     def save_template(self, folder: Path) -> Path | None:
         """Write :meth:`template` into a method's folder when the kind is :attr:`trained` (else nothing)."""
@@ -302,6 +314,14 @@ class FaissIndex(_FaissBacked):
             scores = -np.sqrt(np.maximum(scores, 0))
         return scores, positions
 
+    @classmethod
+    def combine(cls, parts):
+        # FAISS moves the other indexes' codes (IVF: lists of the same cells); ids are row numbers.
+        base = parts[0]
+        for part in parts[1:]:
+            base.index_.merge_from(part.index_, base.index_.ntotal if cls.trained else 0)
+        return base
+
     def vectors(self, positions) -> np.ndarray:
         """The stored (normalised, for cosine) vectors at ``positions``, float32."""
         positions = np.asarray(positions, dtype=np.int64)
@@ -359,6 +379,7 @@ class HNSWIndex(FaissIndex):
     """Hierarchical navigable small-world graph (``IndexHNSWFlat``)."""
 
     kind = "hnsw"
+    combinable = False  # a graph per segment: joining them means building a new one
 
     def __init__(self, metric: str = "cosine", m: int = 32, ef_search: int = 128) -> None:
         super().__init__(metric)
@@ -411,6 +432,13 @@ class SparseIndex(VectorIndex):
         codes = self._normalize(codes)
         self.matrix_ = codes if self.matrix_ is None else sp.vstack([self.matrix_, codes]).tocsr()
         self._transposed = self.matrix_.T.tocsr()
+
+    @classmethod
+    def combine(cls, parts):
+        other = cls(parts[0].metric)
+        other.matrix_ = sp.vstack([part.matrix_ for part in parts]).tocsr()
+        other._transposed = other.matrix_.T.tocsr()
+        return other
 
     def search(self, queries, k: int) -> tuple[np.ndarray, np.ndarray]:
         k = min(check_k(k), len(self))
@@ -551,6 +579,13 @@ class BinaryIVFIndex(BinaryIndex):
     def _search_parameters(self, selector):
         return None  # FAISS 1.15: "IDSelector is not supported for IndexBinaryIVF"
 
+    @classmethod
+    def combine(cls, parts):
+        base = parts[0]
+        for part in parts[1:]:
+            base.index_.merge_from(part.index_, base.index_.ntotal)
+        return base
+
 
 BACKENDS: dict[str, type[VectorIndex]] = {
     cls.kind: cls for cls in (FlatIndex, IVFIndex, HNSWIndex, SparseIndex, BinaryFlatIndex, BinaryIVFIndex)
@@ -655,10 +690,14 @@ def merge(template: VectorIndex, parts: list[tuple[VectorIndex, np.ndarray]]) ->
 class SegmentedIndex:
     """One method's index over every segment: the interface of :class:`VectorIndex` for searching.
 
-    Each segment's index is searched for ``k`` results without its removed
-    rows (:meth:`VectorIndex.search_live`); the results are mapped to
-    positions and the best ``k`` of all kept, by score (ties: earlier
-    segment first, then each segment's own order). An exact backend thus
+    Segments are immutable on disk; in memory, the indexes that can be
+    concatenated cheaply (flat scans, the TF-IDF matrix, IVF lists of the
+    shared cells: :meth:`VectorIndex.combine`) are joined into one when
+    opened, so a query costs what it costs on one compacted segment, and the
+    removed rows of every segment are skipped during the scan
+    (:meth:`VectorIndex.search_live`). A graph (HNSW) cannot be joined: each
+    segment's is searched for ``k`` results, and the best ``k`` of all are
+    kept by score (ties: earlier segment first). Either way an exact backend
     gives exactly the ranking one index over the same codes gives.
 
     Args:
@@ -668,17 +707,24 @@ class SegmentedIndex:
     """
 
     def __init__(self, parts: list[VectorIndex], segments, kind: str, metric: str, search: dict | None) -> None:
-        self.parts = parts
         self.segments = segments
         self.kind = kind
         self.metric = metric
         self._proto = BACKENDS[kind](metric, **(search or {}))
         self.binary = self._proto.binary
-        self._deletions = [Deletions(marks, size) if len(marks) else None
-                           for marks, size in zip(segments.deleted, segments.sizes)]
+        marks, sizes = list(segments.deleted), [int(n) for n in segments.sizes]
+        if self._proto.combinable and len(parts) > 1:
+            rows = np.concatenate([[0], np.cumsum(sizes)])
+            marks = [np.concatenate([m + rows[s] for s, m in enumerate(marks)]).astype(np.int64)]
+            parts, sizes = [type(parts[0]).combine(parts)], [int(rows[-1])]
+        self.parts = parts
+        #: Per part: its removed rows, the position of its first kept row, what skips the removed rows.
+        self._marks = marks
+        self._starts = np.concatenate([[0], np.cumsum([n - len(m) for n, m in zip(sizes, marks)])]).astype(np.int64)
+        self._deletions = [Deletions(m, n) if len(m) else None for m, n in zip(marks, sizes)]
 
     def __len__(self) -> int:
-        return len(self.segments)
+        return int(self._starts[-1])
 
     def _prepare(self, codes):
         return self._proto._prepare(codes)
@@ -694,19 +740,34 @@ class SegmentedIndex:
     def bits(self) -> int:
         return self.parts[0].bits if self.parts else 0
 
+    def _positions(self, p: int, rows) -> np.ndarray:
+        return rows_to_positions(rows, self._marks[p], int(self._starts[p]))
+
+    def _rows(self, positions) -> tuple[np.ndarray, np.ndarray]:
+        """``(part, row in the part)`` of each position."""
+        positions = np.asarray(positions, dtype=np.int64).reshape(-1)
+        part = np.searchsorted(self._starts, positions, side="right") - 1
+        rows = positions - self._starts[part]
+        for p in np.unique(part):
+            rows[part == p] = positions_to_rows(rows[part == p], self._marks[p])
+        return part, rows
+
     def search(self, queries, k: int) -> tuple[np.ndarray, np.ndarray]:
         k = check_k(k)
         n_queries = queries.shape[0]
         scores, positions = [], []
-        for s, part in enumerate(self.parts):
-            if not self.segments.live(s):
+        for p, part in enumerate(self.parts):
+            live = int(self._starts[p + 1] - self._starts[p])
+            if not live:
                 continue
-            part_scores, local = part.search_live(queries, min(k, self.segments.live(s)), self._deletions[s])
-            where = self.segments.to_positions(s, local)
+            part_scores, rows = part.search_live(queries, min(k, live), self._deletions[p])
+            where = self._positions(p, rows)
             scores.append(np.where(where >= 0, part_scores, -np.inf).astype(np.float32))
             positions.append(where)
         if not scores:
             return np.zeros((n_queries, 0), np.float32), np.zeros((n_queries, 0), np.int64)
+        if len(scores) == 1:
+            return scores[0], positions[0]
         scores, positions = np.concatenate(scores, axis=1), np.concatenate(positions, axis=1)
         order = np.argsort(-scores, axis=1, kind="stable")[:, :min(k, len(self))]
         scores, positions = np.take_along_axis(scores, order, axis=1), np.take_along_axis(positions, order, axis=1)
@@ -716,9 +777,9 @@ class SegmentedIndex:
     def within(self, query, radius: int) -> tuple[np.ndarray, np.ndarray]:
         """Every code within Hamming ``radius`` of one query over every segment (see :meth:`BinaryIndex.within`)."""
         scores, positions = [], []
-        for s, part in enumerate(self.parts):
-            part_scores, local = part.within(query, radius)
-            where = self.segments.to_positions(s, local)
+        for p, part in enumerate(self.parts):
+            part_scores, rows = part.within(query, radius)
+            where = self._positions(p, rows)
             scores.append(part_scores[where >= 0])
             positions.append(where[where >= 0])
         if not scores:
@@ -729,19 +790,23 @@ class SegmentedIndex:
 
     def vectors(self, positions) -> np.ndarray:
         """The stored vectors at ``positions`` (see :meth:`FaissIndex.vectors`)."""
-        seg, local = self.segments.locate(positions)
+        part, rows = self._rows(positions)
         out = None
-        for s in np.unique(seg):
-            at = np.flatnonzero(seg == s)
-            block = self.parts[s].vectors(local[at])
+        for p in np.unique(part):
+            at = np.flatnonzero(part == p)
+            block = self.parts[p].vectors(rows[at])
             if out is None:
-                out = np.empty((len(seg), block.shape[1]), block.dtype)
+                out = np.empty((len(part), block.shape[1]), block.dtype)
             out[at] = block
         return out if out is not None else np.zeros((0, 0), np.float32)
 
     def stored(self):
         """Every stored row not removed, in position order."""
-        blocks = [part.stored()[self.segments.live_rows(s)] for s, part in enumerate(self.parts)]
+        blocks = []
+        for p, part in enumerate(self.parts):
+            keep = np.ones(len(part), bool)
+            keep[self._marks[p]] = False
+            blocks.append(part.stored()[np.flatnonzero(keep)])
         if not blocks:
             return np.zeros((0, 0), np.float32)
         return sp.vstack(blocks).tocsr() if sp.issparse(blocks[0]) else np.concatenate(blocks)

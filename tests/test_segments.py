@@ -20,8 +20,9 @@ from retrieval.writer import add_items, compact, compaction_plan, remove_items, 
 
 FIXTURES = Path(__file__).resolve().parent / "fixtures" / "v1"
 QUERIES = ["orbit rocket launch nasa", "engine brake tire dealer", "doctor vaccine therapy", "keyboard printer modem"]
-#: flat floats + TF-IDF; learned bits in an IVF (binary IVF, float IVF, sparse); learned bits, exact scans.
-CONFIGS = {"flat": replace(TINY_DOCS, index_kind="flat"),
+#: flat floats + TF-IDF; learned bits in an IVF (binary IVF, float IVF, sparse); learned bits, exact scans;
+#: graphs (searched segment by segment, the others are joined in memory).
+CONFIGS = {"flat": replace(TINY_DOCS, index_kind="flat"), "hnsw": replace(TINY_DOCS, index_kind="hnsw"),
            "ivf-bits": replace(TINY_DOCS, index_kind="ivf", bits=8, binary_epochs=1),
            "flat-bits": replace(TINY_DOCS, index_kind="flat", bits=8, binary_epochs=1)}
 

@@ -43,8 +43,6 @@ class Segments:
         live = self.sizes - np.array([len(d) for d in self.deleted], dtype=np.int64)
         #: ``starts[s]``: the position of segment ``s``'s first item; ``starts[-1]``: the item count.
         self.starts = np.concatenate([[0], np.cumsum(live)]).astype(np.int64)
-        # c[i] = deleted[i] - i: the live items before the i-th removed one (see locate()).
-        self._before = [d - np.arange(len(d)) for d in self.deleted]
 
     def _marks(self, seg: SegmentFolder, entry: dict) -> np.ndarray:
         if not entry.get("deletions"):
@@ -75,10 +73,6 @@ class Segments:
     def locate(self, positions) -> tuple[np.ndarray, np.ndarray]:
         """``(segment, position in the segment)`` of each position.
 
-        The ``j``-th item of a segment not removed sits at ``j + #{i: c[i] <= j}``
-        where ``c[i]`` is the number of items not removed before the ``i``-th
-        removed one: a binary search, no array as long as the segment.
-
         Raises:
             InputError: A position outside ``0 .. len - 1``.
         """
@@ -90,22 +84,12 @@ class Segments:
         local = positions - self.starts[seg]
         for s in np.unique(seg):
             if len(self.deleted[s]):
-                mask = seg == s
-                local[mask] += np.searchsorted(self._before[s], local[mask], side="right")
+                local[seg == s] = positions_to_rows(local[seg == s], self.deleted[s])
         return seg, local
 
     def to_positions(self, s: int, local) -> np.ndarray:
         """Positions of segment ``s``'s rows ``local``; ``-1`` for removed rows and for ``-1`` (no result)."""
-        local = np.asarray(local, dtype=np.int64)
-        out = local + self.starts[s]
-        marks = self.deleted[s]
-        if len(marks):
-            rank = np.searchsorted(marks, local)
-            removed = marks[np.minimum(rank, len(marks) - 1)] == local
-            out = out - rank
-            out[removed] = -1
-        out[local < 0] = -1
-        return out
+        return rows_to_positions(local, self.deleted[s], int(self.starts[s]))
 
     def live_rows(self, s: int) -> np.ndarray:
         """Rows of segment ``s`` not removed, in order."""
@@ -162,6 +146,35 @@ class Segments:
         if len(parts) == 1 and not len(self.deleted[0]):
             return parts[0]
         return SegmentedIndex(parts, self, info["index"], info["metric"], info.get("search"))
+
+
+def positions_to_rows(kept, marks: np.ndarray) -> np.ndarray:
+    """Rows of the ``kept``-th rows not removed, given the sorted removed rows ``marks``.
+
+    The ``j``-th row not removed is row ``j + #{i: c[i] <= j}``, where
+    ``c[i] = marks[i] - i`` counts the rows kept before the ``i``-th removed
+    one: a binary search, no array as long as the segment.
+    """
+    kept = np.asarray(kept, dtype=np.int64)
+    if not len(marks):
+        return kept
+    return kept + np.searchsorted(marks - np.arange(len(marks)), kept, side="right")
+
+
+def rows_to_positions(rows, marks: np.ndarray, start: int) -> np.ndarray:
+    """Positions of ``rows`` of a segment whose first kept row is position ``start``.
+
+    ``-1`` for a removed row and for ``-1`` (no result).
+    """
+    rows = np.asarray(rows, dtype=np.int64)
+    out = rows + start
+    if len(marks):
+        rank = np.searchsorted(marks, rows)
+        removed = marks[np.minimum(rank, len(marks) - 1)] == rows
+        out = out - rank
+        out[removed] = -1
+    out[rows < 0] = -1
+    return out
 
 
 def _take(array, marks: np.ndarray, rows: Callable[[int], np.ndarray], s: int):
