@@ -220,9 +220,11 @@ class Items:
             return out
         positions = np.asarray(positions, dtype=np.int64).reshape(-1)
         seg, local = self.segments.locate(positions)
+        groups: dict[int, list[int]] = {}  # segment -> indexes into positions (a query's hits: a few)
+        for i, s in enumerate(seg.tolist()):
+            groups.setdefault(s, []).append(i)
         out: list[dict | None] = [None] * len(positions)
-        for s in np.unique(seg):
-            at = np.flatnonzero(seg == s)
+        for s, at in groups.items():
             for i, row in zip(at, self._tables[s].rows(local[at])):
                 row["position"] = int(positions[i])
                 out[i] = row
