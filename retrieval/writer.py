@@ -401,9 +401,9 @@ class IndexWriter:
         segments, chosen = self.segments, sorted(chosen)
         generation = self._next_generation()
         name = segment_name(generation)
-        target = self._fresh_segment(name)
         added, entry = [], None
-        if sum(segments.live(s) for s in chosen):
+        if sum(segments.live(s) for s in chosen):  # else the segments are dropped, nothing replaces them
+            target = self._fresh_segment(name)
             for method, info in self.manifest["methods"].items():
                 parts = [(load_index(info["index"], segments.folders[s].method(method), info["metric"],
                                      info.get("search"), info.get("factory")), segments.live_rows(s))
