@@ -593,7 +593,17 @@ def seal_index(folder: str | Path, manifest: dict | None = None) -> dict:
             continue
         rel = path.relative_to(folder).as_posix()
         if rel not in _UNLISTED:
-            files[rel] = {"sha256": _sha256(path, sync=True), "bytes": path.stat().st_size}
+            files[rel] = _file_entry(path)
+    return _write_sealed(folder, manifest, files)
+
+
+def _file_entry(path: Path) -> dict:
+    """The ``files`` entry of one file, flushed to disk on the way."""
+    return {"sha256": _sha256(path, sync=True), "bytes": path.stat().st_size}
+
+
+def _write_sealed(folder: Path, manifest: dict, files: dict) -> dict:
+    """Write ``manifest`` with its ``files`` map and its checksum, atomically and durably."""
     manifest.pop("checksum", None)
     manifest["files"] = files
     manifest["checksum"] = manifest_checksum(manifest)
@@ -627,18 +637,11 @@ def seal_update(folder: str | Path, manifest: dict, added: list[str], dropped: l
                 (folder / rel).unlink()
         return seal_index(folder, manifest)
     files = {rel: info for rel, info in manifest["files"].items() if rel not in set(dropped)}
-    for rel in sorted(set(added)):
-        path = folder / rel
-        files[rel] = {"sha256": _sha256(path, sync=True), "bytes": path.stat().st_size}
+    files.update({rel: _file_entry(folder / rel) for rel in sorted(set(added))})
     for directory in sorted({(folder / rel).parent for rel in added}):
         _fsync_dir(directory)
     _fsync_dir(folder / SEGMENTS)
-    manifest.pop("checksum", None)
-    manifest["files"] = files
-    manifest["checksum"] = manifest_checksum(manifest)
-    write_json_atomic(folder / MANIFEST, manifest)
-    _fsync_dir(folder)
-    return manifest
+    return _write_sealed(folder, manifest, files)
 
 
 def collect_garbage(folder: str | Path) -> list[str]:
