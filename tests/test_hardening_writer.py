@@ -247,5 +247,5 @@ def test_sync_of_a_missing_folder_changes_nothing(flat, tmp_path, monkeypatch, c
     before = stamp(store)
     code, _, err = run(monkeypatch, capsys, "sync", "tiny", corpus / "typo", "--index-dir", store.root)
     err = one_error(code, err)
-    assert "typo does not exist" in err and "--allow-empty" in err
+    assert "typo does not exist" in err and "nothing to sync" in err
     assert stamp(store) == before
