@@ -125,11 +125,23 @@ class _FaissBacked(VectorIndex):
 
     _write = staticmethod(faiss.write_index)
     _read = staticmethod(faiss.read_index)
+    _clone = staticmethod(faiss.clone_index)
 
     def __init__(self, metric: str = "cosine") -> None:
         super().__init__(metric)
         self.index_ = None
         self.factory_ = None
+
+    def keep(self, rows: np.ndarray) -> "VectorIndex":
+        if len(rows) or self.index_ is None:
+            return super().keep(rows)
+        # No row left: the same index emptied. Rebuilding it would train an
+        # IVF quantizer on nothing (FAISS refuses); the emptied one keeps its
+        # cells, so the next add needs no training either.
+        other = type(self)(**self._params())
+        other.index_, other.factory_ = self._clone(self.index_), self.factory_
+        other.index_.reset()
+        return other
 
     def _factory_string(self, n: int, d: int) -> str:  # pragma: no cover - abstract
         raise NotImplementedError
@@ -346,6 +358,7 @@ class BinaryIndex(_FaissBacked):
     filename = "index.faissb"
     _write = staticmethod(faiss.write_index_binary)
     _read = staticmethod(faiss.read_index_binary)
+    _clone = staticmethod(faiss.clone_binary_index)
 
     def __init__(self, metric: str = "hamming") -> None:
         if metric != "hamming":

@@ -496,30 +496,32 @@ class Index:
         return evaluate_index(r, q, k=k, methods=methods)
 
     # -- changing ---------------------------------------------------------------------------
-    def add(self, data, *, labels=None, ids=None, titles=None, progress: Progress | None = None) -> UpdateReport:
+    def add(self, data, *, labels=None, ids=None, titles=None, replace: bool = False,
+            progress: Progress | None = None) -> UpdateReport:
         """Encode new items with the stored models and add them (no retraining).
 
         Args:
             data: As for :meth:`build_docs` / :meth:`build_images`. Items
                 without an id are numbered after the largest numeric id of
                 the index; an item with an id already indexed replaces it
-                when its content differs.
+                when its content differs (from a folder outside the index's
+                source only with ``replace``; see :func:`retrieval.writer.add_items`).
         """
         if not isinstance(data, (str, Path)):
             data = _records(data, labels, ids, titles, self._retriever.modality.record_key)
             if ids is None:
                 data = self._number(data)
-        return add_items(self.store, self.name, data, progress=progress)
+        return add_items(self.store, self.name, data, replace=replace, progress=progress)
 
     def _number(self, records: list) -> list:
         self._retriever.refresh()
         return number_records(records, self._retriever.metadata.ids(), self._retriever.modality.record_key)
 
-    def remove(self, ids) -> UpdateReport:
-        """Remove items by id."""
+    def remove(self, ids, *, allow_empty: bool = False) -> UpdateReport:
+        """Remove items by id (every item only with ``allow_empty``)."""
         if isinstance(ids, str):
             ids = [ids]
-        return remove_items(self.store, self.name, ids=list(ids))
+        return remove_items(self.store, self.name, ids=list(ids), allow_empty=allow_empty)
 
     def retrain(self, progress: Progress | None = None) -> dict:
         """Refit every model on the items now indexed (see :func:`retrieval.writer.retrain`)."""

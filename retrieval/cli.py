@@ -327,6 +327,10 @@ def _print_update(name: str, report, as_json: bool) -> None:
         out.print(f"added {report.added}, replaced {report.replaced}, unchanged {report.unchanged}, "
                   f"removed {report.removed}, skipped {report.skipped}; {report.items} items now "
                   f"({report.seconds:.1f} s)")
+    if report.replaced:  # an update, but say which items changed
+        more = report.replaced - len(report.replaced_examples)
+        err.print(f"replaced (content changed): {', '.join(report.replaced_examples)}"
+                  + (f" and {more} more" if more else ""), highlight=False, soft_wrap=True)
     _print_drift(name, report.drift)
 
 
@@ -341,13 +345,14 @@ def add(
     name: Annotated[str, typer.Argument(help="Index name.")],
     source: Annotated[str, typer.Argument(help="Documents or images to add (same kinds of source as index).")],
     labels_from_folders: LabelsAsBuilt = None,
+    replace: Annotated[bool, typer.Option("--replace", help="Let items of a folder outside the index's source replace indexed items of the same id.")] = False,
     index_dir: IndexDir = None,
     as_json: JsonOut = False,
 ) -> None:
     """Add items with the stored models (no retraining); changed items are replaced, unchanged skipped."""
     with api.RichProgress(err) as progress:
         report = api.add_items(api.Store(index_dir), name, source, labels_from_folders=labels_from_folders,
-                               progress=progress)
+                               replace=replace, progress=progress)
     _print_update(name, report, as_json)
 
 
@@ -356,19 +361,23 @@ def remove_items(
     name: Annotated[str, typer.Argument(help="Index name.")],
     ids: Annotated[Optional[list[str]], typer.Option("--id", help="Item id to remove (repeatable).")] = None,
     path_prefix: Annotated[Optional[str], typer.Option("--path-prefix", help="Remove every item whose path starts with this.")] = None,
+    allow_empty: Annotated[bool, typer.Option("--allow-empty", help="Allow removing every item of the index.")] = False,
     index_dir: IndexDir = None,
     as_json: JsonOut = False,
 ) -> None:
     """Remove items from every method of an index."""
-    report = api.remove_items(api.Store(index_dir), name, ids=list(ids or ()), path_prefix=path_prefix)
+    report = api.remove_items(api.Store(index_dir), name, ids=list(ids or ()), path_prefix=path_prefix,
+                              allow_empty=allow_empty)
     _print_update(name, report, as_json)
 
 
 @app.command()
 def sync(
     name: Annotated[str, typer.Argument(help="Index name.")],
-    source: Annotated[str, typer.Argument(help="The folder the index should mirror.")],
-    allow_empty: Annotated[bool, typer.Option("--allow-empty", help="Allow removing every item when SOURCE is gone or empty.")] = False,
+    source: Annotated[str, typer.Argument(help="The folder the index was built from, or a folder inside it (then only its items are synced).")],
+    allow_empty: Annotated[bool, typer.Option("--allow-empty", help="Allow removing every item SOURCE covers when it is gone or empty.")] = False,
+    allow_removals: Annotated[bool, typer.Option("--allow-removals", help=f"Allow removing more than {config.SYNC_MAX_REMOVED_FRACTION:.0%} of the index.")] = False,
+    new_source: Annotated[bool, typer.Option("--new-source", help="The collection moved to SOURCE: mirror it and record it as the index's source.")] = False,
     labels_from_folders: LabelsAsBuilt = None,
     index_dir: IndexDir = None,
     as_json: JsonOut = False,
@@ -376,6 +385,7 @@ def sync(
     """Add new and changed files, drop deleted ones."""
     with api.RichProgress(err) as progress:
         report = api.sync_items(api.Store(index_dir), name, source, allow_empty=allow_empty,
+                                allow_removals=allow_removals, new_source=new_source,
                                 labels_from_folders=labels_from_folders, progress=progress)
     _print_update(name, report, as_json)
 

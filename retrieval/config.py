@@ -49,6 +49,10 @@ DEFAULT_K = 10
 EVALUATE_K = 100
 #: Items listed by ``outliers -k``.
 OUTLIERS_K = 20
+#: A ``sync`` that would remove more than this share of an index's items
+#: refuses without ``--allow-removals``: a wrong folder or a half-mounted
+#: drive looks like mass deletion.
+SYNC_MAX_REMOVED_FRACTION = 0.5
 #: Hamming shortlist re-ranked by two-stage search (``--shortlist``). Measured
 #: on 20NG at 64 bits (BENCHMARKS.md, shortlist table): TF-IDF re-ranks best on
 #: short lists, the float codes are as good at 250 as at 1,000.

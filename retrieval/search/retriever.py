@@ -1,12 +1,14 @@
 """An opened index: verified once, models loaded lazily, reopened when a writer swapped it."""
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 
 from .. import novelty as novelty_scores
 from ..ann import BinaryIndex, check_k, load_index
 from ..config import DEFAULT_K, OUTLIERS_K
-from ..errors import IndexFormatError, InputError
+from ..errors import IndexFormatError, InputError, RetrievalWarning
 from ..modality import Modality, modality_of
 from ..storage import IndexFolder, Metadata, Store, migrate, read_raw_manifest, verify_index
 from . import rerank as two_stage
@@ -167,6 +169,8 @@ class Retriever:
         encoder, index = self.method(method)
         codes = encoder.transform(inputs)
         if not len(index):  # every item was removed (sync --allow-empty)
+            warnings.warn(f"index {self.name!r} holds no items (every item was removed); add some with "
+                          f"'retrieval add {self.name} SOURCE'", RetrievalWarning, stacklevel=2)
             return np.zeros((codes.shape[0], 0), np.float32), np.zeros((codes.shape[0], 0), np.int64)
         if rerank in (None, "none") and radius is None:
             return index.search(codes, k)
