@@ -196,21 +196,40 @@ def _real_read_only(home: Path) -> list[str]:
     return [unshare, "--mount", "sh", "-c", 'mount --bind -o ro "$0" "$0" && exec "$@"', str(home)]
 
 
+#: Runs CLI commands in one interpreter (one start-up): a JSON argument list an argument, "=== exit N" after each.
+_SEVERAL = """
+import json, sys
+from retrieval import cli
+for args in sys.argv[1:]:
+    sys.argv = ["retrieval", *json.loads(args)]
+    try:
+        cli.main()
+    except SystemExit as exc:
+        for stream in (sys.stdout, sys.stderr):
+            print(f"=== exit {exc.code}", file=stream, flush=True)
+"""
+
+
 def test_a_truly_read_only_home(tmp_path, home, queries_dir):
     """The same on a real read-only folder: the fake of the tests above matches the system's errors."""
+    import json
+    import re
+
     prefix = _real_read_only(home)
+    commands = [["evaluate", "tiny", "--queries", str(queries_dir), "--labels-from-folders", "-k", "5", "--json"],
+                ["upgrade", "tiny"]]
     try:
         env = dict(os.environ, RETRIEVAL_HOME=str(home), PYTHONPATH=str(ROOT), NO_COLOR="1", COLUMNS="200")
-        cli = [sys.executable, "-m", "retrieval"]
-        done = subprocess.run([*prefix, *cli, "evaluate", "tiny", "--queries", str(queries_dir),
-                               "--labels-from-folders", "-k", "5", "--json"], env=env, capture_output=True, text=True)
-        assert done.returncode == 0 and '"precision@5"' in done.stdout, done.stderr
-        assert "not recorded" in done.stderr
-        done = subprocess.run([*prefix, *cli, "upgrade", "tiny"], env=env, capture_output=True, text=True)
-        assert done.returncode == 1 and "not writable" in _one_error(done.stderr)
+        done = subprocess.run([*prefix, sys.executable, "-c", _SEVERAL, *map(json.dumps, commands)], env=env,
+                              capture_output=True, text=True, timeout=300)
     finally:
         for path in [home, *home.rglob("*")]:
             path.chmod(path.stat().st_mode | 0o200)
+    marker = re.compile(r"^=== exit (\S+)\n", re.M)
+    outs, errs = marker.split(done.stdout)[::2], marker.split(done.stderr)[::2]
+    assert marker.findall(done.stdout) == ["0", "1"], done.stderr
+    assert '"precision@5"' in outs[0] and "not recorded" in errs[0], done.stderr
+    assert "not writable" in _one_error(errs[1]) and str(home) in errs[1]
 
 
 # -- 3. list with a damaged index ----------------------------------------------------------------
