@@ -7,7 +7,7 @@ import numpy as np
 
 from .. import novelty as novelty_scores
 from ..ann import BinaryIndex, check_k, load_index
-from ..config import DEFAULT_K, OUTLIERS_K
+from ..config import DEFAULT_K, OUTLIERS_K, check_two_stage
 from ..errors import IndexFormatError, InputError, RetrievalWarning
 from ..modality import Modality, modality_of
 from ..storage import IndexFolder, Metadata, Store, migrate, read_raw_manifest, verify_index
@@ -162,6 +162,7 @@ class Retriever:
             radius: Shortlist every item within this Hamming distance instead.
         """
         k = check_k(k)
+        check_two_stage(shortlist, radius)  # before the float-code path, which ignores them
         self.refresh()
         method, named = self.split_method(method)
         method = method or self.default_method
