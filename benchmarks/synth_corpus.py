@@ -51,6 +51,7 @@ are written to a temporary name and renamed when complete.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import gzip
 import json
 import os
@@ -251,8 +252,11 @@ def shift_images(images: np.ndarray, dy: np.ndarray, dx: np.ndarray, max_shift: 
 
 
 def write_images(source: str | Path, n: int, out: str | Path, *, seed: int = 0, max_shift: int = 2,
-                 jitter: float = 0.1, chunk: int = CHUNK, compresslevel: int = 6) -> dict:
+                 jitter: float = 0.1, chunk: int = CHUNK, compresslevel: int = 1) -> dict:
     """Write ``n`` shifted, intensity-jittered training images as an IDX pair in the folder ``out``.
+
+    gzip level 1: compression is most of the time, and level 6 saves only 3 %
+    of the size on these images at 1.6 times the CPU.
 
     Returns:
         ``{"images", "bytes"}``: count and total size of the two files.
@@ -267,8 +271,12 @@ def write_images(source: str | Path, n: int, out: str | Path, *, seed: int = 0, 
     rng = np.random.default_rng(seed)
     paths = {kind: out / f"train-{kind}-idx{nd}-ubyte.gz" for kind, nd in (("images", 3), ("labels", 1))}
     tmps = {kind: path.with_name(path.name + ".tmp") for kind, path in paths.items()}
-    with gzip.open(tmps["images"], "wb", compresslevel=compresslevel) as img_fh, \
-            gzip.open(tmps["labels"], "wb", compresslevel=compresslevel) as lab_fh:
+    with contextlib.ExitStack() as stack:
+        # mtime=0 and no file name in the gzip header: the same seed gives the same bytes.
+        img_fh, lab_fh = (stack.enter_context(gzip.GzipFile(fileobj=stack.enter_context(tmps[kind].open("wb")),
+                                                            filename="", mode="wb", mtime=0,
+                                                            compresslevel=compresslevel))
+                          for kind in ("images", "labels"))
         img_fh.write(_idx_header(0x08, (n, *images.shape[1:])))
         lab_fh.write(_idx_header(0x08, (n,)))
         for begin in range(0, n, chunk):
@@ -278,8 +286,8 @@ def write_images(source: str | Path, n: int, out: str | Path, *, seed: int = 0, 
             batch = shift_images(images[pick], dy, dx, max_shift)
             if jitter:
                 scale = 1.0 + rng.uniform(-jitter, jitter, size=(m, 1, 1)).astype(np.float32)
-                batch = np.clip(np.rint(batch * scale), 0, 255).astype(np.uint8)
-            img_fh.write(np.ascontiguousarray(batch, dtype=np.uint8).tobytes())
+                batch = np.clip(np.rint(batch * scale), 0, 255)
+            img_fh.write(batch.astype(np.uint8).tobytes())
             lab_fh.write(labels[pick].astype(np.uint8).tobytes())
     for kind in paths:
         os.replace(tmps[kind], paths[kind])
@@ -326,6 +334,8 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"N={args.n}: give a positive number of items")
     if args.kind == "docs" and not 1 <= args.min_words <= args.max_words:
         parser.error(f"--min-words {args.min_words} --max-words {args.max_words}: need 1 <= min <= max")
+    if args.kind == "images" and (args.max_shift < 0 or not 0 <= args.jitter < 1):
+        parser.error(f"--max-shift {args.max_shift} --jitter {args.jitter}: need a shift >= 0 and 0 <= jitter < 1")
     started = time.perf_counter()
     if args.kind == "docs":
         if args.out.suffix != ".jsonl":
