@@ -21,7 +21,8 @@ from ..config import STRIP_MODES
 from ..errors import InputError, RetrievalWarning
 from ..items import Item
 from .files import open_regular_file, walk_files
-from .text import bom, decode, first_line, first_sentence, html_to_text, read_mail, strip_quotes, strip_reply_prefix
+from .text import (bom, decode, decode_html, first_line, first_sentence, fix_surrogates, html_to_text, read_mail, strip_quotes,
+                   strip_reply_prefix)
 
 #: Documents longer than this many bytes are truncated (with a warning): a
 #: bag of words saturates long before, and a stray 100 MB log file must not
@@ -127,8 +128,9 @@ def _iter_archive(archive: Path, inner: str, cap: int, skip: Skip) -> Iterator[t
     except _ARCHIVE_ERRORS as exc:
         kind = "zip" if zipped else "tar"
         where = f" after {done} document(s)" if done else ""
+        detail = " ".join(str(exc).split())  # tarfile lists each method it tried, one a line
         raise InputError(
-            f"{archive}: damaged, truncated or not a {kind} archive{where} ({type(exc).__name__}: {exc}); "
+            f"{archive}: damaged, truncated or not a {kind} archive{where} ({type(exc).__name__}: {detail}); "
             "nothing was indexed from it: download or create it again") from None
 
 
@@ -160,7 +162,7 @@ def _make_item(rel: str, data: bytes | str, *, label: str | None, strip: str | N
     """An item from a document's bytes (a file) or text (JSONL, memory), decoded and cleaned."""
     text = data
     if rel.lower().endswith((".html", ".htm")):
-        page_title, text = html_to_text(decode(text, partial=partial) if isinstance(text, bytes) else text)
+        page_title, text = html_to_text(decode_html(text, partial=partial) if isinstance(text, bytes) else text)
         title = title or page_title
     if strip == "email":
         # Bytes go to the mail parser as they are: each MIME part has its own charset.
@@ -169,8 +171,10 @@ def _make_item(rel: str, data: bytes | str, *, label: str | None, strip: str | N
         text = strip_quotes(body)
     elif isinstance(text, bytes):
         text = decode(text, partial=partial)
-    return Item(id=item_id or rel, text=text, title=title or first_line(text),
-                label=label, path=path or rel)
+    if isinstance(data, str):
+        text = fix_surrogates(text)  # JSON "\\ud800" escapes, Python strings: no store takes them
+    return Item(id=fix_surrogates(item_id or rel), text=text, title=fix_surrogates(title or first_line(text)),
+                label=None if label is None else fix_surrogates(label), path=fix_surrogates(path or rel))
 
 
 def read_documents(
@@ -361,8 +365,8 @@ def corpus_from_records(records, *, strip: str | None = None) -> DocumentCorpus:
         item = _make_item(item_id, record["text"][:MAX_DOC_BYTES], label=None if label is None else str(label),
                           strip=strip, title=str(record.get("title") or ""), item_id=item_id,
                           path=str(record.get("path") or ""))
-        item.url = str(record.get("url") or "")
-        item.path = str(record.get("path") or "")  # in memory: no file unless the record names one
+        item.url = fix_surrogates(str(record.get("url") or ""))
+        item.path = fix_surrogates(str(record.get("path") or ""))  # in memory: no file unless the record names one
         if not item.text.strip():
             _skip(corpus, f"document {item_id}", "empty document")
             continue

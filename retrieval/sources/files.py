@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import BinaryIO
 
 from ..errors import InputError
+from .text import fix_surrogates
 
 
 def _inside(real: str, root_real: str) -> bool:
@@ -90,7 +91,8 @@ def walk_files(root: Path, skip: Callable[[str, str], None]) -> list[tuple[str, 
             drain()
     for rel, path, real in sorted(links):
         files.setdefault(real, (rel, path))
-    return sorted(files.values())
+    # A name that is not UTF-8 comes as surrogate escapes: readable in ids, the path still opens it.
+    return sorted((fix_surrogates(rel), path) for rel, path in files.values())
 
 
 def open_regular_file(path: Path, what: str) -> BinaryIO:

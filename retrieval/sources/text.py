@@ -49,6 +49,7 @@ _HIGH_PAIR = re.compile(rb"[\x80-\xff]{2}")
 _ASCII = bytes(range(128))
 #: A folded header's line break and the white space around it (unfolded to one space).
 _FOLD = re.compile(r"[ \t]*\r?\n[ \t]*")
+_SURROGATE = re.compile("[\ud800-\udfff]")
 #: charset-normalizer's names of the multi-byte (East Asian) encodings: in
 #: these a lead byte may stand between ASCII bytes (Shift-JIS katakana).
 _MULTIBYTE = ("cp932", "shift_jis", "euc_", "gb", "big5", "cp949", "cp950", "johab", "iso2022", "hz")
@@ -122,6 +123,24 @@ def decode(data: bytes, *, partial: bool = False) -> str:
         return data.decode("latin-1")
 
 
+#: The charset an HTML page declares: <meta charset="x"> or <meta http-equiv=... content="...; charset=x">.
+_META_CHARSET = re.compile(rb"""<meta[^>]{0,200}?charset\s*=\s*["']?\s*([A-Za-z0-9_.:-]+)""", re.IGNORECASE)
+
+
+def decode_html(data: bytes, *, partial: bool = False) -> str:
+    """Decode an HTML page: a BOM, else the charset its ``<meta>`` declares in the first
+    1,024 bytes (as browsers do), else :func:`decode`'s detection.
+
+    A declared charset that does not fit the bytes or is unknown falls back to
+    detection; "utf-16" declared in ASCII bytes means UTF-8 (HTML standard).
+    """
+    match = None if bom(data) else _META_CHARSET.search(data[:1024])
+    if match is None:
+        return decode(data, partial=partial)
+    charset = match.group(1).decode("ascii").lower()
+    return _decode_declared(data, "utf-8" if charset.startswith(("utf-16", "utf-32")) else charset, partial)
+
+
 def split_headers(text: str) -> tuple[str, str]:
     """Split an RFC-822 message into its header block and its body.
 
@@ -140,8 +159,15 @@ def split_headers(text: str) -> tuple[str, str]:
     return headers, body
 
 
-def _clean(text: str) -> str:
-    """``text`` without the surrogate escapes the mail parser leaves for raw 8-bit bytes."""
+def fix_surrogates(text: str) -> str:
+    """``text`` without lone surrogates, which no UTF-8 store accepts.
+
+    Raw bytes kept as surrogate escapes (a mail parsed from bytes, a file
+    name that is not UTF-8) are decoded like file contents (:func:`decode`);
+    any other lone surrogate (a JSON ``"\\ud800"`` escape) becomes U+FFFD.
+    """
+    if text.isascii():
+        return text
     try:
         text.encode("utf-8")
         return text
@@ -149,7 +175,7 @@ def _clean(text: str) -> str:
         try:
             return decode(text.encode("utf-8", "surrogateescape"))
         except UnicodeEncodeError:
-            return text.encode("utf-8", "replace").decode("utf-8")
+            return _SURROGATE.sub("\ufffd", text)
 
 
 def _decode_declared(data: bytes, charset: str | None, partial: bool) -> str:
@@ -204,9 +230,9 @@ def _subject(msg) -> str:
         if name.lower() == "subject":
             # The raw value: 8-bit bytes decoded by detection; the policy's header parser
             # (slow) only when there are RFC 2047 words (=?utf-8?q?Caf=C3=A9?=) to decode.
-            value = _FOLD.sub(" ", _clean(value)).strip()
+            value = _FOLD.sub(" ", fix_surrogates(value)).strip()
             if "=?" in value:
-                value = _clean(str(email.policy.default.header_fetch_parse(name, value))).strip()
+                value = fix_surrogates(str(email.policy.default.header_fetch_parse(name, value))).strip()
             return value
     return ""
 
@@ -242,7 +268,7 @@ def read_mail(message: str | bytes, *, partial: bool = False) -> tuple[str, str]
     try:
         msg = parse(message, policy=email.policy.default)
         subject = _subject(msg)
-        body = "\n\n".join(_clean(text) for text in _texts(msg, True, isinstance(message, str), partial))
+        body = "\n\n".join(fix_surrogates(text) for text in _texts(msg, True, isinstance(message, str), partial))
     except Exception:  # noqa: BLE001 - the header parser of policy.default has raised on
         # malformed headers in several CPython releases; one odd mail must not stop a
         # build, so it is read the pre-MIME way (header block dropped, body kept).
