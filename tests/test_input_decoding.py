@@ -13,12 +13,13 @@ import zipfile
 
 import numpy as np
 import pytest
+from hypothesis import given, settings, strategies as st
 
 from retrieval import api
 from retrieval.errors import InputError, RetrievalWarning
 from retrieval.sources.documents import MAX_DOC_BYTES, corpus_from_records, decode, read_documents, read_text_file
 from retrieval.sources.images import load_image, read_images
-from retrieval.sources.text import mail_subject, strip_email
+from retrieval.sources.text import mail_subject, read_mail, strip_email
 from test_cli import run
 
 # -- --strip email: MIME --------------------------------------------------------------------------------------
@@ -119,6 +120,17 @@ def test_plain_newsgroup_posting_is_unchanged(tmp_path):
     # An empty Subject is no subject (the title falls back to the first line), not the next header.
     item = _read_mail(tmp_path, b"From: a@b\nSubject: \nLines: 3\n\nEngines and wheels.\n")
     assert item.title == "Engines and wheels."
+
+
+@settings(max_examples=50, deadline=None)
+@given(st.sampled_from([b"Subject: =?x?q?a=ZZ?= ", b"Content-Type: multipart/mixed; boundary=b\n\n--b\n",
+                        b"Content-Transfer-Encoding: base64\nContent-Type: text/plain; charset=\xff\n\n",
+                        b"Content-Type: text/html; charset=utf-16\n\n"]),
+       st.binary(max_size=300))
+def test_no_mail_makes_the_reader_raise(head, tail):
+    subject, body = read_mail(head + tail)
+    for text in (subject, body, strip_email((head + tail).decode("latin-1"))):
+        text.encode("utf-8")  # storable: no lone surrogates
 
 
 # -- encodings ------------------------------------------------------------------------------------------------

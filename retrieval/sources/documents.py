@@ -50,9 +50,12 @@ def _skip(corpus: DocumentCorpus, name: str, reason: str) -> None:
 
 
 def _is_binary(data: bytes) -> bool:
-    # UTF-16/32 text is full of NUL bytes; its byte-order mark identifies it.
     # NUL bytes do not occur in text in any single-byte encoding or in UTF-8.
-    return bom(data) is None and b"\x00" in data[:8192]
+    # UTF-16/32 text is full of them, so after a byte-order mark the decoded
+    # text is checked instead (binary data that starts like a BOM has NULs there too).
+    if bom(data) is None:
+        return b"\x00" in data[:8192]
+    return "\x00" in decode(data[:8192], partial=True)
 
 
 def _is_archive(path: Path) -> bool:

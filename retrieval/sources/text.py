@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import codecs
-import email
+import email.parser
 import email.policy
 import re
 from html.parser import HTMLParser
@@ -10,7 +10,7 @@ from html.parser import HTMLParser
 _HEADER_LINE = re.compile(r"^[A-Za-z][A-Za-z0-9-]*:")
 _HEADER_LINE_BYTES = re.compile(rb"^[A-Za-z][A-Za-z0-9-]*:")
 _QUOTE_INTRO = re.compile(r"(writes in|writes:|wrote:|says:|said:|^In article|^Quoting )")
-_SUBJECT = re.compile(r"^Subject:\s*(.*)$", re.MULTILINE)
+_SUBJECT = re.compile(r"^Subject:[ \t]*(.*)$", re.MULTILINE)
 #: Reply and forward prefixes of a subject, repeated ("Re: Fwd: RE[2]: ...").
 _REPLY_PREFIX = re.compile(r"^\s*(?:(?:re|fwd?|fw|aw)\s*(?:\[\d+\])?\s*:\s*)+", re.IGNORECASE)
 #: The end of a sentence: . ! or ? followed by white space.
@@ -23,6 +23,10 @@ _ENCODED = ("base64", "quoted-printable", "uuencode", "x-uuencode", "uue", "x-uu
 _DATA_TEXT = ("text/calendar", "text/vcard", "text/x-vcard", "text/directory", "text/csv")
 #: MIME main types that are never text.
 _NOT_TEXT = ("image", "audio", "video", "application", "font", "model", "message", "multipart")
+_BYTES_PARSER = email.parser.BytesParser(policy=email.policy.default)
+_TEXT_PARSER = email.parser.Parser(policy=email.policy.default)
+#: The blank line that ends a header block, in text (False) and in bytes (True).
+_BLANK_LINE = {False: re.compile(r"\r?\n\r?\n"), True: re.compile(rb"\r?\n\r?\n")}
 
 
 #: Byte-order marks, longest first (the UTF-32 LE mark starts with the UTF-16 LE one).
@@ -193,9 +197,7 @@ def _decode_declared(data: bytes, charset: str | None, partial: bool) -> str:
 
 def _part_text(part, from_text: bool, partial: bool) -> str:
     if from_text and str(part.get("content-transfer-encoding", "")).strip().lower() not in _ENCODED:
-        payload = part.get_payload()
-        if not payload.isascii():
-            return payload  # parsed from text: decoded already
+        return part.get_payload()  # parsed from text: decoded already
     # The bytes, transfer-decoded (parsed from bytes, get_payload() without decode
     # would read 8-bit bytes as ASCII and replace them).
     data = part.get_payload(decode=True)
@@ -260,13 +262,22 @@ def read_mail(message: str | bytes, *, partial: bool = False) -> tuple[str, str]
     if isinstance(message, bytes):
         if not _HEADER_LINE_BYTES.match(message):
             return "", decode(message, partial=partial)
-        parse = email.message_from_bytes
+        parse = _BYTES_PARSER.parsebytes
     else:
         if not _HEADER_LINE.match(message):
             return "", message
-        parse = email.message_from_string
+        parse = _TEXT_PARSER.parsestr
     try:
-        msg = parse(message, policy=email.policy.default)
+        # The header block alone first: a single-part body is then set whole instead of
+        # being fed line by line through the parser (a third of the time on 20 Newsgroups).
+        # The block ends at the first blank line, as before MIME decoding.
+        end = _BLANK_LINE[isinstance(message, bytes)].search(message)
+        msg = parse(message[:end.end()] if end else message, headersonly=True)
+        if msg.get_content_maintype() == "multipart":
+            msg = parse(message)
+        else:
+            body = message[end.end():] if end else message[:0]
+            msg.set_payload(body.decode("ascii", "surrogateescape") if isinstance(body, bytes) else body)
         subject = _subject(msg)
         body = "\n\n".join(fix_surrogates(text) for text in _texts(msg, True, isinstance(message, str), partial))
     except Exception:  # noqa: BLE001 - the header parser of policy.default has raised on
