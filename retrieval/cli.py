@@ -274,10 +274,16 @@ def _query_batch(name: str, batch: str, index_dir: Path | None, **options) -> No
     if batch == "-":
         lines = sys.stdin
     else:
-        try:
-            lines = open(Path(batch).expanduser(), encoding="utf-8")  # noqa: SIM115 - closed below
-        except OSError as exc:
-            raise InputError(f"cannot read --batch file {batch}: {exc.strerror}") from None
+        import io
+
+        from retrieval.sources.files import open_regular_file
+
+        path = Path(batch).expanduser()
+        if not path.exists():
+            raise InputError(f"cannot read --batch file {batch}: it does not exist; check the path")
+        # A regular file only: a folder, /dev/zero or a FIFO is refused by name, not read forever;
+        # a BOM is dropped and a stray non-UTF-8 byte replaced rather than a traceback.
+        lines = io.TextIOWrapper(open_regular_file(path, "--batch file"), encoding="utf-8-sig", errors="replace")
     failed = 0
     try:
         for result in api.search_batch(api.Store(index_dir), name, lines, **options):

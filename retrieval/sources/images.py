@@ -31,6 +31,7 @@ from PIL import Image, ImageOps
 from ..config import DEFAULT_IMAGE_SIZE, FITS
 from ..errors import InputError, RetrievalWarning
 from ..items import Item
+from .files import open_regular_file, walk_files
 
 __all__ = [
     "DEFAULT_SIZE",
@@ -384,9 +385,10 @@ def load_image(
     else:
         path = Path(source)
         label = name or str(path)
-        if not path.is_file():
+        if not path.exists():
             raise InputError(f"{label}: no such image file; check the path")
-        opener = lambda: path.open("rb")  # noqa: E731
+        # A folder, a device or a FIFO: InputError naming it, before any read.
+        opener = lambda: open_regular_file(path, "image")  # noqa: E731
     try:
         with opener() as fp:
             img, kind = _open_checked(fp)
@@ -479,7 +481,7 @@ def _idx_ndim(path: Path) -> int | None:
                 fp.seek(0)
                 with gzip.GzipFile(fileobj=fp) as gz:
                     head = gz.read(4)
-    except (OSError, EOFError):
+    except (OSError, EOFError, zlib.error):  # damaged gzip: not recognisable as IDX here
         return None
     if len(head) == 4 and head[:2] == b"\x00\x00" and head[2] in _IDX_DTYPES:
         return head[3]
@@ -641,15 +643,12 @@ def _read_manifest(source: Path, skipped: list[tuple[str, str]]) -> dict[str, di
 
 
 def _list_candidates(source: Path, skipped: list[tuple[str, str]]) -> list[tuple[Path, str]]:
-    """Image files under ``source`` as ``(path, relative posix id)``, sorted."""
-    found = []
-    for path in source.rglob("*"):
-        rel = path.relative_to(source)
-        # Hidden files (.DS_Store, macOS "._x.jpg" forks, .git) are never content.
-        if any(part.startswith(".") for part in rel.parts) or not path.is_file():
-            continue
-        found.append((rel.as_posix(), path))
-    found.sort()
+    """Image files under ``source`` as ``(path, relative posix id)``, sorted.
+
+    Hidden files (.DS_Store, macOS "._x.jpg" forks, .git) are never content;
+    links out of ``source`` are skipped (see :func:`walk_files`).
+    """
+    found = walk_files(source, lambda rel, reason: _skip(skipped, str(source / rel), reason))
     out = []
     for rel, path in found:
         claims = path.suffix.lower() in IMAGE_EXTENSIONS
@@ -817,6 +816,11 @@ def read_images(
     if source.is_dir():
         return _read_folder(
             source, size or DEFAULT_SIZE, color, fit, labels_from_folders, limit, on_progress
+        )
+    if not source.is_file():  # opening a FIFO would wait for a writer
+        raise InputError(
+            f"{source}: not a folder or a regular file (a device, FIFO or socket); "
+            "pass a folder of images or an IDX images file"
         )
     ndim = _idx_ndim(source)
     if "idx3" in source.name or ndim == 3:
