@@ -25,6 +25,7 @@ from .errors import HomeNotWritable, InputError, RetrievalError, RetrievalWarnin
 from .modality import DOCS, IMAGES, Modality
 from .progress import Progress, RichProgress
 from .search import Hit, Retriever, check_k
+from .sources.files import json_line
 from .storage import Store
 from .writer import UpdateReport, add_items, build_index, remove_items, retrain, sync_items
 
@@ -167,7 +168,7 @@ def search_batch(store: Store, name: str, lines: Iterable[str], *, k: int = DEFA
 def _batch_line(line: str, modality: Modality) -> dict:
     """Parse and check one ``query --batch`` line (InputError names the fix)."""
     try:
-        spec = json.loads(line)
+        spec = json_line(line)
     except json.JSONDecodeError as exc:
         raise InputError(f"not JSON ({exc.msg})") from None
     if not isinstance(spec, dict):

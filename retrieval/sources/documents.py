@@ -20,7 +20,7 @@ from pathlib import Path, PurePosixPath
 from ..config import STRIP_MODES
 from ..errors import InputError, RetrievalWarning
 from ..items import Item
-from .files import open_regular_file, walk_files
+from .files import json_line, open_regular_file, walk_files
 from .text import (bom, decode, decode_html, first_line, first_sentence, fix_surrogates, html_to_text, read_mail, strip_quotes,
                    strip_reply_prefix)
 
@@ -279,7 +279,7 @@ def _read_jsonl(path: Path, corpus: DocumentCorpus, strip: str | None, max_bytes
             if not line.strip():
                 continue
             try:
-                record = json.loads(line)
+                record = json_line(line)
             except json.JSONDecodeError as exc:
                 _skip(corpus, name, f"invalid JSON ({exc.msg})")
                 continue

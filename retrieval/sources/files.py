@@ -6,6 +6,7 @@ indexed once) and open query files the same way (regular files only).
 """
 from __future__ import annotations
 
+import json
 import os
 import stat
 from collections.abc import Callable
@@ -132,3 +133,16 @@ def open_regular_file(path: Path, what: str) -> BinaryIO:
 
 
 __all__ = ["open_regular_file", "walk_files"]
+
+
+def json_line(line: str):
+    """``json.loads`` of one untrusted JSONL line: every failure is a :class:`json.JSONDecodeError`.
+
+    ``json.loads`` raises ``RecursionError`` on nesting deeper than the
+    interpreter's recursion limit (``[[[[...``); a reader must treat that
+    line like any other invalid one, not crash on it.
+    """
+    try:
+        return json.loads(line)
+    except RecursionError:
+        raise json.JSONDecodeError("nested too deeply", line[:80], 0) from None

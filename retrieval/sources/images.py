@@ -31,7 +31,7 @@ from PIL import Image, ImageOps
 from ..config import DEFAULT_IMAGE_SIZE, FITS
 from ..errors import InputError, RetrievalWarning
 from ..items import Item
-from .files import open_regular_file, walk_files
+from .files import json_line, open_regular_file, walk_files
 
 __all__ = [
     "DEFAULT_SIZE",
@@ -171,6 +171,10 @@ def _open_checked(fp: BinaryIO) -> tuple[Image.Image, str]:
         # scoped and restored on exit (process-wide before Python 3.14, so
         # threads decoding concurrently may briefly share it; harmless here).
         with warnings.catch_warnings():
+            # Pillow's UserWarnings at open are about metadata it skips (a malformed
+            # TIFF/EXIF tag); the pixels are what is indexed, and a broken pixel
+            # stream is still rejected when it is decoded.
+            warnings.simplefilter("ignore", UserWarning)
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             img = Image.open(fp, formats=[_PIL_FORMATS[kind]])
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
@@ -630,7 +634,7 @@ def _read_manifest(source: Path, skipped: list[tuple[str, str]]) -> dict[str, di
             continue
         where = f"{path}:{lineno}"
         try:
-            rec = json.loads(line)
+            rec = json_line(line)
         except json.JSONDecodeError as exc:
             _skip(skipped, where, f"invalid JSON ({exc.msg}); fix or delete the line")
             continue
