@@ -40,4 +40,4 @@ def test_cli_survives_generated_commands(tmp_path, fuzz_home):
     outcomes, failures = run_commands(SEED + 1, CLI_CASES, tmp_path, home, docs, images)
     assert not failures, f"{len(failures)} of {CLI_CASES} commands failed:\n" + "\n".join(failures[:20])
     ok = sum(n for key, n in outcomes.items() if key.endswith("exit 0"))
-    assert 5 < ok < CLI_CASES - 5, outcomes
+    assert 3 <= ok <= CLI_CASES - 3, outcomes
