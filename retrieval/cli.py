@@ -262,9 +262,9 @@ def query(
                         show=show, strip=_value(strip), rerank=_value(rerank), shortlist=shortlist, radius=radius)
     _print_hits(result.hits, as_json)
     if result.novelty is not None:
-        err.print(f"novelty of the query: reconstruction error {result.novelty['score']:.3f}, "
-                  f"higher than {result.novelty['percentile']:.0f} % of the indexed items"
-                  + (" (nothing like it is indexed)" if result.novelty["percentile"] >= 99 else ""))
+        from retrieval.novelty import describe  # NumPy: loaded by the search already
+
+        err.print(describe(result.novelty))
     if show and not as_json:
         err.print(f"contact sheet written to {show}")
 

@@ -66,6 +66,22 @@ SELF_CHECK_K = 10
 #: Below this many items the self-check warns that the corpus is too small
 #: for its figures (and the autoencoder) to mean much.
 SELF_CHECK_MIN_ITEMS = 100
+#: An autoencoder's codes are centred (and whitened) only when they spread by
+#: more than this fraction of their size (root mean square distance from the
+#: mean code over root mean square norm): codes that do not spread (every item
+#: the same text or image) would all become the zero vector, whose cosine is
+#: rounding noise. 20NG's codes spread by 0.95; float32 rounding is ~1e-7.
+CODE_MIN_SPREAD = 1e-4
+#: A query's novelty percentile at or above this reads "nothing like it is
+#: indexed"; at or below the second, "a typical item".
+NOVELTY_UNLIKE_PERCENTILE = 99.0
+NOVELTY_TYPICAL_PERCENTILE = 50.0
+#: Fewest training items that calibrate a novelty verdict. An item of the
+#: collection's own kind scores above all n of them with probability
+#: 1 / (n + 1): below 100 items "above the 99th percentile" happens by chance
+#: more often than 1 % (and an autoencoder of so few items has barely learned,
+#: see SELF_CHECK_MIN_ITEMS). Below it the percentile is reported, not judged.
+NOVELTY_MIN_ITEMS = round(100 / (100 - NOVELTY_UNLIKE_PERCENTILE))
 #: Items sampled for the 2-d map (``plot --max-items``).
 MAP_MAX_ITEMS = 5000
 #: Epochs of the 2-d autoencoder of the map (``plot --epochs``).
