@@ -508,7 +508,8 @@ def cli_case(rng: random.Random, root: Path, number: int, docs: str, images: str
     choice = rng.randrange(12)
     name = rng.choice([docs, images])
     if choice == 0:
-        return ["query", docs, odd_text(rng), "-k", odd_int(rng)], docs, "read"
+        # "--" as a user must write it before a query that starts with "-" (else a usage error, exit 2)
+        return ["query", docs, "-k", odd_int(rng), "--", odd_text(rng)], docs, "read"
     if choice == 1:
         path = root / f"q{number}.txt"
         path.write_bytes(rng.choice([text_bytes, mail_bytes, html_bytes])(rng))
@@ -517,7 +518,7 @@ def cli_case(rng: random.Random, root: Path, number: int, docs: str, images: str
     if choice == 2:
         path = root / f"q{number}.png"
         path.write_bytes(image_bytes(rng))
-        return ["query", images, rng.choice([str(path), str(root), "/dev/zero", odd_text(rng)])], images, "read"
+        return ["query", images, "--", rng.choice([str(path), str(root), "/dev/zero", odd_text(rng)])], images, "read"
     if choice == 3:
         return ["query", name, "--like", rng.choice(["no-such-id", "", "../x", "0" * 300, "%", "'"]),
                 "--method", rng.choice(["ae", "lsa", "pixels", "pca", "nope", ""])], name, "read"

@@ -100,7 +100,9 @@ def _iter_folder(root: Path, cap: int, skip: Skip) -> Iterator[tuple[str, bytes,
 
 
 #: What a damaged archive raises while it is read (gzip and bz2 raise OSError).
-_ARCHIVE_ERRORS = (zipfile.BadZipFile, tarfile.TarError, EOFError, zlib.error, lzma.LZMAError, OSError)
+#: What a damaged archive raises; UnicodeDecodeError: a zip member name flagged UTF-8 that is not.
+_ARCHIVE_ERRORS = (zipfile.BadZipFile, tarfile.TarError, EOFError, zlib.error, lzma.LZMAError, OSError,
+                   UnicodeDecodeError)
 
 
 def _iter_archive(archive: Path, inner: str, cap: int, skip: Skip) -> Iterator[tuple[str, bytes, bool]]:

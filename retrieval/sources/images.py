@@ -318,7 +318,9 @@ def _decode(img: Image.Image, kind: str, size: int, color: str, fit: str) -> np.
             pass
     try:
         # Animated GIF/WebP/APNG open on frame 0, which is the one we index.
-        img.load()
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", UserWarning)  # skipped metadata, as in _open_checked
+            img.load()
     except Exception as exc:  # noqa: BLE001 - decoders raise many types on bad data
         raise _Reject(
             f"corrupt or truncated {kind.upper()} data ({type(exc).__name__}: {exc}); "
@@ -563,6 +565,9 @@ def _read_idx_corpus(
     n = total if limit is None else min(limit, total)
     if n == 0:
         raise InputError(f"no readable images in {source}: the IDX file holds 0 images")
+    if min(arr.shape[1:3]) < MIN_SIDE:
+        raise InputError(f"{source}: IDX images of {arr.shape[1]}x{arr.shape[2]} pixels are too small (each side "
+                         f"must be at least {MIN_SIDE}); pass the *-images-idx3-* file of the data set")
     arr = _to_uint8(arr[:n])
     rows, cols, channels = arr.shape[1:]
 
