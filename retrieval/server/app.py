@@ -188,9 +188,12 @@ class Served:
         self._map_running: str | None = None
 
     def warm(self) -> None:
-        """Load the default method, the preprocessing and the novelty model before the first query."""
+        """Load every method, the preprocessing and the novelty model before the first query."""
         r = self.retriever
-        r.method(r.default_method)
+        # Every method, not only the default: loading one later runs on the event loop,
+        # where its first imports could wait seconds on a map thread importing Keras.
+        for method in r.methods:
+            r.method(method)
         r.state  # noqa: B018 - loads the vectorizer / image shape
         if r.has_inputs():
             r.inputs()
