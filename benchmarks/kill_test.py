@@ -158,13 +158,13 @@ def _serve(home: Path, widen: float) -> None:
                 if op == "build":
                     build_docs_index(request["corpus"], NAME, config, store=store, force=True)
                 elif op == "sync":
-                    sync_items(store, NAME, request["corpus"])
+                    sync_items(store, NAME, request["corpus"], new_source=True)  # the other corpus
                 elif op == "add":
                     add_items(store, NAME, request["corpus"])
                 elif op == "compact":
                     compact(store, NAME)
                 else:
-                    remove_items(store, NAME, path_prefix=request["prefix"])
+                    remove_items(store, NAME, path_prefix=request["prefix"], allow_empty=True)
             except BaseException:
                 traceback.print_exc()
                 code = 1

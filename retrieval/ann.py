@@ -197,6 +197,17 @@ class _FaissBacked(VectorIndex):
         self.index_ = None
         self.factory_ = None
 
+    def keep(self, rows: np.ndarray) -> "VectorIndex":
+        if len(rows) or self.index_ is None:
+            return super().keep(rows)
+        # No row left: the same index emptied. Rebuilding it would train an
+        # IVF quantizer on nothing (FAISS refuses); the emptied one keeps its
+        # cells, so the next add needs no training either.
+        other = type(self)(**self._params())
+        other.index_, other.factory_ = self._clone(self.index_), self.factory_
+        other.index_.reset()
+        return other
+
     def _factory_string(self, n: int, d: int) -> str:  # pragma: no cover - abstract
         raise NotImplementedError
 

@@ -14,6 +14,9 @@ import numpy as np
 from .ann import check_k
 from .config import EVALUATE_K, QUERY_FIELDS
 from .errors import InputError, RetrievalWarning
+
+#: Labels a message names at most.
+EXAMPLES = 5
 from .progress import Progress, report
 from .search import Retriever
 
@@ -165,6 +168,9 @@ def evaluate_index(retriever: Retriever, queries: Queries, *, k: int = EVALUATE_
     """
     k = check_k(k)
     index_labels = retriever.metadata.labels()
+    if not len(index_labels):
+        raise InputError(f"index {retriever.name!r} holds no items; add some with "
+                         f"'retrieval add {retriever.name} SOURCE' before evaluating it")
     if all(label is None for label in index_labels):
         raise InputError(f"index {retriever.name!r} has no labels; rebuild it with --labels-from-folders "
                          "or labelled JSONL to evaluate it")
@@ -173,12 +179,7 @@ def evaluate_index(retriever: Retriever, queries: Queries, *, k: int = EVALUATE_
     depth = min(max(k, 10), n_items)
     counts = {label: int(c) for label, c in zip(*np.unique(index_labels[index_labels != None], return_counts=True))}  # noqa: E711
     n_relevant = np.array([counts.get(label, 0) for label in queries.labels])
-    unknown = sorted({str(label) for label, n in zip(queries.labels, n_relevant) if n == 0})
-    if unknown:
-        missing = int((n_relevant == 0).sum())
-        warnings.warn(f"{missing} queries have labels the index does not have ({', '.join(unknown[:5])}"
-                      f"{', ...' if len(unknown) > 5 else ''}); they score 0 (check --labels-from-folders "
-                      "and the query folders)", RetrievalWarning, stacklevel=2)
+    queries, n_relevant = _known_labels(retriever, queries, n_relevant, counts)
     methods = methods or default_methods(retriever)
     result = {"index": retriever.name, "queries": int(len(queries.labels)), "query_field": queries.field, "k": k,
               "methods": {}}
@@ -204,6 +205,34 @@ def evaluate_index(retriever: Retriever, queries: Queries, *, k: int = EVALUATE_
                                               n_relevant[sample])
     report(progress, "evaluate", len(methods), len(methods))
     return result
+
+
+def _known_labels(retriever: Retriever, queries: Queries, n_relevant: np.ndarray,
+                  counts: dict) -> tuple[Queries, np.ndarray]:
+    """The queries whose label the index has (and their relevant counts); the others are left out.
+
+    Left out, not scored 0: a query of a label the index lacks has no right
+    answer, so a 0 for it measures the query set, not the method (the figures
+    of a partly matching query folder would otherwise drop with every extra
+    label in it). One warning names those labels; when no query is left the
+    evaluation is an error (wrong folder, or labels not read from folders).
+    """
+    known = n_relevant > 0
+    if known.all():
+        return queries, n_relevant
+    unknown = sorted({str(label) for label in queries.labels[~known]})
+    names = ", ".join(map(repr, unknown[:EXAMPLES])) + (", ..." if len(unknown) > EXAMPLES else "")
+    if not known.any():
+        have = ", ".join(map(repr, sorted(map(str, counts))[:EXAMPLES])) + (", ..." if len(counts) > EXAMPLES else "")
+        raise InputError(f"none of the {len(known)} queries has a label of index {retriever.name!r} (query labels "
+                         f"{names}; index labels {have}); name the query folders like the index's labels and "
+                         "pass --labels-from-folders, or give JSONL with those 'label's")
+    warnings.warn(f"{int((~known).sum())} of {len(known)} queries have labels the index does not have ({names}); "
+                  "they are left out of the figures (check --labels-from-folders and the query folders)",
+                  RetrievalWarning, stacklevel=3)
+    rows = np.flatnonzero(known)
+    kept = Queries(queries.inputs[rows], queries.labels[rows], [queries.raw[i] for i in rows], queries.field)
+    return kept, n_relevant[rows]
 
 
 def _bytes_per_item(retriever: Retriever, method: str, rerank: str | None) -> float:

@@ -29,7 +29,7 @@ from pathlib import Path
 import numpy as np
 
 from . import novelty
-from .config import COMPACT_DELETED_FRACTION, COMPACT_TIER_SEGMENTS, LABEL_COUNTS_MAX
+from .config import COMPACT_DELETED_FRACTION, COMPACT_TIER_SEGMENTS, LABEL_COUNTS_MAX, SYNC_MAX_REMOVED_FRACTION
 from .errors import IndexFormatError, InputError, ItemNotFound
 from .modality import Batch, Modality, modality_of
 from .progress import Progress, report
@@ -39,6 +39,8 @@ from .storage.layout import (INDEX_STEM, LEGACY_SEGMENT, SEGMENTS, SegmentFolder
                              read_raw_manifest, segment_name)
 from .storage.segments import Items, Segments
 
+#: Ids an update report (and its error messages) names as examples.
+EXAMPLES = 5
 #: Methods derived from the float phase of a learned binary autoencoder:
 #: its float codes and their median thresholding (the baseline of learned bits).
 DERIVED = (("float", "none"), ("median", "median"))
@@ -74,6 +76,7 @@ class UpdateReport:
         drift: The manifest's drift record afterwards.
         segments: Segments of the index afterwards.
         compacted: Segments the automatic compaction merged (0: none).
+        replaced_examples: The ids of the first replaced items (at most :data:`EXAMPLES`).
     """
 
     added: int = 0
@@ -86,6 +89,7 @@ class UpdateReport:
     drift: dict = field(default_factory=dict)
     segments: int = 0
     compacted: int = 0
+    replaced_examples: list = field(default_factory=list)
 
     def to_dict(self) -> dict:
         """JSON-ready dict."""
@@ -572,7 +576,7 @@ def build_index(modality: Modality, source, name: str, config=None, *, store: St
         "modality": modality.name,
         "created_at": _now(),
         "source": "(in memory)" if in_memory else str(source),
-        "source_root": None if in_memory else str(Path(source).expanduser().resolve()),
+        "source_root": None if in_memory else _root_of(source),
         "counts": {"items": 0, "skipped": batch.skipped, "labelled": len(labels), "labels": len(set(labels))},
         "config": config.to_dict(),
         "methods": {},
@@ -596,13 +600,14 @@ def _config_of(manifest: dict):
     return modality_of(manifest).config_class.from_dict(manifest.get("config", {}))
 
 
-def _update(store: Store, name: str, plan, progress: Progress | None) -> UpdateReport:
+def _update(store: Store, name: str, plan, progress: Progress | None, changes: dict | None = None) -> UpdateReport:
     """Run ``plan(writer, items) -> (keep mask, new batch, report)`` on the live index, then write it.
 
     The write adds one segment (the new batch) and deletion marks (the items
     not kept) beside the live segments, and commits with a new manifest; no
     existing file is copied or rewritten. A plan that changes nothing writes
     nothing (a re-run of ``add`` after a crawl that found nothing new).
+    ``changes`` are manifest entries to set (``sync --new-source``).
     """
     started = time.perf_counter()
     with store.segment_writer(name) as (folder, _):
@@ -613,9 +618,11 @@ def _update(store: Store, name: str, plan, progress: Progress | None) -> UpdateR
         with closing(writer.items()) as table:
             keep, new, result = plan(writer, table)
         manifest = writer.manifest
-        if not keep.all() or new.items:
+        retarget = any(manifest.get(key) != value for key, value in (changes or {}).items())
+        if not keep.all() or new.items or retarget:
             writer.keep(keep)
             writer.append(new, progress=progress)
+            writer.manifest.update(changes or {})
             writer.manifest["updated_at"] = _now()
             manifest = writer.commit()
             # A merge may fill the next tier: merge until the policy is content.
@@ -695,8 +702,15 @@ def compact(store: Store, name: str) -> CompactReport:
     return report
 
 
-def _merge(rows: Items, new: Batch, remove_missing: bool) -> tuple[np.ndarray, Batch, UpdateReport]:
-    """Decide per item: add, replace (content changed), keep unchanged, or remove."""
+def _merge(rows: Items, new: Batch, remove_under: str | None = None) -> tuple[np.ndarray, Batch, UpdateReport]:
+    """Decide per item: add, replace (content changed), keep unchanged, or remove.
+
+    Args:
+        rows: The indexed items.
+        new: The items read.
+        remove_under: Remove the indexed items whose id starts with this and
+            that ``new`` lacks (``""``: any; ``None``: remove none).
+    """
     found = rows.find([item.id for item in new.items])
     keep = np.ones(len(rows), bool)
     result = UpdateReport(skipped=new.skipped)
@@ -711,21 +725,36 @@ def _merge(rows: Items, new: Batch, remove_missing: bool) -> tuple[np.ndarray, B
         else:
             keep[row["position"]] = False
             result.replaced += 1
+            if len(result.replaced_examples) < EXAMPLES:
+                result.replaced_examples.append(item.id)
         fresh.append(j)
-    if remove_missing:
+    if remove_under is not None:
         present = {item.id for item in new.items}
         for i, item_id in enumerate(rows.ids()):
-            if item_id not in present:
+            if item_id.startswith(remove_under) and item_id not in present:
                 keep[i] = False
                 result.removed += 1
     return keep, new.take(fresh), result
 
 
-def _read_new(writer: IndexWriter, source, labels_from_folders: bool | None) -> Batch:
-    """New items read with the index's own preprocessing, their ids continuing the build's id scheme."""
+def _read_new(writer: IndexWriter, source, labels_from_folders: bool | None, prefix: str = "") -> Batch:
+    """New items read with the index's own preprocessing, their ids continuing the build's id scheme.
+
+    Args:
+        writer: The live index.
+        source: A path, or items in memory.
+        labels_from_folders: Label = sub-folder of ``source`` (``None``: as built).
+        prefix: The id prefix of ``source`` (see :func:`_id_prefix`).
+    """
     manifest, modality = writer.manifest, writer.modality
     config = _config_of(manifest)
     labels = config.labels_from_folders if labels_from_folders is None else labels_from_folders
+    # A sub-folder of the build's source gets the labels a rebuild would give
+    # its items (the first folder of their ids), as it gets their ids; told
+    # --labels-from-folders, its own sub-folders are the labels.
+    inherit = bool(prefix) and labels_from_folders is None and config.labels_from_folders
+    if inherit:
+        labels = False
     try:
         if isinstance(source, (str, Path)):
             batch = modality.read(writer.state, source, config, labels_from_folders=labels)
@@ -735,36 +764,64 @@ def _read_new(writer: IndexWriter, source, labels_from_folders: bool | None) -> 
         if not isinstance(source, (str, Path)):
             raise  # the items given in memory: the reader's message names the bad one
         raise InputError(f"index {manifest['name']!r} holds {modality.noun}; {source} gives none ({exc})") from None
-    prefix = _id_prefix(manifest, source)
     if prefix:
         for item in batch.items:
             item.id = prefix + item.id
             item.path = prefix + item.path if item.path else item.path
+            if inherit and item.label is None:
+                item.label = prefix.split("/", 1)[0]
     return batch
 
 
-def _id_prefix(manifest: dict, source) -> str:
+def _root_of(source) -> str:
+    """The absolute path a source is recorded by (the manifest's ``source_root``)."""
+    return str(Path(source).expanduser().resolve())
+
+
+def _id_prefix(manifest: dict, source) -> str | None:
     """Ids of items under the build's source folder continue its id scheme.
 
     An index built from ``~/corpus`` names a file ``new/a.txt``; adding
     ``~/corpus/new`` must give it the same id, not ``a.txt``.
+
+    Returns:
+        ``""`` for the source folder itself (and for items in memory, whose
+        ids are given), ``"new/"`` for a folder inside it, ``None`` for a
+        folder elsewhere (or when the index was built from memory).
     """
+    if not isinstance(source, (str, Path)):
+        return ""
     root = manifest.get("source_root")
-    if not root or not isinstance(source, (str, Path)):
-        return ""
+    if not root:
+        return None
     try:
-        relative = Path(source).expanduser().resolve().relative_to(root)
+        relative = Path(_root_of(source)).relative_to(root)
     except ValueError:
-        return ""
+        return None
     return "" if str(relative) == "." else relative.as_posix() + "/"
 
 
+def _elsewhere(manifest: dict, source) -> str:
+    """Why ``source`` (outside the build's source folder) is not the index's collection."""
+    root = manifest.get("source_root")
+    if root:
+        return f"{source} is not the folder index {manifest['name']!r} was built from ({root}) nor inside it"
+    return f"index {manifest['name']!r} was built from items in memory, not from {source}"
+
+
+def _examples(ids: list[str], total: int) -> str:
+    return ", ".join(ids[:EXAMPLES]) + (f" and {total - EXAMPLES} more" if total > EXAMPLES else "")
+
+
 def add_items(store: Store, name: str, source, *, labels_from_folders: bool | None = None,
-              progress: Progress | None = None) -> UpdateReport:
+              replace: bool = False, progress: Progress | None = None) -> UpdateReport:
     """Encode the items of ``source`` with the stored models and add them; no retraining.
 
     Items whose id is already indexed with the same content are left alone;
-    with different content they are replaced.
+    with different content they are replaced when ``source`` is the build's
+    source folder, a folder inside it or items in memory (an update). From a
+    folder elsewhere they are other files that happen to share a relative
+    path: the add refuses unless ``replace``.
 
     Args:
         store: The store holding the index.
@@ -772,21 +829,37 @@ def add_items(store: Store, name: str, source, *, labels_from_folders: bool | No
         source: Folder, archive or JSONL (documents) / image folder, crawl folder or IDX file (images),
             or items in memory (see :class:`retrieval.api.Index`).
         labels_from_folders: Label = sub-folder (default: as the index was built).
+        replace: Let items of a folder outside the build's source replace indexed items of the same id.
         progress: Progress callback.
+
+    Raises:
+        InputError: ``source`` gives no item, or (without ``replace``) items
+            of a folder elsewhere would replace indexed ones.
     """
     def plan(writer, rows):
-        return _merge(rows, _read_new(writer, source, labels_from_folders), remove_missing=False)
+        prefix = _id_prefix(writer.manifest, source)
+        keep, new, result = _merge(rows, _read_new(writer, source, labels_from_folders, prefix or ""))
+        if prefix is None and result.replaced and not replace:
+            root = writer.manifest.get("source_root")
+            fix = (f"put them in a sub-folder of {root} and add that (their ids then start with its name, and "
+                   "'sync' keeps them)" if root else "rename them")
+            raise InputError(f"{result.replaced} items of {source} have the ids of indexed items with other content "
+                             f"({_examples(result.replaced_examples, result.replaced)}); "
+                             f"{_elsewhere(writer.manifest, source)}, so they are other files, not new versions: "
+                             f"nothing was added. To keep both, {fix}; to replace the indexed items with them, "
+                             "pass --replace")
+        return keep, new, result
 
     return _update(store, name, plan, progress)
 
 
-def remove_items(store: Store, name: str, ids=(), path_prefix: str | None = None,
+def remove_items(store: Store, name: str, ids=(), path_prefix: str | None = None, *, allow_empty: bool = False,
                  progress: Progress | None = None) -> UpdateReport:
     """Remove items by id, or every item whose path (or id) starts with ``path_prefix``.
 
     Raises:
-        InputError: An id is not in the index, nothing matches the prefix, or
-            neither was given.
+        InputError: An id is not in the index, nothing matches the prefix,
+            neither was given, or every item would go without ``allow_empty``.
     """
     ids = list(ids)
     if not ids and not path_prefix:
@@ -806,6 +879,9 @@ def remove_items(store: Store, name: str, ids=(), path_prefix: str | None = None
                 raise InputError(f"no item of index {name!r} has a path starting with {path_prefix!r}; "
                                  "nothing was removed")
             keep[matched] = False
+        if rows and not keep.any() and not allow_empty:
+            raise InputError(f"this would remove all {len(rows)} items of {name!r} and leave it empty; nothing was "
+                             f"removed: pass --allow-empty to do that, or delete the index ('retrieval remove {name}')")
         return keep, writer.modality.empty(writer.state, writer.manifest), UpdateReport(removed=int((~keep).sum()))
 
     return _update(store, name, plan, progress)
@@ -825,25 +901,60 @@ def _prefixes(manifest: dict, prefix: str) -> list[str]:
     return out
 
 
-def sync_items(store: Store, name: str, source, *, allow_empty: bool = False,
-               labels_from_folders: bool | None = None, progress: Progress | None = None) -> UpdateReport:
+def sync_items(store: Store, name: str, source, *, allow_empty: bool = False, allow_removals: bool = False,
+               new_source: bool = False, labels_from_folders: bool | None = None,
+               progress: Progress | None = None) -> UpdateReport:
     """Make the index match ``source``: add new items, replace changed ones, drop deleted ones.
 
-    Raises:
-        InputError: ``source`` is missing or holds no item, unless
-            ``allow_empty`` (then every item is removed).
-    """
-    def plan(writer, rows):
-        try:
-            new = _read_new(writer, source, labels_from_folders)
-        except InputError as exc:
-            if not allow_empty:
-                raise InputError(f"sync source {source} gives no items ({exc}); refusing to remove all "
-                                 f"{len(rows)} items of {name!r}: pass --allow-empty to do that") from None
-            new = writer.modality.empty(writer.state, writer.manifest)
-        return _merge(rows, new, remove_missing=True)
+    ``source`` is the folder the index was built from, or a folder inside it:
+    then only the items under that folder are synced, the others are kept.
 
-    return _update(store, name, plan, progress)
+    Args:
+        store: The store holding the index.
+        name: Index name.
+        source: The build's source folder (archive, JSONL file) or a folder inside it.
+        allow_empty: Let a missing or empty ``source`` remove every item it covers.
+        allow_removals: Let the sync remove more than
+            :data:`~retrieval.config.SYNC_MAX_REMOVED_FRACTION` of the index.
+        new_source: ``source`` is where the collection now lives (it moved):
+            mirror it whole and record it as the index's source.
+        labels_from_folders: Label = sub-folder (default: as the index was built).
+        progress: Progress callback.
+
+    Raises:
+        InputError: ``source`` lies outside the build's source (without
+            ``new_source``); it is missing or holds no item (without
+            ``allow_empty``); or the sync would remove too many items
+            (without ``allow_removals``).
+    """
+    changes = {"source": str(source), "source_root": _root_of(source)} if new_source else None
+
+    def plan(writer, rows):
+        prefix = "" if new_source else _id_prefix(writer.manifest, source)
+        if prefix is None:
+            raise InputError(f"{_elsewhere(writer.manifest, source)}: a sync mirrors that folder, so it would remove "
+                             f"every item {source} lacks. To add its items, use 'retrieval add {name} {source}'; if "
+                             "the collection moved there, pass --new-source (it becomes the index's source)")
+        covered = sum(item_id.startswith(prefix) for item_id in rows.ids())
+        under = f" under {prefix}" if prefix else ""
+        try:
+            new = _read_new(writer, source, labels_from_folders, prefix)
+        except InputError as exc:
+            if not covered:  # nothing to mirror and nothing to remove: a wrong path, most likely
+                raise InputError(f"{exc}; index {name!r} has no items{under} either: nothing to sync") from None
+            if not allow_empty:
+                raise InputError(f"{exc}; refusing to remove all {covered} items of {name!r}{under}: pass "
+                                 "--allow-empty if they were deleted on purpose") from None
+            new = writer.modality.empty(writer.state, writer.manifest)
+        keep, fresh, result = _merge(rows, new, remove_under=prefix)
+        emptied = allow_empty and not new.items  # removing all it covers was allowed explicitly
+        if result.removed > SYNC_MAX_REMOVED_FRACTION * len(rows) and not (allow_removals or emptied):
+            raise InputError(f"sync of {source} would remove {result.removed} of the {len(rows)} items of {name!r} "
+                             f"(more than {SYNC_MAX_REMOVED_FRACTION:.0%}); nothing was changed. Check that it is "
+                             "the right folder, fully there; pass --allow-removals to remove them")
+        return keep, fresh, result
+
+    return _update(store, name, plan, progress, changes)
 
 
 def retrain(store: Store, name: str, progress: Progress | None = None) -> dict:

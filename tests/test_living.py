@@ -186,8 +186,8 @@ def test_cli_living_commands(monkeypatch, capsys, living):
     assert code == 0 and len(json.loads(out)) == 3
     code, out, err = run(monkeypatch, capsys, "query", "live", "rocket orbit", "-k", "2", *home)
     assert code == 0 and "novelty of the query" in err
-    code, _, err = run(monkeypatch, capsys, "sync", "live", tmp / "vanished", *home)
-    assert code == 1 and "--allow-empty" in err
+    code, _, err = run(monkeypatch, capsys, "sync", "live", tmp / "vanished", *home)  # not the index's source
+    assert code == 1 and "--new-source" in " ".join(err.split()) and count(store) == 87
     code, _, err = run(monkeypatch, capsys, "add", "ghost", extra, *home)
     assert code == 1 and "no index named 'ghost'" in err
 

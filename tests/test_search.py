@@ -108,8 +108,11 @@ def test_evaluate_warns_about_query_labels_the_index_lacks(built_docs, tmp_path)
     from retrieval.evaluate import evaluate_index, load_queries
 
     store, name, _ = built_docs
-    write_corpus(tmp_path / "q", [("gardening", text) for _, text in synthetic_docs(n_per_topic=1)])
+    # A mixed query folder: the known labels are scored, the unknown one is left out with a warning.
+    docs = synthetic_docs(n_per_topic=1)
+    write_corpus(tmp_path / "q", docs + [("gardening", text) for _, text in docs])
     retriever = Retriever(name, store)
     queries = load_queries(retriever, tmp_path / "q", labels_from_folders=True)
-    with pytest.warns(RetrievalWarning, match="labels the index does not have \\(gardening\\)"):
-        evaluate_index(retriever, queries, k=5, methods=["tfidf"], latency_samples=1)
+    with pytest.warns(RetrievalWarning, match="labels the index does not have \\('gardening'\\)"):
+        result = evaluate_index(retriever, queries, k=5, methods=["tfidf"], latency_samples=1)
+    assert result["queries"] == len(docs)

@@ -304,7 +304,7 @@ def test_format_2_index_is_one_segment_until_compacted(built, corpora, tmp_path,
 def test_sync_and_emptying_an_index(built, corpora, tmp_path):
     store = built("flat", tmp_path)
     add_items(store, "seg", corpora / "more1")
-    report = sync_items(store, "seg", tmp_path / "nothing", allow_empty=True)
+    report = sync_items(store, "seg", tmp_path / "nothing", allow_empty=True, new_source=True)
     assert (report.removed, report.items, report.segments) == (216, 0, 0)  # every segment dropped
     with Retriever("seg", store) as r:
         assert r.search(QUERIES[0], 5) == [] and len(r.metadata) == 0
