@@ -169,11 +169,19 @@ class IndexWriter:
         return self._inputs
 
     # -- the three steps ----------------------------------------------------------------
-    def fit(self, encoders: dict, batch: Batch, *, index_kind: str, progress: Progress | None = None) -> np.ndarray:
+    def fit(self, encoders: dict, batch: Batch, *, index_kind: str, items: int | None = None,
+            progress: Progress | None = None) -> np.ndarray:
         """Fit every encoder on ``batch`` and give each an empty nearest-neighbour index.
 
         A learned binary autoencoder ``ae`` also yields ``ae-float`` and
         ``ae-median`` from its float phase, at no extra training.
+
+        Args:
+            encoders: The unfitted encoders by method.
+            batch: The training items (the collection, or a sample of it).
+            index_kind: The nearest-neighbour index type (``auto`` picks by ``items``).
+            items: Items the indexes will hold (default: the training items).
+            progress: Progress callback.
 
         Returns:
             The novelty scores of the training items (the reference of every later score).
@@ -181,6 +189,7 @@ class IndexWriter:
         from .ann import make_index
 
         X = batch.inputs
+        items = X.shape[0] if items is None else items
         methods = {}
         def timed(make):
             started = time.perf_counter()
@@ -194,7 +203,7 @@ class IndexWriter:
                 family.update({f"{method}-{suffix}": timed(lambda mode=mode: encoder.derive(mode, X))
                                for suffix, mode in DERIVED})
             for name, (enc, seconds) in family.items():
-                index = make_index(index_kind, enc.metric, X.shape[0], sparse=enc.sparse)
+                index = make_index(index_kind, enc.metric, items, sparse=enc.sparse)
                 self._encoders[name], self._indexes[name] = enc, index
                 self._fitted.add(name)
                 methods[name] = _method_entry(enc, seconds)
@@ -205,7 +214,9 @@ class IndexWriter:
         reference = novelty.item_novelty(self._encoders["ae"], X, batch.oov)
         self._reference = np.sort(reference)
         self.manifest["novelty"] = novelty.summary(self._reference)
-        self.manifest["drift"] = novelty.drift(X.shape[0])
+        # Drift measures growth against the collection the models were fitted for, sampled or not.
+        self.manifest["drift"] = novelty.drift(items)
+        self.manifest["training"] = {"items": int(X.shape[0]), "of": int(items)}
         return reference
 
     def self_check(self, inputs, seed: int) -> dict:
@@ -388,14 +399,31 @@ def build_index(modality: Modality, source, name: str, config=None, *, store: St
     }
     with store.writer(name, force) as root:
         writer = IndexWriter(root, manifest, state)
-        scores = writer.fit(modality.encoders(config, batch.inputs.shape), batch, index_kind=config.index_kind,
-                            progress=progress)
-        writer.append(batch, scores=scores, training=True, progress=progress)
+        rows = training_rows(len(batch.items), config)
+        train = batch if rows is None else batch.take(rows)
+        scores = writer.fit(modality.encoders(config, train.inputs.shape), train, index_kind=config.index_kind,
+                            items=len(batch.items), progress=progress)
+        writer.append(batch, scores=scores if rows is None else None, training=True, progress=progress)
         writer.self_check(batch.inputs, config.seed)
         modality.save_state(state, writer.folder)
         manifest["build_seconds"] = round(time.perf_counter() - started, 2)
         writer.save(keep_inputs=config.keep_inputs)
     return manifest
+
+
+def training_rows(n: int, config) -> np.ndarray | None:
+    """Sorted positions of the seeded uniform sample the encoders are fitted on (``None``: every item).
+
+    Args:
+        n: Items in the collection.
+        config: Build options: ``train_sample`` (``0``/``None``: all) and ``seed``.
+    """
+    size = config.train_sample
+    if not size or size >= n:
+        return None
+    from .selfcheck import sample_rows
+
+    return sample_rows(n, config.seed, size)
 
 
 def _config_of(manifest: dict):
@@ -711,8 +739,12 @@ def retrain(store: Store, name: str, progress: Progress | None = None) -> dict:
         oov = writer._oov  # loaded with the inputs; novelty scores are not needed: they are recomputed
         config = _config_of(writer.manifest)
         shutil.rmtree(writer.folder.methods)
-        scores = writer.fit(writer.modality.encoders(config, X.shape), Batch([], X, oov),
-                            index_kind=config.index_kind, progress=progress)
+        rows = training_rows(X.shape[0], config)
+        train = Batch([], X, oov) if rows is None else Batch([], X[rows], None if oov is None else oov[rows])
+        scores = writer.fit(writer.modality.encoders(config, train.inputs.shape), train,
+                            index_kind=config.index_kind, items=X.shape[0], progress=progress)
+        if rows is not None:  # the scores of every item, not only of the sample
+            scores = novelty.item_novelty(writer._encoders["ae"], X, oov)
         writer.reencode(X, scores, progress)
         writer.self_check(X, config.seed)
         writer.manifest["retrained_at"] = _now()
