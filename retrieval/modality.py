@@ -12,14 +12,16 @@ from __future__ import annotations
 import hashlib
 from dataclasses import dataclass, fields
 from pathlib import Path
+from collections.abc import Iterator
 from typing import Any, ClassVar
 
 import numpy as np
 
-from .config import (DOC_BASELINES, IMAGE_BASELINES, MIN_QUERY_WORDS, QUERY_FIELDS, RERANKERS_DOCS, RERANKERS_IMAGES,
-                     DocsConfig, ImagesConfig, check_query_field)
+from .config import (BUILD_CHUNK_DOCS, BUILD_CHUNK_IMAGES, DOC_BASELINES, IMAGE_BASELINES, MIN_QUERY_WORDS,
+                     QUERY_FIELDS, RERANKERS_DOCS, RERANKERS_IMAGES, DocsConfig, ImagesConfig, check_query_field)
 from .errors import EmptyQueryError, IndexFormatError, InputError
 from .items import Item
+from .progress import report
 
 
 @dataclass
@@ -39,6 +41,14 @@ class Batch:
     oov: np.ndarray | None = None
     skipped: int = 0
 
+    @staticmethod
+    def join(modality: "Modality", batches: list["Batch"]) -> "Batch":
+        """The batches one after the other (one batch of their items)."""
+        oovs = [b.oov for b in batches]
+        return Batch([it for b in batches for it in b.items], modality.concat_all([b.inputs for b in batches]),
+                     None if any(o is None for o in oovs) else np.concatenate(oovs),
+                     sum(b.skipped for b in batches))
+
     def take(self, rows) -> "Batch":
         """The batch restricted to ``rows`` (positions, in order)."""
         rows = np.asarray(rows, dtype=np.int64)
@@ -52,6 +62,22 @@ def _hashed(items: list[Item], contents) -> list[Item]:
         data = content.encode("utf-8", "surrogatepass") if isinstance(content, str) else content.tobytes()
         item.extra = {**item.extra, "sha256": hashlib.sha256(data).hexdigest()}
     return items
+
+
+def _quietly(chunks: Iterator) -> Iterator:
+    """``chunks`` without their :class:`~retrieval.errors.RetrievalWarning`: a second pass over a source
+    would repeat every warning of the first."""
+    import warnings
+
+    from .errors import RetrievalWarning
+
+    while True:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RetrievalWarning)
+            chunk = next(chunks, None)
+        if chunk is None:
+            return
+        yield chunk
 
 
 def encoder_options(config, cls, **overrides) -> dict:
@@ -99,9 +125,20 @@ class Modality:
     compared_with: ClassVar[tuple[str, ...]] = ()
 
     # -- the index's preprocessing state ------------------------------------------
-    def prepare(self, source, config, *, store_root: Path | None = None) -> tuple[Any, Batch, dict]:
-        """Read a source and fit the preprocessing: ``(state, batch, manifest entries)``."""
+    def prepare_chunks(self, source, config, *, chunk_size: int | None = None,
+                       progress=None) -> tuple[Any, Iterator[Batch], dict]:
+        """Fit the preprocessing on a source and stream its items: ``(state, chunks, manifest entries)``.
+
+        ``chunks`` reads the source (again, for documents) and yields its items
+        as batches of at most ``chunk_size`` (default: the modality's
+        ``BUILD_CHUNK_*``): a build never holds every item's inputs at once.
+        """
         raise NotImplementedError
+
+    def prepare(self, source, config, *, store_root: Path | None = None) -> tuple[Any, Batch, dict]:
+        """Read a source and fit the preprocessing: ``(state, batch, manifest entries)``, the batch in memory."""
+        state, chunks, extra = self.prepare_chunks(source, config)
+        return state, Batch.join(self, list(chunks)), extra
 
     def save_state(self, state, folder) -> None:
         """Write the preprocessing state into the index folder (may write nothing)."""
@@ -119,15 +156,69 @@ class Modality:
         raise NotImplementedError
 
     # -- stored inputs ----------------------------------------------------------------
+    # The inputs of an index are stored in shards, so that a build writes them
+    # as it reads and an addition appends instead of rewriting: ``path``
+    # itself (``inputs.npz``, the only file of an index written before
+    # shards), then ``inputs.1.npz``, ``inputs.2.npz``, ... They load as one.
+    def input_shards(self, path: Path) -> list[Path]:
+        """The files of the inputs stored at ``path``, in row order (none when ``path`` does not exist)."""
+        path = Path(path)
+        if not path.exists():
+            return []
+        numbered = {}
+        for shard in path.parent.glob(f"{path.stem}.*{path.suffix}"):
+            middle = shard.name[len(path.stem) + 1:len(shard.name) - len(path.suffix)]
+            if middle.isdigit():
+                numbered[int(middle)] = shard
+        return [path] + [numbered[k] for k in sorted(numbered)]
+
     def save_inputs(self, path: Path, inputs) -> None:
-        raise NotImplementedError
+        """Store ``inputs`` as the only shard at ``path`` (other shards are removed)."""
+        for shard in self.input_shards(path)[1:]:
+            shard.unlink()
+        self._save_shard(Path(path), inputs)
+
+    def append_inputs(self, path: Path, inputs) -> None:
+        """Store ``inputs`` after the inputs at ``path``, as a new shard."""
+        path = Path(path)
+        count = len(self.input_shards(path))
+        self._save_shard(path.with_name(f"{path.stem}.{count}{path.suffix}") if count else path, inputs)
 
     def load_inputs(self, path: Path):
+        """Every shard at ``path``, as one array (rows in order)."""
+        shards = self.input_shards(path) or [Path(path)]  # a missing file fails here, as the caller expects
+        parts = [self._load_shard(shard) for shard in shards]
+        return parts[0] if len(parts) == 1 else self.concat_all(parts)
+
+    def iter_inputs(self, path: Path) -> Iterator:
+        """The shards at ``path`` one at a time."""
+        for shard in self.input_shards(path):
+            yield self._load_shard(shard)
+
+    def take_inputs(self, path: Path, rows) -> Any:
+        """The rows ``rows`` (sorted positions) of the inputs at ``path``, reading one shard at a time."""
+        rows = np.asarray(rows, np.int64)
+        parts, start = [], 0
+        for shard in self.iter_inputs(path):
+            stop = start + shard.shape[0]
+            lo, hi = np.searchsorted(rows, [start, stop])
+            parts.append(shard[rows[lo:hi] - start])
+            start = stop
+        return self.concat_all(parts)
+
+    def _save_shard(self, path: Path, inputs) -> None:
+        raise NotImplementedError
+
+    def _load_shard(self, path: Path):
+        raise NotImplementedError
+
+    def concat_all(self, parts: list):
+        """The rows of every part, in order."""
         raise NotImplementedError
 
     def concat(self, a, b):
         """Rows of ``a`` followed by rows of ``b``."""
-        raise NotImplementedError
+        return self.concat_all([a, b])
 
     def empty(self, state, manifest: dict) -> Batch:
         """A batch of no items of the index's input shape."""
@@ -207,12 +298,6 @@ class Modality:
         """Model inputs ``(1, ...)`` of one query (text, or an image path / URL / bytes)."""
         raise NotImplementedError
 
-    def concat_all(self, parts: list):
-        out = parts[0]
-        for part in parts[1:]:
-            out = self.concat(out, part)
-        return out
-
     def read_queries(self, state, source, *, labels_from_folders: bool, strip: str | None,
                      limit: int | None, query_field: str = QUERY_FIELDS[0]) -> tuple[Any, list[Item], list]:
         """Labelled evaluation queries: ``(inputs, items, raw queries for the latency sample)``.
@@ -274,18 +359,34 @@ class Docs(Modality):
 
     def _batch(self, vectorizer, corpus) -> Batch:
         texts = [it.text for it in corpus.items]
-        return Batch(_hashed(corpus.items, texts), vectorizer.transform(texts), vectorizer.oov_fraction(texts),
-                     len(corpus.skipped))
+        X, oov = vectorizer.transform_oov(texts)
+        return Batch(_hashed(corpus.items, texts), X, oov, len(corpus.skipped))
 
-    def prepare(self, source, config, *, store_root=None):
-        from .vectorize import TextVectorizer
+    def _chunks(self, source, config, chunk_size: int):
+        """A function reading ``source`` afresh, chunk by chunk (a corpus in memory is sliced)."""
+        from .sources.documents import DocumentCorpus, iter_documents
 
+        if isinstance(source, (str, Path)):
+            return lambda: iter_documents(source, labels_from_folders=config.labels_from_folders, strip=config.strip,
+                                          chunk_size=chunk_size)
         corpus = self._corpus(source, config, config.labels_from_folders)
-        texts = [it.text for it in corpus.items]
+        return lambda: (DocumentCorpus(corpus.items[start:start + chunk_size], corpus.skipped if not start else [])
+                        for start in range(0, len(corpus.items), chunk_size))
+
+    def prepare_chunks(self, source, config, *, chunk_size=None, progress=None):
+        """Documents: a first pass counts the terms (the vocabulary and idf); ``chunks`` is a second pass."""
+        from .vectorize import TermCounts, TextVectorizer
+
+        read = self._chunks(source, config, chunk_size or BUILD_CHUNK_DOCS)
         vectorizer = TextVectorizer(max_features=config.vocab_size)
-        X = vectorizer.fit_transform(texts)
-        batch = Batch(_hashed(corpus.items, texts), X, vectorizer.oov_fraction(texts), len(corpus.skipped))
-        return vectorizer, batch, {"vectorizer": {"vocabulary": vectorizer.n_features}}
+        counts = TermCounts(vectorizer.stop_words)
+        for corpus in read():
+            counts.update(it.text for it in corpus.items)
+            report(progress, "vocabulary", 0, 1, items=counts.documents)
+        vectorizer.fit_counts(counts)
+        del counts
+        chunks = (self._batch(vectorizer, corpus) for corpus in _quietly(read()))
+        return vectorizer, chunks, {"vectorizer": {"vocabulary": vectorizer.n_features}}
 
     def save_state(self, state, folder) -> None:
         state.save(folder.vectorizer)
@@ -306,20 +407,20 @@ class Docs(Modality):
             return corpus
         return self._batch(state, corpus)
 
-    def save_inputs(self, path, inputs):
+    def _save_shard(self, path, inputs):
         import scipy.sparse as sp
 
         sp.save_npz(path, sp.csr_matrix(inputs), compressed=True)
 
-    def load_inputs(self, path):
+    def _load_shard(self, path):
         import scipy.sparse as sp
 
         return sp.load_npz(path).tocsr()
 
-    def concat(self, a, b):
+    def concat_all(self, parts):
         import scipy.sparse as sp
 
-        return sp.vstack([a, b]).tocsr()
+        return sp.vstack(parts).tocsr()
 
     def empty(self, state, manifest):
         import scipy.sparse as sp
@@ -433,11 +534,18 @@ class Images(Modality):
     def _batch(corpus) -> Batch:
         return Batch(_hashed(corpus.items, corpus.pixels), corpus.pixels, None, len(corpus.skipped))
 
-    def prepare(self, source, config, *, store_root=None):
+    def prepare_chunks(self, source, config, *, chunk_size=None, progress=None):
+        from .sources.images import ImageCorpus
+
+        chunk_size = chunk_size or BUILD_CHUNK_IMAGES
         corpus = self._corpus(source, size=config.size, color=config.color, fit=config.fit,
                               labels_from_folders=config.labels_from_folders, limit=config.limit)
         shape = ImageShape(int(corpus.pixels.shape[1]), corpus.color, config.fit)
-        return shape, self._batch(corpus), {"images": {"size": shape.size, "color": shape.color, "fit": shape.fit}}
+        chunks = (self._batch(ImageCorpus(corpus.items[start:start + chunk_size],
+                                          corpus.pixels[start:start + chunk_size], corpus.size, corpus.color,
+                                          corpus.skipped if not start else []))
+                  for start in range(0, len(corpus.items), chunk_size))
+        return shape, chunks, {"images": {"size": shape.size, "color": shape.color, "fit": shape.fit}}
 
     def load_state(self, folder, manifest):
         try:
@@ -458,14 +566,14 @@ class Images(Modality):
             corpus = corpus_from_arrays(data, size=state.size, color=state.color, fit=state.fit)
         return corpus if state is None else self._batch(corpus)
 
-    def save_inputs(self, path, inputs):
+    def _save_shard(self, path, inputs):
         np.save(path, np.asarray(inputs))
 
-    def load_inputs(self, path):
+    def _load_shard(self, path):
         return np.load(path, allow_pickle=False)
 
-    def concat(self, a, b):
-        return np.concatenate([a, b])
+    def concat_all(self, parts):
+        return np.concatenate(parts)
 
     def empty(self, state, manifest):
         return Batch([], np.zeros((0, state.size, state.size, state.channels), np.uint8), None, 0)

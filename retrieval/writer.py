@@ -261,7 +261,9 @@ class IndexWriter:
         Args:
             batch: The items and their model inputs.
             scores: Their novelty scores when already computed (a build has them from :meth:`fit`).
-            training: The batch is what the models were fitted on (a build): it does not count as drift.
+            training: The batch is part of the collection the models were fitted for (a build, which
+                appends its chunks in turn): it does not count as drift, and its inputs are not kept
+                here (the build stores them with :meth:`Modality.append_inputs`).
             progress: Progress callback.
         """
         if not len(batch.items):
@@ -276,10 +278,11 @@ class IndexWriter:
         report(progress, "encode", len(methods), len(methods))
         if scores is None:
             scores = novelty.item_novelty(self._encoder("ae"), batch.inputs, batch.oov)
-        if training:
-            self._scores = np.asarray(scores, np.float32)
-            self._oov = batch.oov
-            self._inputs = batch.inputs
+        if training:  # a build appends its chunks in order; it stores their inputs itself, as it reads them
+            scores = np.asarray(scores, np.float32)
+            self._scores = scores if self._scores is None else np.concatenate([self._scores, scores])
+            if batch.oov is not None:
+                self._oov = batch.oov if self._oov is None else np.concatenate([self._oov, batch.oov])
         else:
             self._scores = np.concatenate([self._scores, scores]).astype(np.float32)
             if self._oov is not None and batch.oov is not None:
@@ -359,8 +362,15 @@ def _method_entry(encoder, fit_seconds: float) -> dict:
 
 # -- the operations ----------------------------------------------------------------------
 def build_index(modality: Modality, source, name: str, config=None, *, store: Store | None = None,
-                force: bool = False, progress: Progress | None = None) -> dict:
+                force: bool = False, progress: Progress | None = None, chunk_size: int | None = None) -> dict:
     """Build an index of ``modality`` from ``source``: read -> preprocess -> fit -> FAISS -> store.
+
+    Memory stays bounded by the chunk size and the training sample, not by
+    the collection: the source is read in chunks whose model inputs go to
+    disk as they come (the index's stored inputs, or a spool deleted at the
+    end with ``keep_inputs`` off); the encoders are fitted on a seeded
+    sample of ``config.train_sample`` items (:func:`training_rows`); then
+    the stored chunks are encoded and appended one at a time.
 
     Args:
         modality: :data:`retrieval.modality.DOCS` or :data:`~retrieval.modality.IMAGES`.
@@ -370,6 +380,7 @@ def build_index(modality: Modality, source, name: str, config=None, *, store: St
         store: Where to write (default: the default home).
         force: Replace an existing index of that name.
         progress: Progress callback.
+        chunk_size: Items read and encoded at a time (default: the modality's).
 
     Returns:
         The manifest written.
@@ -379,10 +390,8 @@ def build_index(modality: Modality, source, name: str, config=None, *, store: St
     started = time.perf_counter()
     store.check_new(name, force)  # fail before minutes of training, not after
     report(progress, "read", 0, 1)
-    state, batch, extra = modality.prepare(source, config)
-    report(progress, "read", 1, 1, items=len(batch.items))
+    state, chunks, extra = modality.prepare_chunks(source, config, chunk_size=chunk_size, progress=progress)
     in_memory = not isinstance(source, (str, Path))
-    labels = [it.label for it in batch.items if it.label is not None]
     manifest = {
         "format_version": FORMAT_VERSION,
         "name": name,
@@ -390,7 +399,7 @@ def build_index(modality: Modality, source, name: str, config=None, *, store: St
         "created_at": _now(),
         "source": "(in memory)" if in_memory else str(source),
         "source_root": None if in_memory else _root_of(source),
-        "counts": {"items": 0, "skipped": batch.skipped, "labelled": len(labels), "labels": len(set(labels))},
+        "counts": {"items": 0, "skipped": 0, "labelled": 0, "labels": 0},
         "config": config.to_dict(),
         "methods": {},
         "default_method": "ae",
@@ -399,16 +408,61 @@ def build_index(modality: Modality, source, name: str, config=None, *, store: St
     }
     with store.writer(name, force) as root:
         writer = IndexWriter(root, manifest, state)
-        rows = training_rows(len(batch.items), config)
-        train = batch if rows is None else batch.take(rows)
+        # The inputs go where the index keeps them, or to a spool that the encoding pass reads back.
+        spool = writer.folder.inputs(modality) if config.keep_inputs else Path(root) / ".spool" / modality.inputs_file
+        spool.parent.mkdir(exist_ok=True)
+        items, oov = [], []
+        for batch in chunks:
+            modality.append_inputs(spool, batch.inputs)
+            items.extend(batch.items)
+            oov.append(batch.oov)
+            manifest["counts"]["skipped"] += batch.skipped
+            report(progress, "read", 0, 1, items=len(items))
+        report(progress, "read", 1, 1, items=len(items))
+        oov = None if any(part is None for part in oov) else np.concatenate(oov)
+        n = len(items)
+        rows = training_rows(n, config)
+        if rows is None:
+            train = Batch([], modality.load_inputs(spool), oov)
+        else:
+            train = Batch([], modality.take_inputs(spool, rows), None if oov is None else oov[rows])
         scores = writer.fit(modality.encoders(config, train.inputs.shape), train, index_kind=config.index_kind,
-                            items=len(batch.items), progress=progress)
-        writer.append(batch, scores=scores if rows is None else None, training=True, progress=progress)
-        writer.self_check(batch.inputs, config.seed)
+                            items=n, progress=progress)
+        del train
+        start = 0
+        for inputs in modality.iter_inputs(spool):
+            stop = start + inputs.shape[0]
+            writer.append(Batch(items[start:stop], inputs, None if oov is None else oov[start:stop]),
+                          scores=scores[start:stop] if rows is None else None, training=True, progress=progress)
+            start = stop
+        from .selfcheck import sample_rows
+
+        checked = sample_rows(n, config.seed)
+        writer.self_check(_Sample(n, checked, modality.take_inputs(spool, checked)), config.seed)
+        if not config.keep_inputs:
+            shutil.rmtree(spool.parent)
         modality.save_state(state, writer.folder)
         manifest["build_seconds"] = round(time.perf_counter() - started, 2)
         writer.save(keep_inputs=config.keep_inputs)
     return manifest
+
+
+class _Sample:
+    """The self-check's view of a collection too large to hold: its size, and the inputs of its sample.
+
+    :func:`retrieval.selfcheck.run` reads ``inputs.shape[0]`` and
+    ``inputs[rows]`` for the rows of :func:`~retrieval.selfcheck.sample_rows`
+    only; those rows are read from the stored shards beforehand.
+    """
+
+    def __init__(self, n: int, rows: np.ndarray, inputs) -> None:
+        self.shape = (n, *inputs.shape[1:])
+        self._rows, self._inputs = rows, inputs
+
+    def __getitem__(self, rows):
+        if not np.array_equal(rows, self._rows):
+            raise IndexError("only the self-check sample's inputs are held")
+        return self._inputs
 
 
 def training_rows(n: int, config) -> np.ndarray | None:
