@@ -1,0 +1,160 @@
+"""Streaming, memory-bounded builds: chunked reading, the streamed vocabulary, the training sample, sharded inputs."""
+from __future__ import annotations
+
+import dataclasses
+import tarfile
+
+import numpy as np
+import pytest
+import scipy.sparse as sp
+
+from conftest import TINY_DOCS, synthetic_docs, write_corpus
+from retrieval import Store
+from retrieval.config import DocsConfig
+from retrieval.errors import InputError
+from retrieval.modality import DOCS, IMAGES
+from retrieval.search.retriever import Retriever
+from retrieval.sources.documents import iter_documents, read_documents
+from retrieval.storage import IndexFolder
+from retrieval.vectorize import TermCounts, TextVectorizer
+from retrieval.writer import add_items, build_index
+
+
+def _texts() -> list[str]:
+    rng = np.random.default_rng(3)
+    words = [f"w{i}" for i in range(300)]  # many terms of equal totals: the vocabulary cap cuts through ties
+    texts = [text for _, text in synthetic_docs(n_per_topic=10)]
+    texts += [" ".join(rng.choice(words, 15)) for _ in range(60)]
+    return texts + ["the and of it", "Zebra ZEBRA quark 12 345 x"]
+
+
+@pytest.mark.parametrize("cap", [7, 120, None])
+def test_streamed_vocabulary_and_idf_equal_the_batch_fit(cap):
+    texts = _texts()
+    batch = TextVectorizer(max_features=cap)
+    X = batch.fit_transform(texts)
+    counts = TermCounts()
+    for start in range(0, len(texts), 17):
+        counts.update(texts[start:start + 17])
+    streamed = TextVectorizer(max_features=cap).fit_counts(counts)
+    assert streamed.vocabulary_ == batch.vocabulary_
+    assert np.array_equal(streamed.idf_, batch.idf_)
+    rows, oov = streamed.transform_oov(texts)
+    assert abs(rows - X).max() < 1e-6
+    assert np.array_equal(oov, batch.oov_fraction(texts))
+
+
+def test_streamed_vocabulary_of_stop_words_only_is_refused():
+    counts = TermCounts()
+    counts.update(["the and of", "it is"])
+    with pytest.raises(InputError, match="empty vocabulary"):
+        TextVectorizer().fit_counts(counts)
+
+
+def test_chunks_read_what_the_reader_reads(tmp_path):
+    root = tmp_path / "c"
+    write_corpus(root / "top", synthetic_docs(n_per_topic=5))
+    (root / "top" / "space" / "blank.txt").write_text("  \n")
+    (root / "top" / "cars" / "bin.txt").write_bytes(b"abc\x00def")
+    archive = tmp_path / "c.tar.gz"
+    with tarfile.open(archive, "w:gz") as tar:
+        tar.add(root / "top", arcname="top")
+    for source in (root, archive):
+        whole = read_documents(source, labels_from_folders=True)
+        with pytest.warns(Warning) as caught:
+            chunks = list(iter_documents(source, labels_from_folders=True, chunk_size=6))
+        assert [len(c.items) for c in chunks[:-1]] == [6] * (len(chunks) - 1)
+        assert [(it.id, it.text, it.label) for c in chunks for it in c.items] == \
+               [(it.id, it.text, it.label) for it in whole.items]
+        assert [s for c in chunks for s in c.skipped] == whole.skipped
+        assert len([w for w in caught if "skipped" in str(w.message)]) == 2
+    with pytest.raises(InputError, match="no sub-folders"):
+        list(iter_documents(root / "top" / "space", labels_from_folders=True))
+
+
+@pytest.fixture(scope="module")
+def streamed(tmp_path_factory):
+    """Three builds of one corpus: in one chunk, in chunks of 25, and in chunks fitted on a sample of 40."""
+    base = tmp_path_factory.mktemp("streamed")
+    write_corpus(base / "corpus", synthetic_docs())
+    store = Store(base / "home")
+    everything = dataclasses.replace(TINY_DOCS, train_sample=0)
+    build_index(DOCS, base / "corpus", "whole", everything, store=store, chunk_size=10_000)
+    build_index(DOCS, base / "corpus", "chunked", everything, store=store, chunk_size=25)
+    sampled = dataclasses.replace(TINY_DOCS, train_sample=40, keep_inputs=False)
+    build_index(DOCS, base / "corpus", "sampled", sampled, store=store, chunk_size=25)
+    return store, base / "corpus"
+
+
+def test_a_chunked_build_equals_a_build_in_one_chunk(streamed):
+    store, _ = streamed
+    whole, chunked = IndexFolder(store.require("whole")), IndexFolder(store.require("chunked"))
+    assert len(DOCS.input_shards(chunked.inputs(DOCS))) == 5  # 120 documents in chunks of 25
+    assert len(DOCS.input_shards(whole.inputs(DOCS))) == 1
+    assert abs(DOCS.load_inputs(whole.inputs(DOCS)) - DOCS.load_inputs(chunked.inputs(DOCS))).max() == 0
+    assert np.array_equal(np.load(whole.oov), np.load(chunked.oov))
+    with Retriever("whole", store) as a, Retriever("chunked", store) as b:
+        assert a.manifest["training"] == b.manifest["training"] == {"items": 120, "of": 120}
+        for method in ("ae", "lsa", "tfidf"):
+            for query in ("rocket orbit launch", "doctor vaccine", "keyboard printer driver"):
+                assert [h.id for h in a.search(query, k=10, method=method)] == \
+                       [h.id for h in b.search(query, k=10, method=method)], (method, query)
+
+
+def test_a_sample_trains_the_models_and_every_item_is_encoded(streamed):
+    store, corpus = streamed
+    folder = IndexFolder(store.require("sampled"))
+    with Retriever("sampled", store) as r:
+        manifest = r.manifest
+        assert manifest["training"] == {"items": 40, "of": 120}
+        assert manifest["counts"]["items"] == 120
+        assert manifest["novelty"]["reference_items"] == 40
+        assert manifest["drift"]["trained_items"] == 120  # growth is measured against the collection
+        assert all(len(r.method(m)[1]) == 120 for m in ("ae", "lsa", "tfidf"))
+        assert r.search("rocket orbit launch", k=5, method="lsa")[0].label == "space"
+    assert len(np.load(folder.novelty)) == 120
+    assert not folder.inputs(DOCS).exists() and not (folder.root / ".spool").exists()  # --no-keep-inputs
+
+
+def test_an_addition_to_a_chunked_build_keeps_every_row(streamed, tmp_path):
+    store, _ = streamed
+    write_corpus(tmp_path / "more", synthetic_docs(n_per_topic=2, seed=5), prefix="new")
+    add_items(store, "chunked", tmp_path / "more")
+    folder = IndexFolder(store.require("chunked"))
+    inputs = DOCS.load_inputs(folder.inputs(DOCS))
+    assert inputs.shape[0] == 128
+    text = next(it.text for it in read_documents(tmp_path / "more").items if it.id == "space/new000.txt")
+    with Retriever("chunked", store) as r:
+        assert r.manifest["counts"]["items"] == 128
+        row = inputs[r.metadata.position("space/new000.txt")]
+        assert abs(row - r.state.transform([text])).max() < 1e-6
+
+
+@pytest.mark.parametrize("modality", [DOCS, IMAGES])
+def test_sharded_inputs_round_trip(tmp_path, modality):
+    rng = np.random.default_rng(0)
+    if modality is DOCS:
+        parts = [sp.random(n, 30, density=0.2, format="csr", dtype=np.float32, random_state=n) for n in (5, 0, 7, 3)]
+        same = lambda a, b: a.shape == b.shape and abs(a - b).max() == 0 if a.shape[0] else a.shape == b.shape
+    else:
+        parts = [rng.integers(0, 256, (n, 4, 4, 1), dtype=np.uint8) for n in (5, 0, 7, 3)]
+        same = np.array_equal
+    path = tmp_path / modality.inputs_file
+    modality.save_inputs(path, parts[0])  # one file: what an index written before shards holds
+    assert same(modality.load_inputs(path), parts[0])
+    for part in parts[1:]:
+        modality.append_inputs(path, part)
+    assert len(modality.input_shards(path)) == 4
+    whole = modality.concat_all(parts)
+    assert same(modality.load_inputs(path), whole)
+    assert [p.shape[0] for p in modality.iter_inputs(path)] == [5, 0, 7, 3]
+    rows = np.array([0, 4, 5, 11, 14])
+    assert same(modality.take_inputs(path, rows), whole[rows])
+    modality.save_inputs(path, parts[2])  # a rewrite leaves one shard
+    assert modality.input_shards(path) == [path] and same(modality.load_inputs(path), parts[2])
+
+
+def test_train_sample_is_checked():
+    with pytest.raises(InputError, match="--train-sample"):
+        DocsConfig(train_sample=-1)
+    assert DocsConfig(train_sample=0).train_sample == 0
