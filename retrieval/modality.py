@@ -10,6 +10,7 @@ one more subclass registered in :data:`MODALITIES`.
 from __future__ import annotations
 
 import hashlib
+import itertools
 from dataclasses import dataclass, fields
 from pathlib import Path
 from collections.abc import Iterator
@@ -535,17 +536,24 @@ class Images(Modality):
         return Batch(_hashed(corpus.items, corpus.pixels), corpus.pixels, None, len(corpus.skipped))
 
     def prepare_chunks(self, source, config, *, chunk_size=None, progress=None):
-        from .sources.images import ImageCorpus
+        """Images: a single pass; the first chunk gives the size and colour (an IDX header, or a folder's headers)."""
+        from .sources.images import ImageCorpus, iter_images
 
         chunk_size = chunk_size or BUILD_CHUNK_IMAGES
-        corpus = self._corpus(source, size=config.size, color=config.color, fit=config.fit,
-                              labels_from_folders=config.labels_from_folders, limit=config.limit)
-        shape = ImageShape(int(corpus.pixels.shape[1]), corpus.color, config.fit)
-        chunks = (self._batch(ImageCorpus(corpus.items[start:start + chunk_size],
-                                          corpus.pixels[start:start + chunk_size], corpus.size, corpus.color,
-                                          corpus.skipped if not start else []))
-                  for start in range(0, len(corpus.items), chunk_size))
-        return shape, chunks, {"images": {"size": shape.size, "color": shape.color, "fit": shape.fit}}
+        options = {"size": config.size, "color": config.color, "fit": config.fit}
+        if isinstance(source, (str, Path)):
+            chunks = iter_images(Path(source).expanduser(), labels_from_folders=config.labels_from_folders,
+                                 limit=config.limit, chunk_size=chunk_size, **options)
+        else:
+            corpus = self._corpus(source, labels_from_folders=config.labels_from_folders, limit=config.limit,
+                                  **options)
+            chunks = (ImageCorpus(corpus.items[start:start + chunk_size], corpus.pixels[start:start + chunk_size],
+                                  corpus.size, corpus.color, corpus.skipped if not start else [])
+                      for start in range(0, len(corpus.items), chunk_size))
+        first = next(chunks)
+        shape = ImageShape(first.size, first.color, config.fit)
+        batches = (self._batch(corpus) for corpus in itertools.chain([first], chunks))
+        return shape, batches, {"images": {"size": shape.size, "color": shape.color, "fit": shape.fit}}
 
     def load_state(self, folder, manifest):
         try:

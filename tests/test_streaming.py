@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import dataclasses
+import gzip
 import tarfile
 
 import numpy as np
@@ -158,3 +159,29 @@ def test_train_sample_is_checked():
     with pytest.raises(InputError, match="--train-sample"):
         DocsConfig(train_sample=-1)
     assert DocsConfig(train_sample=0).train_sample == 0
+
+
+def test_image_chunks_read_what_the_reader_reads(tmp_path):
+    from conftest import synthetic_images
+    from test_images import write_idx
+
+    from retrieval.sources.images import iter_images, read_images
+
+    rng = np.random.default_rng(1)
+    idx = write_idx(tmp_path / "train-images-idx3-ubyte.gz", rng.integers(0, 256, (23, 6, 6), dtype=np.uint8))
+    write_idx(tmp_path / "train-labels-idx1-ubyte.gz", rng.integers(0, 10, 23, dtype=np.uint8))
+    folder = tmp_path / "pics"
+    synthetic_images(folder, n_per_class=4)
+    (folder / "disc" / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n" + b"0" * 40)
+    for source, options in ((idx, {}), (idx, {"size": 8, "limit": 20}), (folder, {"labels_from_folders": True})):
+        whole = read_images(source, **options)
+        chunks = list(iter_images(source, chunk_size=5, **options))
+        assert [len(c) for c in chunks[:-1]] == [5] * (len(chunks) - 1)
+        assert [(it.id, it.label, it.title) for c in chunks for it in c.items] == \
+               [(it.id, it.label, it.title) for it in whole.items]
+        assert np.array_equal(np.concatenate([c.pixels for c in chunks]), whole.pixels)
+        assert {(c.size, c.color) for c in chunks} == {(whole.size, whole.color)}
+        assert [s for c in chunks for s in c.skipped] == whole.skipped
+    idx.with_name("cut-idx3").write_bytes(gzip.decompress(idx.read_bytes())[:-7])
+    with pytest.raises(InputError, match="truncated"):
+        list(iter_images(idx.with_name("cut-idx3"), chunk_size=5))
