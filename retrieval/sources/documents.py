@@ -14,7 +14,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 
-from ..config import STRIP_MODES
+from ..config import BUILD_CHUNK_DOCS, STRIP_MODES
 from ..errors import InputError, RetrievalWarning
 from ..items import Item
 from .text import first_line, first_sentence, html_to_text, mail_subject, strip_email, strip_reply_prefix
@@ -169,7 +169,7 @@ def iter_documents(
     labels_from_folders: bool = False,
     strip: str | None = None,
     max_bytes: int = MAX_DOC_BYTES,
-    chunk_size: int = 10_000,
+    chunk_size: int = BUILD_CHUNK_DOCS,
 ) -> Iterator[DocumentCorpus]:
     """Read a corpus of text documents in chunks of at most ``chunk_size`` items.
 

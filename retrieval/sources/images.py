@@ -28,7 +28,7 @@ from typing import BinaryIO
 import numpy as np
 from PIL import Image, ImageOps
 
-from ..config import DEFAULT_IMAGE_SIZE, FITS
+from ..config import BUILD_CHUNK_IMAGES, DEFAULT_IMAGE_SIZE, FITS
 from ..errors import InputError, RetrievalWarning
 from ..items import Item
 
@@ -696,7 +696,7 @@ def iter_images(
     fit: str = "pad",
     labels_from_folders: bool = False,
     limit: int | None = None,
-    chunk_size: int = 10_000,
+    chunk_size: int = BUILD_CHUNK_IMAGES,
 ) -> Iterator[ImageCorpus]:
     """Read an image corpus in chunks of at most ``chunk_size`` images.
 
