@@ -50,6 +50,8 @@ class VectorIndex:
 
     kind: ClassVar[str] = ""
     filename: ClassVar[str] = "index.faiss"
+    #: The index learns from its codes (IVF cells): see :meth:`_FaissBacked.train`.
+    learns: ClassVar[bool] = False
 
     def __init__(self, metric: str = "cosine") -> None:
         if metric not in METRICS:
@@ -164,6 +166,17 @@ class _FaissBacked(VectorIndex):
             self.index_ = self._build(codes)
         self.index_.add(codes)
 
+    def train(self, codes, n_items: int) -> None:
+        """Build the empty index for ``n_items`` codes from a sample of them, adding none.
+
+        A build adds its items a chunk at a time: an index that learns from
+        its codes (:attr:`learns`: IVF cells) learns here, from the training
+        sample and sized for the whole collection, not from the first chunk.
+        """
+        codes = self._prepare(codes)
+        self.factory_ = self._factory_string(n_items, codes.shape[1])
+        self.index_ = self._from_factory(self.factory_, codes)
+
     def __len__(self) -> int:
         return 0 if self.index_ is None else int(self.index_.ntotal)
 
@@ -233,6 +246,7 @@ class IVFIndex(FaissIndex):
     """
 
     kind = "ivf"
+    learns = True
 
     def __init__(self, metric: str = "cosine", nprobe: int = 16) -> None:
         super().__init__(metric)
@@ -433,6 +447,7 @@ class BinaryIVFIndex(BinaryIndex):
     """
 
     kind = "binary-ivf"
+    learns = True
 
     def __init__(self, metric: str = "hamming", nprobe: int = 64, nlist: int | None = None) -> None:
         super().__init__(metric)

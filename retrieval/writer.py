@@ -204,6 +204,8 @@ class IndexWriter:
                                for suffix, mode in DERIVED})
             for name, (enc, seconds) in family.items():
                 index = make_index(index_kind, enc.metric, items, sparse=enc.sparse)
+                if index.learns:  # IVF cells: from the training items, before the first chunk is added
+                    index.train(enc.transform(X), items)
                 self._encoders[name], self._indexes[name] = enc, index
                 self._fitted.add(name)
                 methods[name] = _method_entry(enc, seconds)

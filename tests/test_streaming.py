@@ -75,14 +75,14 @@ def test_chunks_read_what_the_reader_reads(tmp_path):
 
 @pytest.fixture(scope="module")
 def streamed(tmp_path_factory):
-    """Three builds of one corpus: in one chunk, in chunks of 25, and in chunks fitted on a sample of 40."""
+    """Three builds of one corpus: in one chunk, in chunks of 25, and in chunks fitted on a sample of 40 (IVF)."""
     base = tmp_path_factory.mktemp("streamed")
     write_corpus(base / "corpus", synthetic_docs())
     store = Store(base / "home")
     everything = dataclasses.replace(TINY_DOCS, train_sample=0)
     build_index(DOCS, base / "corpus", "whole", everything, store=store, chunk_size=10_000)
     build_index(DOCS, base / "corpus", "chunked", everything, store=store, chunk_size=25)
-    sampled = dataclasses.replace(TINY_DOCS, train_sample=40, keep_inputs=False)
+    sampled = dataclasses.replace(TINY_DOCS, train_sample=40, keep_inputs=False, index_kind="ivf")
     build_index(DOCS, base / "corpus", "sampled", sampled, store=store, chunk_size=25)
     return store, base / "corpus"
 
@@ -112,6 +112,8 @@ def test_a_sample_trains_the_models_and_every_item_is_encoded(streamed):
         assert manifest["novelty"]["reference_items"] == 40
         assert manifest["drift"]["trained_items"] == 120  # growth is measured against the collection
         assert all(len(r.method(m)[1]) == 120 for m in ("ae", "lsa", "tfidf"))
+        # IVF cells are learnt from the sample for 120 items (min(4 sqrt(n), n / 39)), not from a first chunk of 25
+        assert manifest["methods"]["ae"]["factory"] == "IVF3,Flat"
         assert r.search("rocket orbit launch", k=5, method="lsa")[0].label == "space"
     assert len(np.load(folder.novelty)) == 120
     assert not folder.inputs(DOCS).exists() and not (folder.root / ".spool").exists()  # --no-keep-inputs
