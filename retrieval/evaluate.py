@@ -243,8 +243,8 @@ def _bytes_per_item(retriever: Retriever, method: str, rerank: str | None) -> fl
         if part == "float":
             size += float(methods[f"{method}-float"]["bytes_per_item"])
         elif part != "none":
-            stored = retriever.folder.inputs(retriever.modality)
-            size += stored.stat().st_size / max(1, retriever.manifest["counts"]["items"])
+            shards = retriever.modality.input_shards(retriever.folder.inputs(retriever.modality))
+            size += sum(shard.stat().st_size for shard in shards) / max(1, retriever.manifest["counts"]["items"])
     return size
 
 
