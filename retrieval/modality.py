@@ -384,6 +384,7 @@ class Docs(Modality):
         for corpus in read():
             counts.update(it.text for it in corpus.items)
             report(progress, "vocabulary", 0, 1, items=counts.documents)
+        report(progress, "vocabulary", 1, 1, items=counts.documents)
         vectorizer.fit_counts(counts)
         del counts
         chunks = (self._batch(vectorizer, corpus) for corpus in _quietly(read()))
