@@ -160,13 +160,13 @@ class IndexWriter:
             self._scores, self._reference = novelty.load(self.folder)
         self._load_inputs()
 
-    def stored_inputs(self, need: str):
-        """The stored model inputs; raises when the index was built without them."""
-        self._load_inputs()
-        if self._inputs is None:
+    def stored_inputs(self, need: str) -> Path:
+        """The file (first shard) of the stored model inputs; raises when the index was built without them."""
+        path = self.folder.inputs(self.modality)
+        if not path.exists():
             raise InputError(f"index {self.manifest['name']!r} was built with --no-keep-inputs, so {need} "
                              "cannot re-encode its items; rebuild it from its source with --force")
-        return self._inputs
+        return path
 
     # -- the three steps ----------------------------------------------------------------
     def fit(self, encoders: dict, batch: Batch, *, index_kind: str, items: int | None = None,
@@ -301,19 +301,29 @@ class IndexWriter:
         self._dirty_inputs = True
         self._new_items.extend(batch.items)
 
-    def reencode(self, inputs, scores: np.ndarray, progress: Progress | None = None) -> None:
-        """Fill the freshly fitted indexes with every stored item again (retrain).
+    def reencode(self, shards, scores: np.ndarray | None, oov: np.ndarray | None = None,
+                 progress: Progress | None = None) -> None:
+        """Fill the freshly fitted indexes with every stored item again (retrain), one shard at a time.
 
         Args:
-            inputs: The stored inputs, position order.
-            scores: Their novelty scores, as :meth:`fit` returned them.
+            shards: The stored inputs, shard after shard in position order.
+            scores: Their novelty scores as :meth:`fit` returned them (fitted on every item), or
+                ``None`` to score each shard here (fitted on a sample).
+            oov: Documents: every item's out-of-vocabulary fraction.
             progress: Progress callback.
         """
-        methods = list(self.manifest["methods"])
-        for step, method in enumerate(methods):
-            report(progress, "encode", step, len(methods), method=method)
-            self._indexes[method].add(self._encoders[method].transform(inputs))
-        self._scores = np.asarray(scores, np.float32)
+        parts, start = [], 0
+        for inputs in shards:
+            stop = start + inputs.shape[0]
+            report(progress, "encode", start, self.count, items=stop)
+            for method in self.manifest["methods"]:
+                self._indexes[method].add(self._encoders[method].transform(inputs))
+            if scores is None:
+                parts.append(novelty.item_novelty(self._encoders["ae"], inputs,
+                                                  None if oov is None else oov[start:stop]))
+            start = stop
+        report(progress, "encode", self.count, self.count)
+        self._scores = np.asarray(np.concatenate(parts) if scores is None else scores, np.float32)
 
     # -- writing -------------------------------------------------------------------------
     def save(self, *, keep_inputs: bool = True) -> dict:
@@ -424,10 +434,7 @@ def build_index(modality: Modality, source, name: str, config=None, *, store: St
         oov = None if any(part is None for part in oov) else np.concatenate(oov)
         n = len(items)
         rows = training_rows(n, config)
-        if rows is None:
-            train = Batch([], modality.load_inputs(spool), oov)
-        else:
-            train = Batch([], modality.take_inputs(spool, rows), None if oov is None else oov[rows])
+        train = _stored_batch(modality, spool, rows, oov)
         scores = writer.fit(modality.encoders(config, train.inputs.shape), train, index_kind=config.index_kind,
                             items=n, progress=progress)
         del train
@@ -437,10 +444,7 @@ def build_index(modality: Modality, source, name: str, config=None, *, store: St
             writer.append(Batch(items[start:stop], inputs, None if oov is None else oov[start:stop]),
                           scores=scores[start:stop] if rows is None else None, training=True, progress=progress)
             start = stop
-        from .selfcheck import sample_rows
-
-        checked = sample_rows(n, config.seed)
-        writer.self_check(_Sample(n, checked, modality.take_inputs(spool, checked)), config.seed)
+        writer.self_check(_Sample.of(modality, spool, n, config.seed), config.seed)
         if not config.keep_inputs:
             shutil.rmtree(spool.parent)
         modality.save_state(state, writer.folder)
@@ -461,10 +465,25 @@ class _Sample:
         self.shape = (n, *inputs.shape[1:])
         self._rows, self._inputs = rows, inputs
 
+    @classmethod
+    def of(cls, modality: Modality, path: Path, n: int, seed: int) -> "_Sample":
+        """The self-check sample of the ``n`` items whose inputs are stored at ``path``."""
+        from .selfcheck import sample_rows
+
+        rows = sample_rows(n, seed)
+        return cls(n, rows, modality.take_inputs(path, rows))
+
     def __getitem__(self, rows):
         if not np.array_equal(rows, self._rows):
             raise IndexError("only the self-check sample's inputs are held")
         return self._inputs
+
+
+def _stored_batch(modality: Modality, path: Path, rows: np.ndarray | None, oov: np.ndarray | None) -> Batch:
+    """The stored inputs (and OOV fractions) of ``rows`` (``None``: every item) as a batch without items."""
+    if rows is None:
+        return Batch([], modality.load_inputs(path), oov)
+    return Batch([], modality.take_inputs(path, rows), None if oov is None else oov[rows])
 
 
 def training_rows(n: int, config) -> np.ndarray | None:
@@ -791,18 +810,19 @@ def retrain(store: Store, name: str, progress: Progress | None = None) -> dict:
     store.require(name)
     with store.updater(name) as copy:
         writer = IndexWriter.open(copy)
-        X = writer.stored_inputs("retrain")
-        oov = writer._oov  # loaded with the inputs; novelty scores are not needed: they are recomputed
+        path, modality = writer.stored_inputs("retrain"), writer.modality
+        # Novelty scores are recomputed; the inputs are read a shard at a time, the sample at once.
+        oov = np.load(writer.folder.oov, allow_pickle=False) if writer.folder.oov.exists() else None
         config = _config_of(writer.manifest)
         shutil.rmtree(writer.folder.methods)
-        rows = training_rows(X.shape[0], config)
-        train = Batch([], X, oov) if rows is None else Batch([], X[rows], None if oov is None else oov[rows])
-        scores = writer.fit(writer.modality.encoders(config, train.inputs.shape), train,
-                            index_kind=config.index_kind, items=X.shape[0], progress=progress)
-        if rows is not None:  # the scores of every item, not only of the sample
-            scores = novelty.item_novelty(writer._encoders["ae"], X, oov)
-        writer.reencode(X, scores, progress)
-        writer.self_check(X, config.seed)
+        n = writer.count
+        rows = training_rows(n, config)
+        train = _stored_batch(modality, path, rows, oov)
+        scores = writer.fit(modality.encoders(config, train.inputs.shape), train, index_kind=config.index_kind,
+                            items=n, progress=progress)
+        del train
+        writer.reencode(modality.iter_inputs(path), scores if rows is None else None, oov, progress)
+        writer.self_check(_Sample.of(modality, path, n, config.seed), config.seed)
         writer.manifest["retrained_at"] = _now()
         writer.manifest["retrain_seconds"] = round(time.perf_counter() - started, 2)
         writer.manifest.pop("evaluation", None)  # measured on the old models

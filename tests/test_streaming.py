@@ -18,7 +18,7 @@ from retrieval.search.retriever import Retriever
 from retrieval.sources.documents import iter_documents, read_documents
 from retrieval.storage import IndexFolder
 from retrieval.vectorize import TermCounts, TextVectorizer
-from retrieval.writer import add_items, build_index
+from retrieval.writer import add_items, build_index, retrain
 
 
 def _texts() -> list[str]:
@@ -117,6 +117,18 @@ def test_a_sample_trains_the_models_and_every_item_is_encoded(streamed):
         assert r.search("rocket orbit launch", k=5, method="lsa")[0].label == "space"
     assert len(np.load(folder.novelty)) == 120
     assert not folder.inputs(DOCS).exists() and not (folder.root / ".spool").exists()  # --no-keep-inputs
+
+
+def test_a_retrain_reads_the_shards_one_at_a_time(streamed):
+    store, _ = streamed
+    before = np.load(IndexFolder(store.require("chunked")).novelty)
+    manifest = retrain(store, "chunked")
+    folder = IndexFolder(store.require("chunked"))
+    assert manifest["training"] == {"items": 120, "of": 120} and manifest["counts"]["items"] == 120
+    assert len(DOCS.input_shards(folder.inputs(DOCS))) == 5  # a retrain rewrites no input
+    assert np.allclose(np.load(folder.novelty), before, atol=1e-4)  # same inputs, same seed: the same models
+    with Retriever("chunked", store) as r:
+        assert all(len(r.method(m)[1]) == 120 for m in ("ae", "lsa", "tfidf"))
 
 
 def test_an_addition_to_a_chunked_build_keeps_every_row(streamed, tmp_path):
