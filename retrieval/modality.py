@@ -158,9 +158,10 @@ class Modality:
 
     # -- stored inputs ----------------------------------------------------------------
     # The inputs of an index are stored in shards, so that a build writes them
-    # as it reads and an addition appends instead of rewriting: ``path``
-    # itself (``inputs.npz``, the only file of an index written before
-    # shards), then ``inputs.1.npz``, ``inputs.2.npz``, ... They load as one.
+    # as it reads and an addition appends instead of rewriting (a removal
+    # rewrites them): ``path`` itself (``inputs.npz``, the only file of an
+    # index written before shards), then ``inputs.1.npz``, ``inputs.2.npz``,
+    # ... They load as one.
     def input_shards(self, path: Path) -> list[Path]:
         """The files of the inputs stored at ``path``, in row order (none when ``path`` does not exist)."""
         path = Path(path)

@@ -143,22 +143,26 @@ class IndexWriter:
                                                   self.folder.method(method))
         return self._encoders[method]
 
-    def _load_inputs(self) -> None:
-        """The per-item files that need no novelty scores: stored inputs and OOV fractions."""
+    def _load_inputs(self, inputs: bool = True) -> None:
+        """The per-item files that need no novelty scores: OOV fractions and (``inputs``) the stored inputs."""
         if self._oov is None and self.folder.oov.exists():
             self._oov = np.load(self.folder.oov, allow_pickle=False)
-        if self._inputs is None and self.folder.inputs(self.modality).exists():
+        if inputs and self._inputs is None and self.folder.inputs(self.modality).exists():
             self._inputs = self.modality.load_inputs(self.folder.inputs(self.modality))
 
-    def _load_sidecars(self) -> None:
-        """Every per-item file (an update keeps them all in step with the positions)."""
+    def _load_sidecars(self, inputs: bool = True) -> None:
+        """Every per-item file (an update keeps them all in step with the positions).
+
+        Args:
+            inputs: Load the stored inputs too (rows are removed); an addition alone appends a shard to them.
+        """
         if self._scores is None:
             if self.manifest.get("novelty") is None:
                 raise IndexFormatError(f"index {self.manifest['name']!r} was built by an older retrieval without "
                                        f"novelty scores; run 'retrieval retrain {self.manifest['name']}' (or "
                                        "rebuild it with --force) to add or remove items")
             self._scores, self._reference = novelty.load(self.folder)
-        self._load_inputs()
+        self._load_inputs(inputs)
 
     def stored_inputs(self, need: str) -> Path:
         """The file (first shard) of the stored model inputs; raises when the index was built without them."""
@@ -271,7 +275,7 @@ class IndexWriter:
         if not len(batch.items):
             return
         if self._scores is None and not training:
-            self._load_sidecars()
+            self._load_sidecars(inputs=False)
         methods = list(self.manifest["methods"])
         for step, method in enumerate(methods):
             report(progress, "encode", step, len(methods), method=method)
@@ -289,8 +293,10 @@ class IndexWriter:
             self._scores = np.concatenate([self._scores, scores]).astype(np.float32)
             if self._oov is not None and batch.oov is not None:
                 self._oov = np.concatenate([self._oov, batch.oov])
-            if self._inputs is not None:
+            if self._inputs is not None:  # loaded to remove rows: rewritten whole at save
                 self._inputs = self.modality.concat(self._inputs, batch.inputs)
+            elif self.folder.inputs(self.modality).exists():  # the stored rows stay as they are
+                self.modality.append_inputs(self.folder.inputs(self.modality), batch.inputs)
             drift = self.manifest["drift"]
             self.manifest["drift"] = novelty.drift(
                 drift["trained_items"], drift["added_since_training"] + len(batch.items),

@@ -136,6 +136,7 @@ def test_an_addition_to_a_chunked_build_keeps_every_row(streamed, tmp_path):
     write_corpus(tmp_path / "more", synthetic_docs(n_per_topic=2, seed=5), prefix="new")
     add_items(store, "chunked", tmp_path / "more")
     folder = IndexFolder(store.require("chunked"))
+    assert len(DOCS.input_shards(folder.inputs(DOCS))) == 6  # the 8 new rows are a shard of their own
     inputs = DOCS.load_inputs(folder.inputs(DOCS))
     assert inputs.shape[0] == 128
     text = next(it.text for it in read_documents(tmp_path / "more").items if it.id == "space/new000.txt")
