@@ -14,16 +14,18 @@ from __future__ import annotations
 
 import hashlib
 import json
+import warnings
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, fields, replace
 from pathlib import Path
 from urllib.parse import urlparse
 
-from .config import DEFAULT_K, EVALUATE_K, OUTLIERS_K, QUERY_FIELDS, DocsConfig, ImagesConfig
-from .errors import InputError, RetrievalError
+from .config import DEFAULT_K, EVALUATE_K, OUTLIERS_K, QUERY_FIELDS, SHORTLIST_RANGE, DocsConfig, ImagesConfig, Range
+from .errors import HomeNotWritable, InputError, RetrievalError, RetrievalWarning
 from .modality import DOCS, IMAGES, Modality
 from .progress import Progress, RichProgress
 from .search import Hit, Retriever, check_k
+from .sources.files import json_line
 from .storage import Store
 from .writer import UpdateReport, add_items, build_index, remove_items, retrain, sync_items
 
@@ -166,7 +168,7 @@ def search_batch(store: Store, name: str, lines: Iterable[str], *, k: int = DEFA
 def _batch_line(line: str, modality: Modality) -> dict:
     """Parse and check one ``query --batch`` line (InputError names the fix)."""
     try:
-        spec = json.loads(line)
+        spec = json_line(line)
     except json.JSONDecodeError as exc:
         raise InputError(f"not JSON ({exc.msg})") from None
     if not isinstance(spec, dict):
@@ -225,10 +227,16 @@ def run_evaluation(store: Store, name: str, queries, *, labels_from_folders: boo
     ``query_field`` is the part of each query document that is the query
     (``text``, ``title`` or ``first-line``; see :func:`retrieval.evaluate.load_queries`).
 
+    On a read-only index home the report is still returned; a
+    :class:`~retrieval.errors.RetrievalWarning` says it was not recorded.
+
     Returns:
         The report of :func:`retrieval.evaluate.evaluate_index`.
     """
     from .evaluate import evaluate_index, load_queries
+
+    Range("--limit", 1, optional=True).check(limit)
+    SHORTLIST_RANGE.check(shortlist)  # here too: a float index never reaches the shortlist
 
     if plot is not None:
         from .plots import _check_png
@@ -249,7 +257,11 @@ def run_evaluation(store: Store, name: str, queries, *, labels_from_folders: boo
     def update(manifest: dict) -> None:
         manifest["evaluation"] = record
 
-    store.update_manifest(name, update)
+    try:
+        store.update_manifest(name, update)
+    except HomeNotWritable as exc:
+        warnings.warn(f"the evaluation of {name!r} was not recorded in its manifest: {exc}", RetrievalWarning,
+                      stacklevel=2)
     return report
 
 
@@ -264,28 +276,56 @@ def corpus_map(retriever: Retriever, out: Path, **options) -> Path:
     """The 2-D map of an index (see :func:`retrieval.plots.corpus_map`)."""
     from .plots import corpus_map as draw
 
+    # The autoencoders refuse fewer than 4 items.
+    Range("--max-items", 4).check(options.get("max_items", 4))
+    Range("--epochs", 1).check(options.get("epochs", 1))
     return draw(retriever, out, **options)
 
 
 def list_indexes(store: Store) -> list[dict]:
-    """One summary row per index."""
-    from .storage import read_raw_manifest
+    """One summary row per index, a damaged one included.
+
+    Each manifest is read and checked with the presence and size of every
+    file (a truncated or missing file shows; a changed byte shows when the
+    index is opened or given to :func:`index_info`, which hash every file).
+
+    Returns:
+        Rows of ``name``, ``modality``, ``items``, ``methods``, ``created_at``,
+        ``format_version`` and ``error``: ``None``, or for a damaged index what
+        is wrong and the fix (its other fields are then ``None``).
+    """
+    from .storage import read_raw_manifest, verify_index
 
     rows = []
     for name in store.names():
-        m = read_raw_manifest(store.require(name))  # as on disk: "format_version" 1 until upgraded
-        rows.append({"name": name, "modality": m.get("modality"), "items": m.get("counts", {}).get("items"),
-                     "methods": list(m.get("methods", {})), "created_at": m.get("created_at", ""),
-                     "format_version": m["format_version"]})
+        try:
+            folder = store.require(name)
+            m = read_raw_manifest(folder)  # as on disk: "format_version" 1 until upgraded
+            verify_index(folder, m, hashes=False)
+            rows.append({"name": name, "modality": m.get("modality"), "items": m.get("counts", {}).get("items"),
+                         "methods": list(m.get("methods", {})), "created_at": m.get("created_at", ""),
+                         "format_version": m["format_version"], "error": None})
+        except (RetrievalError, OSError, AttributeError, TypeError) as exc:
+            # One damaged index must not hide the others: it gets a row saying what is wrong.
+            problem = str(exc) if isinstance(exc, RetrievalError) else f"its manifest is unreadable ({exc})"
+            rows.append({"name": name, "modality": None, "items": None, "methods": [], "created_at": None,
+                         "format_version": None, "error": f"{problem}; or delete it with 'retrieval remove {name}'"})
     return rows
 
 
 def index_info(store: Store, name: str) -> dict:
-    """Manifest, folder and disk usage of an index."""
-    from .storage import FORMAT_VERSION, migrate, read_raw_manifest
+    """Manifest, folder and disk usage of an index, after the checks of opening it.
 
+    Raises:
+        IndexFormatError: The index is damaged (a file modified, truncated,
+            missing or added; see :func:`~retrieval.storage.verify_index`).
+    """
+    from .storage import FORMAT_VERSION, migrate, read_raw_manifest, verify_index
+
+    folder = store.require(name)
+    raw = read_raw_manifest(folder)
+    verify_index(folder, raw)  # as opening it does: a damaged index must not look healthy
     usage = store.disk_usage(name)
-    raw = read_raw_manifest(store.require(name))
     return {"path": str(store.path(name)), "disk_bytes": sum(usage.values()), "files": usage,
             "format_on_disk": raw["format_version"], "format_current": FORMAT_VERSION, "manifest": migrate(raw)}
 

@@ -93,9 +93,12 @@ def _csv(values) -> str:
 
 def _csv_ints(value: str, option: str) -> tuple[int, ...]:
     try:
-        return tuple(int(v) for v in value.split(",") if v.strip())
+        widths = tuple(int(v) for v in value.split(",") if v.strip())
     except ValueError:
-        raise RetrievalError(f"{option} must be comma-separated integers like 500,250; got {value!r}") from None
+        widths = ()
+    if not widths or min(widths) < 1:
+        raise InputError(f"{option} must be comma-separated integers >= 1 like 500,250; got {value!r}")
+    return widths
 
 
 # -- printing -------------------------------------------------------------------
@@ -264,9 +267,9 @@ def query(
                         show=show, strip=_value(strip), rerank=_value(rerank), shortlist=shortlist, radius=radius)
     _print_hits(result.hits, as_json)
     if result.novelty is not None:
-        err.print(f"novelty of the query: reconstruction error {result.novelty['score']:.3f}, "
-                  f"higher than {result.novelty['percentile']:.0f} % of the indexed items"
-                  + (" (nothing like it is indexed)" if result.novelty["percentile"] >= 99 else ""))
+        from retrieval.novelty import describe  # NumPy: loaded by the search already
+
+        err.print(describe(result.novelty))
     if show and not as_json:
         err.print(f"contact sheet written to {show}")
 
@@ -276,10 +279,16 @@ def _query_batch(name: str, batch: str, index_dir: Path | None, **options) -> No
     if batch == "-":
         lines = sys.stdin
     else:
-        try:
-            lines = open(Path(batch).expanduser(), encoding="utf-8")  # noqa: SIM115 - closed below
-        except OSError as exc:
-            raise InputError(f"cannot read --batch file {batch}: {exc.strerror}") from None
+        import io
+
+        from retrieval.sources.files import open_regular_file
+
+        path = Path(batch).expanduser()
+        if not path.exists():
+            raise InputError(f"cannot read --batch file {batch}: it does not exist; check the path")
+        # A regular file only: a folder, /dev/zero or a FIFO is refused by name, not read forever;
+        # a BOM is dropped and a stray non-UTF-8 byte replaced rather than a traceback.
+        lines = io.TextIOWrapper(open_regular_file(path, "--batch file"), encoding="utf-8-sig", errors="replace")
     failed = 0
     try:
         for result in api.search_batch(api.Store(index_dir), name, lines, **options):
@@ -435,19 +444,26 @@ def outliers(
 
 @app.command("list")
 def list_(index_dir: IndexDir = None, as_json: JsonOut = False) -> None:
-    """List the indexes."""
-    rows = api.list_indexes(api.Store(index_dir))
+    """List the indexes (a damaged one with a warning saying what is wrong)."""
+    store = api.Store(index_dir)
+    rows = api.list_indexes(store)
+    for r in rows:
+        if r["error"]:
+            warnings.warn(f"index {r['name']!r} is damaged: {r['error']}", RetrievalWarning, stacklevel=1)
     if as_json:
         print(json.dumps(rows, indent=2))
         return
     if not rows:
-        err.print(f"no indexes in {api.Store(index_dir).root}")
+        err.print(f"no indexes in {store.root}")
         return
     table = Table()
     for col in ("name", "modality", "items", "methods", "created"):
         table.add_column(col)
     for r in rows:
-        table.add_row(r["name"], r["modality"], str(r["items"]), ",".join(r["methods"]), r["created_at"])
+        if r["error"]:
+            table.add_row(r["name"], "[red]damaged[/]", "", "", "")
+        else:
+            table.add_row(r["name"], r["modality"], str(r["items"]), ",".join(r["methods"]), r["created_at"])
     out.print(table)
 
 
@@ -490,9 +506,21 @@ def info(name: Annotated[str, typer.Argument(help="Index name.")], index_dir: In
 
 
 @app.command()
-def remove(name: Annotated[str, typer.Argument(help="Index name.")], index_dir: IndexDir = None) -> None:
-    """Delete an index."""
-    api.Store(index_dir).remove(name)
+def remove(
+    name: Annotated[str, typer.Argument(help="Index name.")],
+    yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not ask for confirmation (needed when stdin is not a terminal).")] = False,
+    index_dir: IndexDir = None,
+) -> None:
+    """Delete an index (asks first; --yes skips the question)."""
+    store = api.Store(index_dir)
+    folder = store.require(name)
+    if not yes:
+        if not sys.stdin.isatty():
+            raise InputError(f"'retrieval remove {name}' deletes the index and cannot ask for confirmation here "
+                             "(stdin is not a terminal); add --yes to delete it")
+        if not typer.confirm(f"delete index {name!r} ({folder})?", default=False):
+            raise InputError(f"nothing removed: index {name!r} is kept (add --yes to delete without asking)")
+    store.remove(name)
     err.print(f"removed {name}")
 
 

@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, fields
+from numbers import Integral, Real
+from typing import NamedTuple
 
 from .errors import InputError
 
@@ -64,6 +66,22 @@ SELF_CHECK_K = 10
 #: Below this many items the self-check warns that the corpus is too small
 #: for its figures (and the autoencoder) to mean much.
 SELF_CHECK_MIN_ITEMS = 100
+#: An autoencoder's codes are centred (and whitened) only when they spread by
+#: more than this fraction of their size (root mean square distance from the
+#: mean code over root mean square norm): codes that do not spread (every item
+#: the same text or image) would all become the zero vector, whose cosine is
+#: rounding noise. 20NG's codes spread by 0.95; float32 rounding is ~1e-7.
+CODE_MIN_SPREAD = 1e-4
+#: A query's novelty percentile at or above this reads "nothing like it is
+#: indexed"; at or below the second, "a typical item".
+NOVELTY_UNLIKE_PERCENTILE = 99.0
+NOVELTY_TYPICAL_PERCENTILE = 50.0
+#: Fewest training items that calibrate a novelty verdict. An item of the
+#: collection's own kind scores above all n of them with probability
+#: 1 / (n + 1): below 100 items "above the 99th percentile" happens by chance
+#: more often than 1 % (and an autoencoder of so few items has barely learned,
+#: see SELF_CHECK_MIN_ITEMS). Below it the percentile is reported, not judged.
+NOVELTY_MIN_ITEMS = round(100 / (100 - NOVELTY_UNLIKE_PERCENTILE))
 #: Items sampled for the 2-d map (``plot --max-items``).
 MAP_MAX_ITEMS = 5000
 #: Epochs of the 2-d autoencoder of the map (``plot --epochs``).
@@ -108,15 +126,81 @@ def _check_choice(option: str, value, allowed: tuple[str, ...]) -> None:
         raise InputError(f"{option} must be one of {', '.join(allowed)}; got {value!r}")
 
 
+class Range(NamedTuple):
+    """The values a numeric option accepts (bounds inclusive unless ``open_low`` / ``open_high``).
+
+    Attributes:
+        option: The name shown in the error (the CLI flag, e.g. ``--code-dim``).
+        low, high: The bounds (``None``: unbounded).
+        integer: Only whole numbers.
+        open_low, open_high: Exclude the bound itself.
+        optional: ``None`` is allowed (a default decided later).
+    """
+
+    option: str
+    low: float | None = None
+    high: float | None = None
+    integer: bool = True
+    open_low: bool = False
+    open_high: bool = False
+    optional: bool = False
+
+    def check(self, value) -> None:
+        """Raise :class:`InputError` naming the option, ``value`` and the range unless ``value`` is in it."""
+        if value is None and self.optional:
+            return
+        kind = Integral if self.integer else Real
+        ok = isinstance(value, kind) and not isinstance(value, bool) and value == value  # NaN != NaN
+        if ok and self.low is not None:
+            ok = value > self.low if self.open_low else value >= self.low
+        if ok and self.high is not None:
+            ok = value < self.high if self.open_high else value <= self.high
+        if not ok:
+            bounds = [f"{'>' if self.open_low else '>='} {self.low}"] if self.low is not None else []
+            bounds += [f"{'<' if self.open_high else '<='} {self.high}"] if self.high is not None else []
+            raise InputError(f"{self.option} must be {'an integer' if self.integer else 'a number'} "
+                             f"{' and '.join(bounds)}; got {value!r}")
+
+
+def check_widths(option: str, value, *, allow_empty: bool = False) -> None:
+    """Raise :class:`InputError` unless ``value`` is a sequence of layer widths (integers >= 1)."""
+    ok = isinstance(value, (tuple, list)) and (allow_empty or len(value) > 0) and all(
+        isinstance(v, Integral) and not isinstance(v, bool) and v >= 1 for v in value)
+    if not ok:
+        raise InputError(f"{option} must be {'' if allow_empty else 'one or more '}widths >= 1 "
+                         f"(comma-separated on the command line, like 500,250); got {value!r}")
+
+
+#: Two-stage search: the Hamming shortlist size and radius (``query``, ``evaluate``).
+SHORTLIST_RANGE = Range("--shortlist", 1, optional=True)
+RADIUS_RANGE = Range("--radius", 0, optional=True)
+#: Seeds go to NumPy's legacy seeding (through Keras and scikit-learn): 0 to 2**32 - 1.
+_SEED = Range("--seed", 0, 2**32 - 1)
+#: The numeric build options both modalities share; each config adds its own.
+_BUILD_RANGES = {
+    "code_dim": Range("--code-dim", 1), "epochs": Range("--epochs", 1), "batch_size": Range("batch_size", 1),
+    "learning_rate": Range("learning_rate", 0, integer=False, open_low=True),
+    "noise": Range("--noise", 0, 1, integer=False, open_high=True), "binary_epochs": Range("--binary-epochs", 1),
+    "baseline_dim": Range("--baseline-dim", 1, optional=True), "seed": _SEED,
+    "train_sample": Range("--train-sample", 0, optional=True),
+}
+
+
+def check_two_stage(shortlist: int | None, radius: int | None) -> None:
+    """Validate ``--shortlist`` (``None``: the default) and ``--radius`` (``None``: off)."""
+    SHORTLIST_RANGE.check(shortlist)
+    RADIUS_RANGE.check(radius)
+
+
+def _check_ranges(config, ranges: dict[str, Range]) -> None:
+    for field, allowed in ranges.items():
+        allowed.check(getattr(config, field))
+
+
 def check_query_field(value: str) -> str:
     """Validate an ``evaluate --query-field`` value (one of :data:`QUERY_FIELDS`)."""
     _check_choice("--query-field", value, QUERY_FIELDS)
     return value
-
-
-def _check_train_sample(value) -> None:
-    if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 0):
-        raise InputError(f"--train-sample must be a number of items >= 0 (0: train on every item); got {value!r}")
 
 
 def _resolve_baselines(config, floats: tuple[str, ...]) -> None:
@@ -133,8 +217,6 @@ def _resolve_baselines(config, floats: tuple[str, ...]) -> None:
         from .encoders.hashing import check_bits
 
         check_bits(config.bits)
-    if config.binary_epochs < 1:
-        raise InputError(f"--binary-epochs must be >= 1; got {config.binary_epochs}")
 
 
 def _parse_baselines(value, allowed: tuple[str, ...]) -> tuple[str, ...]:
@@ -224,11 +306,9 @@ class DocsConfig(_Config):
 
     def __post_init__(self):
         _resolve_baselines(self, DOC_BASELINES)
-        _check_train_sample(self.train_sample)
-        if self.code_dim < 1:
-            raise InputError(f"--code-dim must be >= 1; got {self.code_dim}")
-        if self.epochs < 1:
-            raise InputError(f"--epochs must be >= 1; got {self.epochs}")
+        _check_ranges(self, _DOCS_RANGES)
+        check_widths("--hidden", self.hidden)
+        check_widths("decoder_hidden", self.decoder_hidden, allow_empty=True)
         if self.strip not in (None, "", "none") + STRIP_MODES:
             raise InputError(f"--strip must be one of {', '.join(STRIP_MODES)} or left out; got {self.strip!r}")
         _check_choice("--pretrain", self.pretrain, PRETRAIN_MODES)
@@ -299,9 +379,8 @@ class ImagesConfig(_Config):
 
     def __post_init__(self):
         _resolve_baselines(self, IMAGE_BASELINES)
-        _check_train_sample(self.train_sample)
-        if self.code_dim < 1:
-            raise InputError(f"--code-dim must be >= 1; got {self.code_dim}")
+        _check_ranges(self, _IMAGES_RANGES)
+        check_widths("--filters", self.filters)
         if self.patience < 1:
             raise InputError(f"--patience must be >= 1 epoch; got {self.patience}")
         if self.size is not None and not 8 <= self.size <= 512:
@@ -310,6 +389,17 @@ class ImagesConfig(_Config):
         _check_choice("--fit", self.fit, FITS)
         _check_choice("--decoder", self.decoder, DECODERS)
         _check_choice("--index", self.index_kind, INDEX_KINDS)
+
+
+_DOCS_RANGES = _BUILD_RANGES | {
+    "vocab_size": Range("--vocab-size", 1), "short_views": Range("--short-views", 0, 1, integer=False),
+    "neighbours": Range("--neighbours", 0), "neighbour_weight": Range("--neighbour-weight", 0, 1, integer=False),
+}
+#: ``whiten``: 0 is none, 0.5 full whitening (see ``_partial_whitening``); ``augment``: shifts up to half the side.
+_IMAGES_RANGES = _BUILD_RANGES | {
+    "whiten": Range("--whiten", 0, 0.5, integer=False), "augment": Range("--augment", 0, 0.5, integer=False),
+    "limit": Range("--limit", 1, optional=True),
+}
 
 
 # -- the crawler -------------------------------------------------------------------

@@ -38,6 +38,14 @@ class IndexLocked(RetrievalError):
     """Another live process is writing the index (build, update or removal)."""
 
 
+class HomeNotWritable(RetrievalError):
+    """A write needs a folder it cannot write: a read-only file system or no permission.
+
+    Reading (query, info, list, evaluate) works on such an index home; only
+    writes raise this.
+    """
+
+
 class FetchError(RetrievalError):
     """A URL could not be fetched (network, HTTP status, type or size guard)."""
 

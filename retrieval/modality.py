@@ -611,7 +611,7 @@ class Images(Modality):
         else:
             name = str(query)
             path = Path(query).expanduser()
-            if not path.is_file():
+            if not path.exists():  # a folder or device: load_image says which
                 raise InputError(f"query image {query} does not exist; this index holds images: give an image "
                                  "file, an http(s) URL or --like ID")
             query = path

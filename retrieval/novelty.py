@@ -16,7 +16,9 @@ from __future__ import annotations
 
 import numpy as np
 
+from .config import NOVELTY_MIN_ITEMS, NOVELTY_TYPICAL_PERCENTILE, NOVELTY_UNLIKE_PERCENTILE
 from .errors import IndexFormatError
+
 #: Additions whose mean novelty percentile exceeds this are unlike the data
 #: the models learned from. A model fits its own training items better than
 #: new ones of the same kind: 998 held-out 20NG training postings added to an
@@ -48,6 +50,48 @@ def percentile(reference: np.ndarray, scores) -> np.ndarray:
     if not len(reference):
         return np.full(np.shape(scores), np.nan)
     return 100.0 * np.searchsorted(reference, scores, side="right") / len(reference)
+
+
+def judge(reference: np.ndarray, scores) -> list[dict]:
+    """What a query's (or item's) novelty says, one dict per score.
+
+    Returns:
+        ``{"score", "percentile", "reference_items", "verdict"}``; the
+        verdict is ``unlike`` (nothing like it is indexed), ``typical``,
+        ``ordinary`` (in between) or ``unjudged``: with fewer than
+        :data:`~retrieval.config.NOVELTY_MIN_ITEMS` reference items a
+        percentile is too coarse, and the model too little trained, to call
+        a query unlike the collection (measured: a one-word query whose word
+        is in 15 of 45 indexed documents scored above all 45).
+    """
+    reference = np.asarray(reference)
+    scores = np.atleast_1d(np.asarray(scores))
+    n = len(reference)
+    out = []
+    for score, pct in zip(scores, np.atleast_1d(percentile(reference, scores))):
+        if n < NOVELTY_MIN_ITEMS:
+            verdict = "unjudged"
+        elif pct >= NOVELTY_UNLIKE_PERCENTILE:
+            verdict = "unlike"
+        elif pct <= NOVELTY_TYPICAL_PERCENTILE:
+            verdict = "typical"
+        else:
+            verdict = "ordinary"
+        out.append({"score": float(score), "percentile": float(pct), "reference_items": n, "verdict": verdict})
+    return out
+
+
+def describe(novelty: dict) -> str:
+    """The one line ``retrieval query`` prints about a query's novelty (a :func:`judge` dict)."""
+    line = (f"novelty of the query: reconstruction error {novelty['score']:.3f}, "
+            f"higher than {novelty['percentile']:.0f} % of the indexed items")
+    verdict = novelty.get("verdict")
+    if verdict == "unlike":
+        return line + " (nothing like it is indexed)"
+    if verdict == "unjudged":
+        return line + (f" (too few to judge: the models learned from {novelty['reference_items']} items, "
+                       f"a verdict takes {NOVELTY_MIN_ITEMS})")
+    return line
 
 
 def summary(reference: np.ndarray) -> dict:

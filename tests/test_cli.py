@@ -61,7 +61,7 @@ def test_index_query_info_list_remove(monkeypatch, capsys, docs_dir, queries_dir
     assert [r["name"] for r in json.loads(out)] == ["c"]
     code, _, err = run(monkeypatch, capsys, "index", "docs", docs_dir, "--name", "c", *TINY)
     assert code == 1 and "--force" in err
-    code, _, err = run(monkeypatch, capsys, "remove", "c")
+    code, _, err = run(monkeypatch, capsys, "remove", "c", "--yes")
     assert code == 0
     code, out, _ = run(monkeypatch, capsys, "list", "--json")
     assert json.loads(out) == []

@@ -28,7 +28,8 @@ def write_mail_queries(root, per_topic: int = 4) -> None:
 
     The subject's words are drawn from the label's topic, so title queries are
     valid but far shorter than the bodies. Besides, three queries whose
-    subject is one word, stop words only, or empty (left out of title runs).
+    subject is one word, stop words only, or empty after its "Re:" (left out
+    of title runs; a mail with no subject at all is titled by its first line).
     """
     for label in TOPICS:
         folder = root / label
@@ -38,7 +39,7 @@ def write_mail_queries(root, per_topic: int = 4) -> None:
             body = " ".join(_topic_words(label, 30, seed=100 + i + 7 * len(label)))
             (folder / f"m{i}").write_text(_mail(f"Re: RE: Fwd: {subject}", body))
     space = root / "space"
-    for name, subject in (("one", "Re: orbit"), ("stop", "Re: the of and"), ("none", "")):
+    for name, subject in (("one", "Re: orbit"), ("stop", "Re: the of and"), ("none", "Re: ")):
         (space / name).write_text(_mail(subject, " ".join(_topic_words("space", 30, seed=5))))
 
 

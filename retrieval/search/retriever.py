@@ -7,7 +7,7 @@ import numpy as np
 
 from .. import novelty as novelty_scores
 from ..ann import BinaryIndex, check_k, load_index
-from ..config import DEFAULT_K, OUTLIERS_K
+from ..config import DEFAULT_K, OUTLIERS_K, check_two_stage
 from ..errors import IndexFormatError, InputError, RetrievalWarning
 from ..modality import Modality, modality_of
 from ..storage import IndexFolder, Metadata, Store, migrate, read_raw_manifest, verify_index
@@ -162,6 +162,7 @@ class Retriever:
             radius: Shortlist every item within this Hamming distance instead.
         """
         k = check_k(k)
+        check_two_stage(shortlist, radius)  # before the float-code path, which ignores them
         self.refresh()
         method, named = self.split_method(method)
         method = method or self.default_method
@@ -232,9 +233,12 @@ class Retriever:
             queries: The raw queries (documents: their out-of-vocabulary words count).
 
         Returns:
-            One ``{"score", "percentile"}`` per row: the autoencoder's
-            reconstruction error and its percentile among the items the models
-            were trained on (100: worse than every one of them). Empty when
+            One ``{"score", "percentile", "reference_items", "verdict"}`` per
+            row: the autoencoder's reconstruction error, its percentile among
+            the items the models were trained on (100: worse than every one of
+            them), their number, and what that says
+            (:func:`retrieval.novelty.judge`; ``unjudged`` below
+            :data:`~retrieval.config.NOVELTY_MIN_ITEMS` of them). Empty when
             the index has no novelty scores (built by an older version).
         """
         if self.manifest.get("novelty") is None or not self.folder.novelty_reference.exists():
@@ -244,17 +248,14 @@ class Retriever:
         oov = None
         if queries is not None and hasattr(self.state, "oov_fraction"):
             oov = self.state.oov_fraction([str(q) for q in queries])
-        scores = novelty_scores.item_novelty(self.method("ae")[0], inputs, oov)
-        return [{"score": float(s), "percentile": float(p)}
-                for s, p in zip(scores, novelty_scores.percentile(self._reference, scores))]
+        return novelty_scores.judge(self._reference, novelty_scores.item_novelty(self.method("ae")[0], inputs, oov))
 
     def stored_novelty(self, item_id: str) -> dict | None:
         """The stored novelty of an indexed item (``None`` for an index without scores)."""
         if self.manifest.get("novelty") is None:
             return None
         scores, reference = novelty_scores.load(self.folder)
-        score = scores[self.metadata.position(item_id)]
-        return {"score": float(score), "percentile": float(novelty_scores.percentile(reference, score))}
+        return novelty_scores.judge(reference, scores[self.metadata.position(item_id)])[0]
 
     def outliers(self, k: int = OUTLIERS_K) -> list[dict]:
         """The ``k`` items the autoencoder reconstructs worst, most novel first.

@@ -41,7 +41,7 @@ from starlette.exceptions import HTTPException
 
 from .. import __version__
 from ..config import (DEFAULT_K, MAP_EPOCHS, SERVER_HOST, SERVER_MAP_ITEMS, SERVER_MAX_K, SERVER_MAX_QUERY_CHARS,
-                      SERVER_MAX_UPLOAD_MB, SERVER_PORT)
+                      Range, SERVER_MAX_UPLOAD_MB, SERVER_PORT)
 from ..errors import (FetchError, IndexExists, IndexFormatError, IndexLocked, IndexNotFound, InputError,
                       ItemNotFound, RetrievalError, RetrievalWarning)
 from ..search import Retriever
@@ -188,9 +188,12 @@ class Served:
         self._map_running: str | None = None
 
     def warm(self) -> None:
-        """Load the default method, the preprocessing and the novelty model before the first query."""
+        """Load every method, the preprocessing and the novelty model before the first query."""
         r = self.retriever
-        r.method(r.default_method)
+        # Every method, not only the default: loading one later runs on the event loop,
+        # where its first imports could wait seconds on a map thread importing Keras.
+        for method in r.methods:
+            r.method(method)
         r.state  # noqa: B018 - loads the vectorizer / image shape
         if r.has_inputs():
             r.inputs()
@@ -599,6 +602,7 @@ def serve(names: list[str] | None = None, *, store: Store | None = None, host: s
 
     if max_upload_mb <= 0:
         raise InputError(f"--max-upload-mb must be positive; got {max_upload_mb}")
+    Range("--port", 1, 65535).check(port)  # uvicorn would wrap 70000 round to 4464
     app = create_app(store, names, token=token, allow_url_queries=allow_url_queries, cors=cors,
                      max_upload=int(max_upload_mb * 1_000_000))
     if host not in ("127.0.0.1", "localhost", "::1"):

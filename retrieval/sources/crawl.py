@@ -94,6 +94,7 @@ from .._lazy import LazyModule
 # CrawlConfig lives with the other defaults (the CLI reads them without importing the crawler).
 from ..config import CRAWL_MAX_BYTES, DEFAULT_USER_AGENT, CrawlConfig
 from ..errors import FetchError, InputError, RetrievalError, RetrievalWarning
+from .files import json_line
 
 #: Loaded by the first crawl, not by ``retrieval --help`` (whose crawl options read CrawlConfig).
 httpx = LazyModule("httpx")
@@ -704,7 +705,7 @@ def _read_manifest(path: Path) -> tuple[set[str], set[str], bool]:
         if not line.strip():
             continue
         try:
-            entry = json.loads(line)
+            entry = json_line(line)
             if not isinstance(entry, dict):
                 raise ValueError("not a JSON object")
         except ValueError:

@@ -6,10 +6,13 @@ large files are truncated at :data:`MAX_DOC_BYTES`.
 """
 from __future__ import annotations
 
+import io
 import json
+import lzma
 import tarfile
 import warnings
 import zipfile
+import zlib
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
@@ -17,7 +20,9 @@ from pathlib import Path, PurePosixPath
 from ..config import BUILD_CHUNK_DOCS, STRIP_MODES
 from ..errors import InputError, RetrievalWarning
 from ..items import Item
-from .text import first_line, first_sentence, html_to_text, mail_subject, strip_email, strip_reply_prefix
+from .files import json_line, open_regular_file, walk_files
+from .text import (bom, decode, decode_html, first_line, first_sentence, fix_surrogates, html_to_text, read_mail, strip_quotes,
+                   strip_reply_prefix)
 
 #: Documents longer than this many bytes are truncated (with a warning): a
 #: bag of words saturates long before, and a stray 100 MB log file must not
@@ -44,17 +49,13 @@ def _skip(corpus: DocumentCorpus, name: str, reason: str) -> None:
     warnings.warn(f"skipped {name}: {reason}", RetrievalWarning, stacklevel=3)
 
 
-def decode(data: bytes) -> str:
-    """Decode bytes as UTF-8, falling back to latin-1 (which never fails)."""
-    try:
-        return data.decode("utf-8")
-    except UnicodeDecodeError:
-        return data.decode("latin-1")
-
-
 def _is_binary(data: bytes) -> bool:
-    # NUL bytes do not occur in text in any single-byte or UTF-8 encoding.
-    return b"\x00" in data[:8192]
+    # NUL bytes do not occur in text in any single-byte encoding or in UTF-8.
+    # UTF-16/32 text is full of them, so after a byte-order mark the decoded
+    # text is checked instead (binary data that starts like a BOM has NULs there too).
+    if bom(data) is None:
+        return b"\x00" in data[:8192]
+    return "\x00" in decode(data[:8192], partial=True)
 
 
 def _is_archive(path: Path) -> bool:
@@ -81,46 +82,96 @@ def _split_archive_path(source: Path) -> tuple[Path, str] | None:
     return None
 
 
-def _iter_folder(root: Path, cap: int) -> Iterator[tuple[str, bytes, bool]]:
-    for path in sorted(root.rglob("*")):
-        rel = path.relative_to(root).as_posix()
-        if not path.is_file() or not _wanted(rel):
+#: Skip callback of the readers: ``skip(name, reason)`` records and warns.
+Skip = Callable[[str, str], None]
+
+
+def _iter_folder(root: Path, cap: int, skip: Skip) -> Iterator[tuple[str, bytes, bool]]:
+    for rel, path in walk_files(root, skip):
+        if not _wanted(rel):
             continue
-        with path.open("rb") as fh:
-            data = fh.read(cap + 1)
+        try:
+            with path.open("rb") as fh:
+                data = fh.read(cap + 1)
+        except OSError as exc:
+            skip(rel, f"cannot read it ({exc.strerror}); check its permissions")
+            continue
         yield rel, data[:cap], len(data) > cap
 
 
-def _iter_archive(archive: Path, inner: str, cap: int) -> Iterator[tuple[str, bytes, bool]]:
+#: What a damaged archive raises while it is read (gzip and bz2 raise OSError).
+#: What a damaged archive raises; UnicodeDecodeError: a zip member name flagged UTF-8 that is not.
+_ARCHIVE_ERRORS = (zipfile.BadZipFile, tarfile.TarError, EOFError, zlib.error, lzma.LZMAError, OSError,
+                   UnicodeDecodeError)
+
+
+def _iter_archive(archive: Path, inner: str, cap: int, skip: Skip) -> Iterator[tuple[str, bytes, bool]]:
+    """The wanted members of an archive, read one by one.
+
+    A damaged archive raises :class:`InputError` even when members before the
+    damage were read: the corpus is then incomplete, and an index of part of
+    an archive would be silent loss (the source is one file to fix by
+    downloading it again, unlike a folder with one bad file).
+    """
+    zipped = archive.name.lower().endswith(".zip")
+    done = 0
+    try:
+        if zipped:
+            yield from _zip_members(archive, inner, cap, skip)
+            return
+        prefix = inner.strip("/") + "/" if inner else ""
+        with tarfile.open(archive) as tf:
+            for member in tf:
+                name = member.name.lstrip("./")
+                if member.isfile() and name.startswith(prefix) and _wanted(name):
+                    fh = tf.extractfile(member)
+                    data = fh.read(cap + 1) if fh else b""
+                    done += 1
+                    yield name[len(prefix):], data[:cap], len(data) > cap
+    except PermissionError as exc:
+        raise InputError(f"cannot read the archive {archive} ({exc.strerror}); check its permissions") from None
+    except _ARCHIVE_ERRORS as exc:
+        kind = "zip" if zipped else "tar"
+        where = f" after {done} document(s)" if done else ""
+        detail = " ".join(str(exc).split())  # tarfile lists each method it tried, one a line
+        raise InputError(
+            f"{archive}: damaged, truncated or not a {kind} archive{where} ({type(exc).__name__}: {detail}); "
+            "nothing was indexed from it: download or create it again") from None
+
+
+def _zip_members(archive: Path, inner: str, cap: int, skip: Skip) -> Iterator[tuple[str, bytes, bool]]:
     prefix = inner.strip("/") + "/" if inner else ""
-    if archive.name.lower().endswith(".zip"):
-        with zipfile.ZipFile(archive) as zf:
-            names = sorted(n for n in zf.namelist() if not n.endswith("/"))
-            for name in names:
-                if name.startswith(prefix) and _wanted(name):
+    with zipfile.ZipFile(archive) as zf:
+        names = sorted(n for n in zf.namelist() if not n.endswith("/"))
+        for name in names:
+            if name.startswith(prefix) and _wanted(name):
+                try:
                     with zf.open(name) as fh:
                         data = fh.read(cap + 1)
-                    yield name[len(prefix):], data[:cap], len(data) > cap
-        return
-    with tarfile.open(archive) as tf:
-        for member in tf:
-            name = member.name.lstrip("./")
-            if member.isfile() and name.startswith(prefix) and _wanted(name):
-                fh = tf.extractfile(member)
-                data = fh.read(cap + 1) if fh else b""
+                except (RuntimeError, NotImplementedError) as exc:  # encrypted, unsupported compression
+                    skip(f"{archive.name}/{name}", f"cannot extract it ({exc}); extract the archive by hand")
+                    continue
                 yield name[len(prefix):], data[:cap], len(data) > cap
 
 
-def _make_item(rel: str, text: str, *, label: str | None, strip: str | None,
-               title: str = "", item_id: str | None = None, path: str = "") -> Item:
+def _make_item(rel: str, data: bytes | str, *, label: str | None, strip: str | None,
+               title: str = "", item_id: str | None = None, path: str = "", partial: bool = False) -> Item:
+    """An item from a document's bytes (a file) or text (JSONL, memory), decoded and cleaned."""
+    text = data
     if rel.lower().endswith((".html", ".htm")):
-        page_title, text = html_to_text(text)
+        page_title, text = html_to_text(decode_html(text, partial=partial) if isinstance(text, bytes) else text)
         title = title or page_title
     if strip == "email":
-        title = title or mail_subject(text)
-        text = strip_email(text)
-    return Item(id=item_id or rel, text=text, title=title or first_line(text),
-                label=label, path=path or rel)
+        # Bytes go to the mail parser as they are: each MIME part has its own charset.
+        subject, body = read_mail(text, partial=partial)
+        title = title or subject
+        text = strip_quotes(body)
+    elif isinstance(text, bytes):
+        text = decode(text, partial=partial)
+    if isinstance(data, str):
+        text = fix_surrogates(text)  # JSON "\\ud800" escapes, Python strings: no store takes them
+    return Item(id=fix_surrogates(item_id or rel), text=text, title=fix_surrogates(title or first_line(text)),
+                label=None if label is None else fix_surrogates(label), path=fix_surrogates(path or rel))
 
 
 def read_documents(
@@ -238,14 +289,18 @@ class _Check:
 def _documents(source: Path, corpus: DocumentCorpus, labels_from_folders: bool, strip: str | None,
                max_bytes: int) -> Iterator[Item]:
     """The documents of ``source`` one by one; skipped and truncated files are recorded in ``corpus``."""
+
+    def skip(name: str, reason: str) -> None:
+        _skip(corpus, name, reason)
+
     if source.is_file() and source.suffix.lower() == ".jsonl":
         return _jsonl_items(source, corpus, strip, max_bytes)
     if source.is_dir():
-        entries: Iterator = _iter_folder(source, max_bytes)
+        entries: Iterator = _iter_folder(source, max_bytes, skip)
     elif source.is_file() and _is_archive(source):
-        entries = _iter_archive(source, _common_root(source), max_bytes)
+        entries = _iter_archive(source, _common_root(source), max_bytes, skip)
     elif not source.exists() and (found := _split_archive_path(source)):
-        entries = _iter_archive(found[0], found[1], max_bytes)
+        entries = _iter_archive(found[0], found[1], max_bytes, skip)
     elif not source.exists():
         raise InputError(f"{source} does not exist; give a folder, a .tar.gz/.zip archive or a .jsonl file")
     else:
@@ -257,9 +312,10 @@ def _common_root(archive: Path) -> str:
     """The single top folder that every wanted file of ``archive`` is in, or ``""`` (archives usually have one).
 
     Read from the names alone (a first pass over the archive), so the
-    documents can then be streamed with that folder dropped from their names.
+    documents can then be streamed with that folder dropped from their names;
+    the members it cannot read are reported by the second pass.
     """
-    names = [name for name, _, _ in _iter_archive(archive, "", 0)]
+    names = [name for name, _, _ in _iter_archive(archive, "", 0, lambda name, reason: None)]
     tops = {name.split("/", 1)[0] for name in names}
     return tops.pop() if len(tops) == 1 and all("/" in name for name in names) else ""
 
@@ -274,21 +330,36 @@ def _entry_items(entries, corpus: DocumentCorpus, labels_from_folders: bool, str
             corpus.truncated.append(rel)
             warnings.warn(f"truncated {rel} to its first {max_bytes:,} bytes", RetrievalWarning, stacklevel=2)
         label = rel.split("/", 1)[0] if labels_from_folders and "/" in rel else None
-        item = _make_item(rel, decode(data), label=label, strip=strip)
+        item = _make_item(rel, data, label=label, strip=strip, partial=cut)
         if not item.text.strip():
             _skip(corpus, rel, "empty document")
             continue
         yield item
 
 
+def _jsonl_lines(fh: io.BufferedIOBase) -> Iterator[str]:
+    """The decoded lines of a JSONL file; a byte-order mark is honoured, not read as text."""
+    found = bom(fh.read(4))
+    fh.seek(0)
+    if found and found[0] != "utf-8":
+        # UTF-16/32: a newline is more than one byte, so the text is split after decoding;
+        # the BOM-reading codecs ("utf-16", "utf-32") drop the mark.
+        yield from io.TextIOWrapper(fh, encoding=found[0][:6], errors="replace")
+        return
+    if found:
+        fh.seek(found[1])
+    for raw in fh:
+        yield decode(raw)
+
+
 def _jsonl_items(path: Path, corpus: DocumentCorpus, strip: str | None, max_bytes: int) -> Iterator[Item]:
     with path.open("rb") as fh:
-        for lineno, raw in enumerate(fh, 1):
+        for lineno, line in enumerate(_jsonl_lines(fh), 1):
             name = f"{path.name}:{lineno}"
-            if not raw.strip():
+            if not line.strip():
                 continue
             try:
-                record = json.loads(decode(raw))
+                record = json_line(line)
             except json.JSONDecodeError as exc:
                 _skip(corpus, name, f"invalid JSON ({exc.msg})")
                 continue
@@ -314,17 +385,23 @@ def _jsonl_items(path: Path, corpus: DocumentCorpus, strip: str | None, max_byte
 def read_text_file(path: str | Path, *, strip: str | None = None, max_bytes: int = MAX_DOC_BYTES) -> str:
     """Read one query document the way corpus files are read.
 
+    At most ``max_bytes`` are read (a longer file is cut, with a warning), so
+    no file can exhaust memory.
+
     Raises:
-        InputError: The file is missing or binary.
+        InputError: The file is missing, a folder, not a regular file (a
+            device such as ``/dev/zero``, a FIFO) or binary.
     """
     path = Path(path).expanduser()
-    if not path.is_file():
-        raise InputError(f"query file {path} does not exist")
-    with path.open("rb") as fh:
-        data = fh.read(max_bytes)
+    with open_regular_file(path, "query file") as fh:
+        data = fh.read(max_bytes + 1)
+    cut = len(data) > max_bytes
+    if cut:
+        data = data[:max_bytes]
+        warnings.warn(f"truncated query file {path} to its first {max_bytes:,} bytes", RetrievalWarning, stacklevel=2)
     if _is_binary(data):
         raise InputError(f"query file {path} is binary, not text")
-    return _make_item(path.name, decode(data), label=None, strip=strip).text
+    return _make_item(path.name, data, label=None, strip=strip, partial=cut).text
 
 
 def query_text(item: Item, field: str) -> str:
@@ -371,8 +448,8 @@ def corpus_from_records(records, *, strip: str | None = None) -> DocumentCorpus:
         item = _make_item(item_id, record["text"][:MAX_DOC_BYTES], label=None if label is None else str(label),
                           strip=strip, title=str(record.get("title") or ""), item_id=item_id,
                           path=str(record.get("path") or ""))
-        item.url = str(record.get("url") or "")
-        item.path = str(record.get("path") or "")  # in memory: no file unless the record names one
+        item.url = fix_surrogates(str(record.get("url") or ""))
+        item.path = fix_surrogates(str(record.get("path") or ""))  # in memory: no file unless the record names one
         if not item.text.strip():
             _skip(corpus, f"document {item_id}", "empty document")
             continue
@@ -386,5 +463,5 @@ def corpus_from_records(records, *, strip: str | None = None) -> DocumentCorpus:
     return corpus
 
 
-__all__ = ["DocumentCorpus", "MAX_DOC_BYTES", "corpus_from_records", "decode", "iter_documents", "query_text",
-           "read_documents", "read_text_file"]
+__all__ = ["DocumentCorpus", "MAX_DOC_BYTES", "corpus_from_records", "decode", "iter_documents", "query_text", "read_documents",
+           "read_text_file"]

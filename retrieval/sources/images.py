@@ -31,6 +31,7 @@ from PIL import Image, ImageOps
 from ..config import BUILD_CHUNK_IMAGES, DEFAULT_IMAGE_SIZE, FITS
 from ..errors import InputError, RetrievalWarning
 from ..items import Item
+from .files import json_line, open_regular_file, walk_files
 
 __all__ = [
     "DEFAULT_SIZE",
@@ -176,6 +177,10 @@ def _open_checked(fp: BinaryIO) -> tuple[Image.Image, str]:
         # scoped and restored on exit (process-wide before Python 3.14, so
         # threads decoding concurrently may briefly share it; harmless here).
         with warnings.catch_warnings():
+            # Pillow's UserWarnings at open are about metadata it skips (a malformed
+            # TIFF/EXIF tag); the pixels are what is indexed, and a broken pixel
+            # stream is still rejected when it is decoded.
+            warnings.simplefilter("ignore", UserWarning)
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             img = Image.open(fp, formats=[_PIL_FORMATS[kind]])
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
@@ -319,7 +324,9 @@ def _decode(img: Image.Image, kind: str, size: int, color: str, fit: str) -> np.
             pass
     try:
         # Animated GIF/WebP/APNG open on frame 0, which is the one we index.
-        img.load()
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", UserWarning)  # skipped metadata, as in _open_checked
+            img.load()
     except Exception as exc:  # noqa: BLE001 - decoders raise many types on bad data
         raise _Reject(
             f"corrupt or truncated {kind.upper()} data ({type(exc).__name__}: {exc}); "
@@ -390,9 +397,10 @@ def load_image(
     else:
         path = Path(source)
         label = name or str(path)
-        if not path.is_file():
+        if not path.exists():
             raise InputError(f"{label}: no such image file; check the path")
-        opener = lambda: path.open("rb")  # noqa: E731
+        # A folder, a device or a FIFO: InputError naming it, before any read.
+        opener = lambda: open_regular_file(path, "image")  # noqa: E731
     try:
         with opener() as fp:
             img, kind = _open_checked(fp)
@@ -485,7 +493,7 @@ def _idx_ndim(path: Path) -> int | None:
                 fp.seek(0)
                 with gzip.GzipFile(fileobj=fp) as gz:
                     head = gz.read(4)
-    except (OSError, EOFError):
+    except (OSError, EOFError, zlib.error):  # damaged gzip: not recognisable as IDX here
         return None
     if len(head) == 4 and head[:2] == b"\x00\x00" and head[2] in _IDX_DTYPES:
         return head[3]
@@ -570,6 +578,9 @@ def _idx_image_dims(dims: tuple[int, ...], source: Path) -> tuple[int, int, int,
             f"{source}: IDX shape {tuple(dims)} is not images (n, rows, cols[, 1|3]); "
             "pass the *-images-idx3-* file"
         )
+    if min(dims[1:3]) < MIN_SIDE:
+        raise InputError(f"{source}: IDX images of {dims[1]}x{dims[2]} pixels are too small (each side "
+                         f"must be at least {MIN_SIDE}); pass the *-images-idx3-* file of the data set")
     return dims
 
 
@@ -739,7 +750,7 @@ def _read_manifest(source: Path, skipped: list[tuple[str, str]]) -> dict[str, di
             continue
         where = f"{path}:{lineno}"
         try:
-            rec = json.loads(line)
+            rec = json_line(line)
         except json.JSONDecodeError as exc:
             _skip(skipped, where, f"invalid JSON ({exc.msg}); fix or delete the line")
             continue
@@ -752,15 +763,12 @@ def _read_manifest(source: Path, skipped: list[tuple[str, str]]) -> dict[str, di
 
 
 def _list_candidates(source: Path, skipped: list[tuple[str, str]]) -> list[tuple[Path, str]]:
-    """Image files under ``source`` as ``(path, relative posix id)``, sorted."""
-    found = []
-    for path in source.rglob("*"):
-        rel = path.relative_to(source)
-        # Hidden files (.DS_Store, macOS "._x.jpg" forks, .git) are never content.
-        if any(part.startswith(".") for part in rel.parts) or not path.is_file():
-            continue
-        found.append((rel.as_posix(), path))
-    found.sort()
+    """Image files under ``source`` as ``(path, relative posix id)``, sorted.
+
+    Hidden files (.DS_Store, macOS "._x.jpg" forks, .git) are never content;
+    links out of ``source`` are skipped (see :func:`walk_files`).
+    """
+    found = walk_files(source, lambda rel, reason: _skip(skipped, str(source / rel), reason))
     out = []
     for rel, path in found:
         claims = path.suffix.lower() in IMAGE_EXTENSIONS
@@ -980,6 +988,11 @@ def read_images(
     if source.is_dir():
         return _read_folder(
             source, size or DEFAULT_SIZE, color, fit, labels_from_folders, limit, on_progress
+        )
+    if not source.is_file():  # opening a FIFO would wait for a writer
+        raise InputError(
+            f"{source}: not a folder or a regular file (a device, FIFO or socket); "
+            "pass a folder of images or an IDX images file"
         )
     ndim = _idx_ndim(source)
     if "idx3" in source.name or ndim == 3:

@@ -32,6 +32,7 @@ recompute them.
 from __future__ import annotations
 
 import contextlib
+import errno
 import fcntl
 import hashlib
 import json
@@ -49,7 +50,8 @@ from contextlib import contextmanager
 from datetime import datetime, timezone
 from pathlib import Path, PurePosixPath
 
-from ..errors import IndexExists, IndexFormatError, IndexLocked, IndexNotFound, InputError, RetrievalWarning
+from ..errors import (HomeNotWritable, IndexExists, IndexFormatError, IndexLocked, IndexNotFound, InputError,
+                      RetrievalWarning)
 from .layout import FORMAT_VERSION, MANIFEST, migrate, read_manifest, read_raw_manifest, write_json_atomic
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
 #: The random part ``tempfile.mkdtemp`` appends: matching it exactly keeps
@@ -64,6 +66,8 @@ LOCK_GRACE = 0.2
 #: How long a reader waits for a live writer's swap to finish.
 _SWAP_WAIT = 5.0
 _FIX = "the index may have been tampered with: rebuild it with --force"
+#: What a write to a read-only mount or a folder without write permission fails with.
+_NOT_WRITABLE = frozenset({errno.EROFS, errno.EACCES, errno.EPERM})
 
 # Locks this process holds, by lock file: {path: [thread id, depth]}. flock
 # conflicts between two descriptors of one process too, so a thread already
@@ -89,15 +93,50 @@ def index_home(index_dir: str | Path | None = None) -> Path:
     return Path.home() / ".local" / "share" / "retrieval" / "indexes"
 
 
+def _home_origin(index_dir: str | Path | None) -> str:
+    """Where :func:`index_home` took the home from, as the fix names it."""
+    if index_dir:
+        return "--index-dir"
+    if os.environ.get("RETRIEVAL_HOME"):
+        return "RETRIEVAL_HOME"
+    return "--index-dir or RETRIEVAL_HOME"
+
+
 class Store:
     """The collection of indexes under one home folder.
 
     Args:
         root: The home folder; see :func:`index_home` for the default.
+
+    Raises:
+        InputError: The home, or a folder on its path, is a file.
     """
 
     def __init__(self, root: str | Path | None = None) -> None:
         self.root = index_home(root)
+        self._origin = _home_origin(root)
+        self._check_home()
+
+    def _check_home(self) -> None:
+        """Raise unless the home is a folder or can become one (no file on its path)."""
+        for path in (self.root, *self.root.parents):
+            if path.exists():
+                if not path.is_dir():
+                    what = "it" if path == self.root else str(path)
+                    raise InputError(f"the index home {self.root} is not a folder: {what} is a file; point "
+                                     f"{self._origin} at a folder, or move the file away")
+                return
+
+    def _not_writable(self, exc: OSError, name: str, purpose: str) -> Exception:
+        """The error to raise for an operating-system error of a write (``exc`` itself when it is not about access)."""
+        self._check_home()  # the home was replaced by a file since
+        if exc.errno not in _NOT_WRITABLE:
+            return exc
+        folder = Path(exc.filename).parent if exc.filename else self.root
+        return HomeNotWritable(
+            f"index {name!r} cannot be written ({purpose}): {folder} is not writable ({exc.strerror}); remount it "
+            f"read-write or fix its permissions, or copy {self.root} to a writable folder and point "
+            f"{self._origin} at the copy; reading (query, info, list, evaluate) works as it is")
 
     def path(self, name: str) -> Path:
         """Folder of index ``name`` (validated, not necessarily existing)."""
@@ -112,8 +151,12 @@ class Store:
             return []
         for name in {m.group(1) for p in self.root.iterdir() if (m := _OLD.match(p.name))}:
             if _NAME.match(name) and not (self.root / name / MANIFEST).exists():
-                with contextlib.suppress(IndexLocked):
+                try:
                     self._restore(name)
+                except IndexLocked:
+                    pass
+                except HomeNotWritable as exc:  # a read-only home: say what is missing from the list
+                    warnings.warn(str(exc), RetrievalWarning, stacklevel=2)
         return sorted(p.name for p in self.root.iterdir()
                       if p.is_dir() and not p.name.startswith(".") and (p / MANIFEST).exists())
 
@@ -144,13 +187,16 @@ class Store:
         Raises:
             IndexLocked: Another process is writing ``name``.
             IndexExists: ``name`` exists and ``force`` is false.
+            HomeNotWritable: The home cannot be written (read-only, no permission).
         """
         target = self.path(name)
         holder = self._holder(name)
         if holder is not None:
             raise IndexLocked(self._locked_message(name, holder))
-        if not target.exists():
-            self._restore(name)
+        # Holding the lock a moment finishes a killed writer's swap, and fails on a
+        # read-only home now rather than after minutes of training.
+        with self.lock(name, purpose="build"):
+            pass
         if target.exists() and not force:
             raise IndexExists(f"index {name!r} already exists in {self.root}; "
                               "pass --force to replace it or choose another --name")
@@ -193,8 +239,11 @@ class Store:
                 with _held_guard:
                     _held[key][1] -= 1
             return
-        self.root.mkdir(parents=True, exist_ok=True)
-        fd = self._acquire(name, path, purpose)
+        try:
+            self.root.mkdir(parents=True, exist_ok=True)
+            fd = self._acquire(name, path, purpose)
+        except OSError as exc:
+            raise self._not_writable(exc, name, purpose) from None
         with _held_guard:
             _held[key] = [me, 1]
         try:
@@ -301,6 +350,9 @@ class Store:
             try:
                 with self.lock(name, purpose="recovery"):
                     return
+            except HomeNotWritable as exc:
+                raise HomeNotWritable(f"a killed writer left index {name!r} half-replaced (its previous version "
+                                      f"is in {self.root}/.old-{name}-*); putting it back: {exc}") from None
             except IndexLocked:
                 # A live writer between its two renames: its new state appears at once.
                 if (self.path(name) / MANIFEST).exists():
@@ -414,11 +466,14 @@ class Store:
             verify_index(folder, raw, files=raw["format_version"] < FORMAT_VERSION)
             manifest = migrate(raw)
             update(manifest)
-            if "files" in manifest:
-                manifest["checksum"] = manifest_checksum(manifest)
-                write_json_atomic(folder / MANIFEST, manifest)
-            else:  # a format-1 index written before checksums: sealing is its upgrade
-                seal_index(folder, manifest)
+            try:
+                if "files" in manifest:
+                    manifest["checksum"] = manifest_checksum(manifest)
+                    write_json_atomic(folder / MANIFEST, manifest)
+                else:  # a format-1 index written before checksums: sealing is its upgrade
+                    seal_index(folder, manifest)
+            except OSError as exc:  # the home is writable (the lock file), the index folder is not
+                raise self._not_writable(exc, name, "manifest update") from None
         return manifest
 
     def upgrade(self, name: str) -> dict:
@@ -553,7 +608,7 @@ def seal_index(folder: str | Path, manifest: dict | None = None) -> dict:
     return manifest
 
 
-def verify_index(folder: str | Path, manifest: dict, *, files: bool = True) -> None:
+def verify_index(folder: str | Path, manifest: dict, *, files: bool = True, hashes: bool = True) -> None:
     """Check an index folder against the checksums in its manifest.
 
     Format-1 indexes written before checksums existed (no ``files`` nor
@@ -564,6 +619,8 @@ def verify_index(folder: str | Path, manifest: dict, *, files: bool = True) -> N
         folder: The index folder.
         manifest: Its manifest as written (:func:`read_raw_manifest`, before migration).
         files: Also check every file (``False``: only the manifest's checksum).
+        hashes: Also hash every file (``False``: only their presence and sizes; a
+            quick check that misses a changed byte but not a truncated file).
 
     Raises:
         IndexFormatError: The manifest was edited; a listed file is missing,
@@ -603,6 +660,8 @@ def verify_index(folder: str | Path, manifest: dict, *, files: bool = True) -> N
         rel = path.relative_to(folder).as_posix()
         if not path.is_dir() and rel not in expected and rel not in _UNLISTED:
             raise IndexFormatError(f"{where}: unexpected file {rel}, not written by the build; {_FIX}")
+    if not hashes:
+        return
     for rel, (_, sha) in sorted(expected.items()):
         if _sha256(folder / rel) != sha:
             raise IndexFormatError(f"{where}: {rel} was modified or truncated (sha256 mismatch); {_FIX}")

@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 import scipy.sparse as sp
 
-from ...config import PRETRAIN_MODES  # noqa: F401  (re-exported)
+from ...config import CODE_MIN_SPREAD, PRETRAIN_MODES  # noqa: F401  (PRETRAIN_MODES re-exported)
 from ...errors import IndexFormatError, InputError, RetrievalWarning
 from ...progress import Progress
 from ..base import Encoder
@@ -126,9 +126,14 @@ class KerasAutoencoder(Encoder):
             self.__dict__.pop(stale, None)
         self._compile_inference()
         codes = self._predict(inputs)
-        self.code_mean_ = codes.mean(axis=0).astype(np.float32) if self.center else \
-            np.zeros(codes.shape[1], np.float32)
-        self.code_projection_ = _partial_whitening(codes - self.code_mean_, self.whiten)
+        mean = codes.mean(axis=0)
+        # Centring maps an item at the mean code to the zero vector, whose
+        # cosine with anything is 0 or rounding noise. When the codes do not
+        # spread (every item the same text), every item sits at the mean: keep
+        # them uncentred and unwhitened, so identical items score cosine 1.
+        varied = _rms(codes - mean) > CODE_MIN_SPREAD * _rms(codes)
+        self.code_mean_ = (mean if self.center and varied else np.zeros_like(mean)).astype(np.float32)
+        self.code_projection_ = _partial_whitening(codes - self.code_mean_, self.whiten if varied else 0.0)
         if self.binary:
             # Learned bits are the signs the network was trained with; the
             # median baseline splits every unit's training values in half.
@@ -256,6 +261,11 @@ class KerasAutoencoder(Encoder):
             setattr(self, name, model)
             return model
         raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
+
+
+def _rms(codes: np.ndarray) -> float:
+    """Root mean square norm of the rows."""
+    return float(np.sqrt(np.mean(np.sum(np.square(codes, dtype=np.float64), axis=1))))
 
 
 def _rows(array, idx):

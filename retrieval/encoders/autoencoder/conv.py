@@ -38,7 +38,8 @@ class ConvAutoencoder(KerasAutoencoder):
         noise: Input dropout rate (denoising); 0 disables it.
         patience: Early-stopping patience in epochs.
         validation_fraction: Held-out slice for early stopping.
-        center: Subtract the mean training code.
+        center: Subtract the mean training code (not when the training codes
+            do not spread: identical images).
         whiten: Partial whitening exponent of the codes (0 = none, 0.5 = full).
         augment: Denoising by geometric corruption: random shifts up to this
             fraction of the side, and mirroring, in training only (0 = off).

@@ -56,7 +56,8 @@ class TextAutoencoder(KerasAutoencoder):
         patience: Early-stopping patience in epochs.
         validation_fraction: Held-out slice for early stopping.
         center: Subtract the mean training code (cosine then compares
-            directions around the corpus centre, not around the origin).
+            directions around the corpus centre, not around the origin);
+            skipped when the training codes do not spread (identical items).
         binarize: ``"none"`` (float codes), ``"learned"`` (``code_dim`` bits
             trained as bits) or ``"median"`` (float codes thresholded).
         binary_epochs: Epochs of binarised training after the float phase.

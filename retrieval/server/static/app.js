@@ -356,8 +356,12 @@ function showNovelty(novelty) {
   }
   const pct = Math.round(novelty.percentile);
   let words = `Novelty ${formatScore(novelty.score)}: higher than ${pct} % of the indexed items`;
-  if (novelty.percentile >= 99) words += " (nothing like it is indexed)";
-  else if (novelty.percentile <= 50) words += " (a typical item for this index)";
+  // The verdict comes from the server (retrieval/novelty.py: judge), thresholds and all.
+  if (novelty.verdict === "unlike") words += " (nothing like it is indexed)";
+  else if (novelty.verdict === "typical") words += " (a typical item for this index)";
+  else if (novelty.verdict === "unjudged") {
+    words += ` (too few to judge: the models learned from ${novelty.reference_items} items)`;
+  }
   $("novelty-text").textContent = words + ".";
   $("novelty-bar").style.width = `${Math.max(0, Math.min(100, novelty.percentile))}%`;
   box.hidden = false;
