@@ -229,6 +229,17 @@ class _FaissBacked(VectorIndex):
             self.index_ = self._build(codes)
         self.index_.add(codes)
 
+    def train(self, codes, n_items: int) -> None:
+        """Build the empty index for ``n_items`` codes from a sample of them, adding none.
+
+        A build adds its items a chunk at a time: an index that learns from
+        its codes (:attr:`trained`: IVF cells) learns here, from the training
+        sample and sized for the whole collection, not from the first chunk.
+        """
+        codes = self._prepare(codes)
+        self.factory_ = self._factory_string(n_items, codes.shape[1])
+        self.index_ = self._from_factory(self.factory_, codes)
+
     def __len__(self) -> int:
         return 0 if self.index_ is None else int(self.index_.ntotal)
 
@@ -430,7 +441,22 @@ class SparseIndex(VectorIndex):
         if metric != "cosine":
             raise InputError(f"the sparse index supports only cosine; got {metric!r}")
         super().__init__(metric)
-        self.matrix_: sp.csr_matrix | None = None
+        self._rows: sp.csr_matrix | None = None
+        self._added: list[sp.csr_matrix] = []
+        self._transposed: sp.csr_matrix | None = None
+
+    @property
+    def matrix_(self) -> sp.csr_matrix | None:
+        """Every row added, normalised. A build adds chunk after chunk: they are stacked once, when read."""
+        if self._added:
+            parts = ([] if self._rows is None else [self._rows]) + self._added
+            self._rows = parts[0] if len(parts) == 1 else sp.vstack(parts).tocsr()
+            self._added, self._transposed = [], None
+        return self._rows
+
+    @matrix_.setter
+    def matrix_(self, value: sp.csr_matrix | None) -> None:
+        self._rows, self._added, self._transposed = value, [], None
 
     @staticmethod
     def _normalize(X) -> sp.csr_matrix:
@@ -440,9 +466,7 @@ class SparseIndex(VectorIndex):
         return sp.csr_matrix(sp.diags(1.0 / norms).astype(np.float32) @ X)
 
     def add(self, codes) -> None:
-        codes = self._normalize(codes)
-        self.matrix_ = codes if self.matrix_ is None else sp.vstack([self.matrix_, codes]).tocsr()
-        self._transposed = self.matrix_.T.tocsr()
+        self._added.append(self._normalize(codes))
 
     @classmethod
     def combine(cls, parts):
@@ -454,6 +478,9 @@ class SparseIndex(VectorIndex):
     def search(self, queries, k: int) -> tuple[np.ndarray, np.ndarray]:
         k = min(check_k(k), len(self))
         queries = self._normalize(queries)
+        matrix = self.matrix_
+        if self._transposed is None:
+            self._transposed = matrix.T.tocsr()
         scores = np.empty((queries.shape[0], k), np.float32)
         positions = np.empty((queries.shape[0], k), np.int64)
         step = 256  # bounds the dense (step x n) block of similarities
@@ -468,7 +495,7 @@ class SparseIndex(VectorIndex):
         return scores, positions
 
     def __len__(self) -> int:
-        return 0 if self.matrix_ is None else self.matrix_.shape[0]
+        return sum(part.shape[0] for part in ([] if self._rows is None else [self._rows]) + self._added)
 
     def stored(self) -> sp.csr_matrix:
         return self.matrix_ if self.matrix_ is not None else sp.csr_matrix((0, 0), dtype=np.float32)
@@ -485,7 +512,7 @@ class SparseIndex(VectorIndex):
             self.matrix_ = sp.load_npz(folder / cls.filename).tocsr()
         except (OSError, ValueError) as exc:
             raise IndexFormatError(f"cannot read {folder / cls.filename} ({exc}); rebuild the index") from None
-        self._transposed = self.matrix_.T.tocsr()
+        self._transposed = self.matrix_.T.tocsr()  # at load, not on the first query
         return self
 
 

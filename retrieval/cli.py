@@ -58,6 +58,9 @@ Seed = Annotated[int, typer.Option("--seed", help="Random seed of everything.")]
 CodeDim = Annotated[int, typer.Option("--code-dim", help="Autoencoder code dimension.")]
 Epochs = Annotated[int, typer.Option("--epochs", help="Maximum training epochs.")]
 Noise = Annotated[float, typer.Option("--noise", help="Denoising: input dropout rate.")]
+TrainSample = Annotated[Optional[int], typer.Option(
+    "--train-sample", help="Fit the models on a seeded random sample of this many items, then encode every item "
+    "(0 = all).")]
 
 
 def _choices(name: str, values: tuple[str, ...]) -> type[enum.Enum]:
@@ -153,6 +156,7 @@ def index_docs(
     keep_inputs: KeepInputs = DocsConfig.keep_inputs,
     baseline_dim: Annotated[Optional[int], typer.Option(help="LSA dimension (default: --code-dim).")] = DocsConfig.baseline_dim,
     index_kind: IndexKind = IndexKindChoice(DocsConfig.index_kind),
+    train_sample: TrainSample = DocsConfig.train_sample,
     seed: Seed = DocsConfig.seed,
     force: Force = False,
     index_dir: IndexDir = None,
@@ -163,7 +167,7 @@ def index_docs(
                          code_dim=code_dim, hidden=_csv_ints(hidden, "--hidden"), epochs=epochs, noise=noise,
                          short_views=short_views, neighbours=neighbours, neighbour_weight=neighbour_weight, pretrain=_value(pretrain),
                          baselines=baselines, baseline_dim=baseline_dim, index_kind=_value(index_kind), seed=seed,
-                         bits=bits, binary_epochs=binary_epochs, keep_inputs=keep_inputs)
+                         bits=bits, binary_epochs=binary_epochs, keep_inputs=keep_inputs, train_sample=train_sample)
     with api.RichProgress(err) as progress:
         manifest = api.build_docs_index(source, name, options, store=api.Store(index_dir), force=force,
                                         progress=progress)
@@ -194,6 +198,7 @@ def index_images(
     baseline_dim: Annotated[Optional[int], typer.Option(help="PCA dimension (default: --code-dim).")] = ImagesConfig.baseline_dim,
     index_kind: IndexKind = IndexKindChoice(ImagesConfig.index_kind),
     limit: Annotated[Optional[int], typer.Option(help="Index at most this many images.")] = ImagesConfig.limit,
+    train_sample: TrainSample = ImagesConfig.train_sample,
     max_pages: Annotated[int, typer.Option(help="When SOURCE is a URL: pages to crawl.")] = CrawlConfig.max_pages,
     seed: Seed = ImagesConfig.seed,
     force: Force = False,
@@ -206,7 +211,7 @@ def index_images(
                            whiten=whiten, augment=augment, mirror=mirror, epochs=epochs, patience=patience,
                            noise=noise, baselines=baselines, baseline_dim=baseline_dim,
                            index_kind=_value(index_kind), limit=limit, seed=seed, bits=bits, binary_epochs=binary_epochs,
-                           keep_inputs=keep_inputs)
+                           keep_inputs=keep_inputs, train_sample=train_sample)
     store = api.Store(index_dir)
     with api.RichProgress(err) as progress:
         if source.startswith(("http://", "https://")):

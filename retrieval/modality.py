@@ -10,16 +10,19 @@ one more subclass registered in :data:`MODALITIES`.
 from __future__ import annotations
 
 import hashlib
+import itertools
 from dataclasses import dataclass, fields
 from pathlib import Path
+from collections.abc import Iterable, Iterator
 from typing import Any, ClassVar
 
 import numpy as np
 
-from .config import (DOC_BASELINES, IMAGE_BASELINES, MIN_QUERY_WORDS, QUERY_FIELDS, RERANKERS_DOCS, RERANKERS_IMAGES,
-                     DocsConfig, ImagesConfig, check_query_field)
+from .config import (BUILD_CHUNK_DOCS, BUILD_CHUNK_IMAGES, DOC_BASELINES, IMAGE_BASELINES, MIN_QUERY_WORDS,
+                     QUERY_FIELDS, RERANKERS_DOCS, RERANKERS_IMAGES, DocsConfig, ImagesConfig, check_query_field)
 from .errors import EmptyQueryError, IndexFormatError, InputError
 from .items import Item
+from .progress import report
 
 
 @dataclass
@@ -39,6 +42,14 @@ class Batch:
     oov: np.ndarray | None = None
     skipped: int = 0
 
+    @staticmethod
+    def join(modality: "Modality", batches: list["Batch"]) -> "Batch":
+        """The batches one after the other (one batch of their items)."""
+        oovs = [b.oov for b in batches]
+        return Batch([it for b in batches for it in b.items], modality.concat_all([b.inputs for b in batches]),
+                     None if any(o is None for o in oovs) else np.concatenate(oovs),
+                     sum(b.skipped for b in batches))
+
     def take(self, rows) -> "Batch":
         """The batch restricted to ``rows`` (positions, in order)."""
         rows = np.asarray(rows, dtype=np.int64)
@@ -52,6 +63,22 @@ def _hashed(items: list[Item], contents) -> list[Item]:
         data = content.encode("utf-8", "surrogatepass") if isinstance(content, str) else content.tobytes()
         item.extra = {**item.extra, "sha256": hashlib.sha256(data).hexdigest()}
     return items
+
+
+def _quietly(chunks: Iterator) -> Iterator:
+    """``chunks`` without their :class:`~retrieval.errors.RetrievalWarning`: a second pass over a source
+    would repeat every warning of the first."""
+    import warnings
+
+    from .errors import RetrievalWarning
+
+    while True:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RetrievalWarning)
+            chunk = next(chunks, None)
+        if chunk is None:
+            return
+        yield chunk
 
 
 def encoder_options(config, cls, **overrides) -> dict:
@@ -76,8 +103,11 @@ class Modality:
     noun: ClassVar[str] = ""
     #: What the stored inputs are, in messages ("TF-IDF matrix").
     inputs_noun: ClassVar[str] = ""
-    #: File name of the stored model inputs inside the index folder.
+    #: File name of the stored model inputs inside a segment folder (its first shard).
     inputs_file: ClassVar[str] = ""
+    #: Items a build reads, vectorises and encodes at a time; the rows of a shard of stored inputs
+    #: that a compaction or a retrain writes (``BUILD_CHUNK_*``).
+    chunk_size: ClassVar[int] = 0
     config_class: ClassVar[type] = object
     #: The autoencoder's encoder registry name (:func:`retrieval.encoders.encoder_class`).
     autoencoder_name: ClassVar[str] = ""
@@ -99,9 +129,20 @@ class Modality:
     compared_with: ClassVar[tuple[str, ...]] = ()
 
     # -- the index's preprocessing state ------------------------------------------
-    def prepare(self, source, config, *, store_root: Path | None = None) -> tuple[Any, Batch, dict]:
-        """Read a source and fit the preprocessing: ``(state, batch, manifest entries)``."""
+    def prepare_chunks(self, source, config, *, chunk_size: int | None = None,
+                       progress=None) -> tuple[Any, Iterator[Batch], dict]:
+        """Fit the preprocessing on a source and stream its items: ``(state, chunks, manifest entries)``.
+
+        ``chunks`` reads the source (again, for documents) and yields its items
+        as batches of at most ``chunk_size`` (default: :attr:`chunk_size`):
+        a build never holds every item's inputs at once.
+        """
         raise NotImplementedError
+
+    def prepare(self, source, config, *, store_root: Path | None = None) -> tuple[Any, Batch, dict]:
+        """Read a source and fit the preprocessing: ``(state, batch, manifest entries)``, the batch in memory."""
+        state, chunks, extra = self.prepare_chunks(source, config)
+        return state, Batch.join(self, list(chunks)), extra
 
     def save_state(self, state, folder) -> None:
         """Write the preprocessing state into the index folder (may write nothing)."""
@@ -119,15 +160,106 @@ class Modality:
         raise NotImplementedError
 
     # -- stored inputs ----------------------------------------------------------------
+    # The inputs of a segment are stored in shards, so that a build writes them
+    # as it reads and a compaction or a retrain copies them a chunk at a time:
+    # ``path`` itself (``inputs.npz``, the only file of an index written
+    # before shards), then ``inputs.1.npz``, ``inputs.2.npz``, ... They load as one.
+    def shard_number(self, name: str) -> int | None:
+        """The rank of the stored-inputs shard called ``name`` (``inputs.npz``: 0, ``inputs.2.npz``: 2), else ``None``."""
+        stem, suffix = Path(self.inputs_file).stem, Path(self.inputs_file).suffix
+        if name == self.inputs_file:
+            return 0
+        middle = name[len(stem) + 1:len(name) - len(suffix)] if len(name) > len(self.inputs_file) else ""
+        ok = name.startswith(stem + ".") and name.endswith(suffix) and middle.isdigit() and middle[0] != "0"
+        return int(middle) if ok else None
+
+    def input_shards(self, path: Path) -> list[Path]:
+        """The files of the inputs stored at ``path``, in row order (none when ``path`` does not exist)."""
+        path = Path(path)
+        if not path.exists():
+            return []
+        numbered = {}
+        for shard in path.parent.glob(f"{path.stem}.*{path.suffix}"):
+            number = self.shard_number(shard.name)
+            if number:
+                numbered[number] = shard
+        return [path] + [numbered[k] for k in sorted(numbered)]
+
     def save_inputs(self, path: Path, inputs) -> None:
-        raise NotImplementedError
+        """Store ``inputs`` as the only shard at ``path`` (other shards are removed)."""
+        for shard in self.input_shards(path)[1:]:
+            shard.unlink()
+        self._save_shard(Path(path), inputs)
+
+    def append_inputs(self, path: Path, inputs) -> None:
+        """Store ``inputs`` after the inputs at ``path``, as a new shard."""
+        path = Path(path)
+        count = len(self.input_shards(path))
+        self._save_shard(path.with_name(f"{path.stem}.{count}{path.suffix}") if count else path, inputs)
 
     def load_inputs(self, path: Path):
+        """Every shard at ``path``, as one array (rows in order)."""
+        shards = self.input_shards(path) or [Path(path)]  # a missing file fails here, as the caller expects
+        parts = [self._load_shard(shard) for shard in shards]
+        return parts[0] if len(parts) == 1 else self.concat_all(parts)
+
+    def iter_inputs(self, path: Path) -> Iterator:
+        """The shards at ``path`` one at a time."""
+        return self.iter_shards(self.input_shards(path))
+
+    def iter_shards(self, shards: list[Path]) -> Iterator:
+        """The inputs of the given shard files, one at a time."""
+        for shard in shards:
+            yield self._load_shard(shard)
+
+    def take_inputs(self, path: Path, rows) -> Any:
+        """The rows ``rows`` (sorted positions) of the inputs at ``path``, reading one shard at a time."""
+        return self.take(self.iter_inputs(path), rows)
+
+    def take(self, parts: Iterable, rows) -> Any:
+        """The rows ``rows`` (sorted positions) of the inputs ``parts`` yields in row order, one part held at a time."""
+        rows = np.asarray(rows, np.int64)
+        taken, start = [], 0
+        for part in parts:
+            stop = start + part.shape[0]
+            lo, hi = np.searchsorted(rows, [start, stop])
+            taken.append(part[rows[lo:hi] - start])
+            start = stop
+        return self.concat_all(taken)
+
+    def rechunk(self, parts: Iterable, size: int | None = None) -> Iterator:
+        """The rows ``parts`` yields, regrouped in order into blocks of at least ``size`` rows (the last one smaller).
+
+        A compaction of many small segments, or a retrain, writes a few shards of
+        about :attr:`chunk_size` rows rather than one per part; a block holds
+        less than ``size`` plus one part.
+        """
+        size = size or self.chunk_size
+        held, rows = [], 0
+        for part in parts:
+            if not part.shape[0]:
+                continue
+            held.append(part)
+            rows += part.shape[0]
+            if rows >= size:
+                yield held[0] if len(held) == 1 else self.concat_all(held)
+                held, rows = [], 0
+        if held:
+            yield held[0] if len(held) == 1 else self.concat_all(held)
+
+    def _save_shard(self, path: Path, inputs) -> None:
+        raise NotImplementedError
+
+    def _load_shard(self, path: Path):
+        raise NotImplementedError
+
+    def concat_all(self, parts: list):
+        """The rows of every part, in order."""
         raise NotImplementedError
 
     def concat(self, a, b):
         """Rows of ``a`` followed by rows of ``b``."""
-        raise NotImplementedError
+        return self.concat_all([a, b])
 
     def empty(self, state, manifest: dict) -> Batch:
         """A batch of no items of the index's input shape."""
@@ -207,12 +339,6 @@ class Modality:
         """Model inputs ``(1, ...)`` of one query (text, or an image path / URL / bytes)."""
         raise NotImplementedError
 
-    def concat_all(self, parts: list):
-        out = parts[0]
-        for part in parts[1:]:
-            out = self.concat(out, part)
-        return out
-
     def read_queries(self, state, source, *, labels_from_folders: bool, strip: str | None,
                      limit: int | None, query_field: str = QUERY_FIELDS[0]) -> tuple[Any, list[Item], list]:
         """Labelled evaluation queries: ``(inputs, items, raw queries for the latency sample)``.
@@ -255,6 +381,7 @@ class Docs(Modality):
     noun = "documents"
     inputs_noun = "TF-IDF matrix"
     inputs_file = "inputs.npz"
+    chunk_size = BUILD_CHUNK_DOCS
     config_class = DocsConfig
     autoencoder_name = "text_autoencoder"
     linear, exact = DOC_BASELINES
@@ -274,18 +401,35 @@ class Docs(Modality):
 
     def _batch(self, vectorizer, corpus) -> Batch:
         texts = [it.text for it in corpus.items]
-        return Batch(_hashed(corpus.items, texts), vectorizer.transform(texts), vectorizer.oov_fraction(texts),
-                     len(corpus.skipped))
+        X, oov = vectorizer.transform_oov(texts)
+        return Batch(_hashed(corpus.items, texts), X, oov, len(corpus.skipped))
 
-    def prepare(self, source, config, *, store_root=None):
-        from .vectorize import TextVectorizer
+    def _chunks(self, source, config, chunk_size: int):
+        """A function reading ``source`` afresh, chunk by chunk (a corpus in memory is sliced)."""
+        from .sources.documents import DocumentCorpus, iter_documents
 
+        if isinstance(source, (str, Path)):
+            return lambda: iter_documents(source, labels_from_folders=config.labels_from_folders, strip=config.strip,
+                                          chunk_size=chunk_size)
         corpus = self._corpus(source, config, config.labels_from_folders)
-        texts = [it.text for it in corpus.items]
+        return lambda: (DocumentCorpus(corpus.items[start:start + chunk_size], corpus.skipped if not start else [])
+                        for start in range(0, len(corpus.items), chunk_size))
+
+    def prepare_chunks(self, source, config, *, chunk_size=None, progress=None):
+        """Documents: a first pass counts the terms (the vocabulary and idf); ``chunks`` is a second pass."""
+        from .vectorize import TermCounts, TextVectorizer
+
+        read = self._chunks(source, config, chunk_size or self.chunk_size)
         vectorizer = TextVectorizer(max_features=config.vocab_size)
-        X = vectorizer.fit_transform(texts)
-        batch = Batch(_hashed(corpus.items, texts), X, vectorizer.oov_fraction(texts), len(corpus.skipped))
-        return vectorizer, batch, {"vectorizer": {"vocabulary": vectorizer.n_features}}
+        counts = TermCounts(vectorizer.stop_words)
+        for corpus in read():
+            counts.update(it.text for it in corpus.items)
+            report(progress, "vocabulary", 0, 1, items=counts.documents)
+        report(progress, "vocabulary", 1, 1, items=counts.documents)
+        vectorizer.fit_counts(counts)
+        del counts
+        chunks = (self._batch(vectorizer, corpus) for corpus in _quietly(read()))
+        return vectorizer, chunks, {"vectorizer": {"vocabulary": vectorizer.n_features}}
 
     def save_state(self, state, folder) -> None:
         state.save(folder.vectorizer)
@@ -306,20 +450,20 @@ class Docs(Modality):
             return corpus
         return self._batch(state, corpus)
 
-    def save_inputs(self, path, inputs):
+    def _save_shard(self, path, inputs):
         import scipy.sparse as sp
 
         sp.save_npz(path, sp.csr_matrix(inputs), compressed=True)
 
-    def load_inputs(self, path):
+    def _load_shard(self, path):
         import scipy.sparse as sp
 
         return sp.load_npz(path).tocsr()
 
-    def concat(self, a, b):
+    def concat_all(self, parts):
         import scipy.sparse as sp
 
-        return sp.vstack([a, b]).tocsr()
+        return sp.vstack(parts).tocsr()
 
     def empty(self, state, manifest):
         import scipy.sparse as sp
@@ -411,6 +555,7 @@ class Images(Modality):
     noun = "images"
     inputs_noun = "pixels"
     inputs_file = "pixels.npy"
+    chunk_size = BUILD_CHUNK_IMAGES
     config_class = ImagesConfig
     autoencoder_name = "conv_autoencoder"
     linear, exact = IMAGE_BASELINES
@@ -433,11 +578,25 @@ class Images(Modality):
     def _batch(corpus) -> Batch:
         return Batch(_hashed(corpus.items, corpus.pixels), corpus.pixels, None, len(corpus.skipped))
 
-    def prepare(self, source, config, *, store_root=None):
-        corpus = self._corpus(source, size=config.size, color=config.color, fit=config.fit,
-                              labels_from_folders=config.labels_from_folders, limit=config.limit)
-        shape = ImageShape(int(corpus.pixels.shape[1]), corpus.color, config.fit)
-        return shape, self._batch(corpus), {"images": {"size": shape.size, "color": shape.color, "fit": shape.fit}}
+    def prepare_chunks(self, source, config, *, chunk_size=None, progress=None):
+        """Images: a single pass; the first chunk gives the size and colour (an IDX header, or a folder's headers)."""
+        from .sources.images import ImageCorpus, iter_images
+
+        chunk_size = chunk_size or self.chunk_size
+        options = {"size": config.size, "color": config.color, "fit": config.fit}
+        if isinstance(source, (str, Path)):
+            chunks = iter_images(Path(source).expanduser(), labels_from_folders=config.labels_from_folders,
+                                 limit=config.limit, chunk_size=chunk_size, **options)
+        else:
+            corpus = self._corpus(source, labels_from_folders=config.labels_from_folders, limit=config.limit,
+                                  **options)
+            chunks = (ImageCorpus(corpus.items[start:start + chunk_size], corpus.pixels[start:start + chunk_size],
+                                  corpus.size, corpus.color, corpus.skipped if not start else [])
+                      for start in range(0, len(corpus.items), chunk_size))
+        first = next(chunks)
+        shape = ImageShape(first.size, first.color, config.fit)
+        batches = (self._batch(corpus) for corpus in itertools.chain([first], chunks))
+        return shape, batches, {"images": {"size": shape.size, "color": shape.color, "fit": shape.fit}}
 
     def load_state(self, folder, manifest):
         try:
@@ -458,14 +617,14 @@ class Images(Modality):
             corpus = corpus_from_arrays(data, size=state.size, color=state.color, fit=state.fit)
         return corpus if state is None else self._batch(corpus)
 
-    def save_inputs(self, path, inputs):
+    def _save_shard(self, path, inputs):
         np.save(path, np.asarray(inputs))
 
-    def load_inputs(self, path):
+    def _load_shard(self, path):
         return np.load(path, allow_pickle=False)
 
-    def concat(self, a, b):
-        return np.concatenate([a, b])
+    def concat_all(self, parts):
+        return np.concatenate(parts)
 
     def empty(self, state, manifest):
         return Batch([], np.zeros((0, state.size, state.size, state.channels), np.uint8), None, 0)

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import re
+from collections import Counter
 from importlib import util as import_util
 from pathlib import Path
 
@@ -58,6 +59,81 @@ class TextVectorizer:
         self.vocabulary_ = vec.get_feature_names_out().tolist()
         self.idf_ = vec.idf_.astype(np.float32)
         return matrix.astype(np.float32).tocsr()
+
+    def fit_counts(self, counts: "TermCounts") -> "TextVectorizer":
+        """Learn the vocabulary and idf from streamed counts; returns self.
+
+        The same vocabulary (columns in the same order) and idf as :meth:`fit`
+        on the texts counted (a test compares them), without the corpus'
+        count matrix: scikit-learn's selection re-done on the totals. Its
+        terms sorted alphabetically, those in at least ``min_df`` documents
+        kept, then the ``max_features`` most frequent of those (float32
+        totals and the same ``argsort``, so ties fall the same way); idf
+        smoothed, ``log((1 + n) / (1 + df)) + 1`` in float32.
+
+        Raises:
+            InputError: The vocabulary cap is below 2, or no term is left.
+        """
+        if self.max_features is not None and self.max_features < 2:
+            raise InputError(f"vocabulary size must be >= 2; got {self.max_features}")
+        if counts.stop_words != self.stop_words:
+            raise ValueError(f"counts were taken with stop_words={counts.stop_words!r}, not {self.stop_words!r}")
+        if not counts.df:
+            raise InputError("cannot build a vocabulary: empty vocabulary; perhaps the documents only contain "
+                             "stop words")
+        terms = sorted(counts.df)
+        df = np.fromiter((counts.df[t] for t in terms), np.int64, len(terms))
+        mask = df >= self.min_df
+        if not mask.any():
+            raise InputError(f"cannot build a vocabulary: no term is in {self.min_df} documents or more")
+        if self.max_features is not None and mask.sum() > self.max_features:
+            totals = np.fromiter((counts.tf[t] for t in terms), np.float32, len(terms))
+            best = (-totals[mask]).argsort()[:self.max_features]
+            chosen = np.zeros(len(terms), bool)
+            chosen[np.flatnonzero(mask)[best]] = True
+            mask = chosen
+        self.vocabulary_ = [t for t, keep in zip(terms, mask) if keep]
+        df = df[mask].astype(np.float32) + 1
+        idf = np.full_like(df, counts.documents + 1) / df
+        self.idf_ = (np.log(idf) + 1).astype(np.float32)
+        self._columns = {term: i for i, term in enumerate(self.vocabulary_)}
+        self._analyze = _word_analyzer(self.stop_words)
+        return self
+
+    def transform_oov(self, texts: list[str]) -> tuple[sp.csr_matrix, np.ndarray]:
+        """:meth:`transform` and :meth:`oov_fraction` of ``texts`` from one tokenisation of each.
+
+        What a build and an update compute for every item; tokenising once
+        halves their cost. The rows equal :meth:`transform`'s up to float32
+        rounding (a test compares them).
+        """
+        if not hasattr(self, "_analyze"):
+            self._analyze = self._vec.build_analyzer()
+            self._columns = self._vec.vocabulary_
+        columns, analyze = self._columns, self._analyze
+        oov = np.ones(len(texts), np.float32)
+        indptr = np.zeros(len(texts) + 1, np.int64)
+        indices, counts = [], []
+        for i, text in enumerate(texts):
+            tokens = analyze(text)
+            row = Counter(col for col in map(columns.get, tokens) if col is not None)
+            if tokens:
+                oov[i] = (len(tokens) - sum(row.values())) / len(tokens)
+            cols = sorted(row)
+            indices.extend(cols)
+            counts.extend(row[c] for c in cols)
+            indptr[i + 1] = len(indices)
+        data = np.asarray(counts, np.float32)
+        indices = np.asarray(indices, np.int32)
+        if self.sublinear_tf:  # scikit-learn's arithmetic, in float32 as it does it
+            np.log(data, out=data)
+            data += 1.0
+        data *= self.idf_[indices]
+        rows = np.repeat(np.arange(len(texts)), np.diff(indptr))
+        norms = np.sqrt(np.bincount(rows, weights=data.astype(np.float64) ** 2, minlength=len(texts)))
+        norms[norms == 0] = 1.0  # a text without a known term stays an all-zero row
+        data /= norms[rows].astype(np.float32)
+        return sp.csr_matrix((data, indices, indptr), shape=(len(texts), self.n_features)), oov
 
     def transform(self, texts: list[str]) -> sp.csr_matrix:
         """Return L2-normalised TF-IDF rows, float32 CSR ``(n, vocabulary)``.
@@ -148,6 +224,34 @@ class TextVectorizer:
         self.vocabulary_ = vocabulary
         self.idf_ = idf.astype(np.float32)
         return self
+
+
+class TermCounts:
+    """What fitting TF-IDF counts, taken one chunk of texts at a time.
+
+    Per term, the documents it occurs in (``df``) and its occurrences
+    (``tf``), and the documents seen: all :meth:`TextVectorizer.fit_counts`
+    needs, in memory proportional to the distinct terms rather than to the
+    corpus. Tokens are scikit-learn's (:func:`_word_analyzer`).
+
+    Args:
+        stop_words: ``"english"`` or ``None``, as the vectorizer's.
+    """
+
+    def __init__(self, stop_words: str | None = "english") -> None:
+        self.stop_words = stop_words
+        self._analyze = _word_analyzer(stop_words)
+        self.df: Counter = Counter()
+        self.tf: Counter = Counter()
+        self.documents = 0
+
+    def update(self, texts) -> None:
+        """Count ``texts`` (an iterable of strings)."""
+        for text in texts:
+            tokens = self._analyze(text)
+            self.tf.update(tokens)
+            self.df.update(set(tokens))
+            self.documents += 1
 
 
 #: scikit-learn's default ``token_pattern`` (words of two or more characters).

@@ -4,15 +4,18 @@ Every write holds the index's writer lock and publishes its result
 atomically; a failure leaves the previous index as it was. The operations
 are compositions of a few steps:
 
-* build = ``fit`` the encoders on the source, then ``append`` its items, in
-  a staging folder swapped in whole (:meth:`Store.writer`);
+* build = read the source in chunks, their inputs written as shards of the
+  one new segment (:meth:`IndexWriter.spool`), ``fit`` the encoders on a
+  sample, then ``append`` the shards one at a time, in a staging folder
+  swapped in whole (:meth:`Store.writer`);
 * add / sync / remove-items = plan on the live index, then ``keep`` (deletion
   marks) + ``append`` (one new segment) written beside the live segments, and
   a new manifest (:meth:`Store.segment_writer`); then the automatic
   compaction policy (:func:`compaction_plan`);
 * compact = ``merge`` segments into one, dropping removed items;
-* retrain = ``fit`` on the stored inputs, then re-encode them, into a
-  staging folder swapped in whole.
+* retrain = ``fit`` on (a sample of) the stored inputs, then re-encode them
+  a shard at a time, copying them into one new segment, in a staging
+  folder swapped in whole.
 """
 from __future__ import annotations
 
@@ -20,6 +23,7 @@ import platform
 import shutil
 import time
 from collections import Counter
+from collections.abc import Callable, Iterator
 from contextlib import closing
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
@@ -35,8 +39,8 @@ from .modality import Batch, Modality, modality_of
 from .progress import Progress, report
 from .storage import FORMAT_VERSION, IndexFolder, Store, read_manifest, seal_update, verify_index
 from .storage import metadata as item_table
-from .storage.layout import (INDEX_STEM, LEGACY_SEGMENT, SEGMENTS, SegmentFolder, deletions_name, is_segment_file,
-                             read_raw_manifest, segment_name)
+from .storage.layout import (INDEX_STEM, LEGACY_SEGMENT, SEGMENTS, SPOOL, SegmentFolder, deletions_name,
+                             is_segment_file, read_raw_manifest, segment_name)
 from .storage.segments import Items, Segments
 
 #: Ids an update report (and its error messages) names as examples.
@@ -130,6 +134,7 @@ class IndexWriter:
         self._carried: Segments | None = None  # a retrain's new segment holds these items
         self._segments: Segments | None = None
         self._templates: list[str] = []  # template files derived for an index written before them
+        self._target: SegmentFolder | None = None  # the new segment's folder, once spool() made it
 
     @classmethod
     def open(cls, root: Path) -> "IndexWriter":
@@ -195,12 +200,16 @@ class IndexWriter:
     def _rel(self, path: Path) -> str:
         return Path(path).relative_to(self.folder.root).as_posix()
 
-    def stored_inputs(self, need: str):
-        """The stored model inputs of every item; raises when the index was built without them."""
+    def stored_inputs(self, need: str) -> Segments:
+        """The segments, whose :meth:`~Segments.iter_inputs` reads the stored inputs of every item a shard at a time.
+
+        Raises:
+            InputError: The index was built without them (``--no-keep-inputs``).
+        """
         if not self.segments.has_inputs():
             raise InputError(f"index {self.manifest['name']!r} was built with --no-keep-inputs, so {need} "
                              "cannot re-encode its items; rebuild it from its source with --force")
-        return self.segments.inputs(lambda: self.modality.empty(self.state, self.manifest).inputs)
+        return self.segments
 
     def stored_oov(self) -> np.ndarray | None:
         """The OOV fractions of every item (``None`` when a segment has none: images, old indexes)."""
@@ -210,11 +219,35 @@ class IndexWriter:
         return segments.per_item(lambda seg: np.load(seg.oov, allow_pickle=False))
 
     # -- the steps ----------------------------------------------------------------
-    def fit(self, encoders: dict, batch: Batch, *, index_kind: str, progress: Progress | None = None) -> np.ndarray:
+    def spool(self, keep: bool) -> Path:
+        """Where a build or a retrain writes the model inputs of its one segment as it reads them, shard by shard.
+
+        Args:
+            keep: The index keeps them: the new segment's own inputs (the
+                segment's folder is made now, and :meth:`save` writes the
+                rest of the segment around them). Else a spool, which
+                :meth:`save` deletes (``--no-keep-inputs``).
+        """
+        if keep:
+            self._target = self._fresh_segment(segment_name(1))
+            return self._target.inputs(self.modality)
+        path = self.folder.root / SPOOL / self.modality.inputs_file
+        path.parent.mkdir(exist_ok=True)
+        return path
+
+    def fit(self, encoders: dict, batch: Batch, *, index_kind: str, items: int | None = None,
+            progress: Progress | None = None) -> np.ndarray:
         """Fit every encoder on ``batch`` and give each an empty nearest-neighbour index.
 
         A learned binary autoencoder ``ae`` also yields ``ae-float`` and
         ``ae-median`` from its float phase, at no extra training.
+
+        Args:
+            encoders: The unfitted encoders by method.
+            batch: The training items (the collection, or a sample of it).
+            index_kind: The nearest-neighbour index type (``auto`` picks by ``items``).
+            items: Items the indexes will hold (default: the training items).
+            progress: Progress callback.
 
         Returns:
             The novelty scores of the training items (the reference of every later score).
@@ -222,6 +255,7 @@ class IndexWriter:
         from .ann import make_index
 
         X = batch.inputs
+        items = X.shape[0] if items is None else items
         methods = {}
         def timed(make):
             started = time.perf_counter()
@@ -235,7 +269,9 @@ class IndexWriter:
                 family.update({f"{method}-{suffix}": timed(lambda mode=mode: encoder.derive(mode, X))
                                for suffix, mode in DERIVED})
             for name, (enc, seconds) in family.items():
-                index = make_index(index_kind, enc.metric, X.shape[0], sparse=enc.sparse)
+                index = make_index(index_kind, enc.metric, items, sparse=enc.sparse)
+                if index.trained:  # IVF cells: from the training items, before the first chunk is added
+                    index.train(enc.transform(X), items)
                 self._encoders[name], self._indexes[name] = enc, index
                 self._fitted.add(name)
                 methods[name] = _method_entry(enc, seconds)
@@ -246,7 +282,9 @@ class IndexWriter:
         reference = novelty.item_novelty(self._encoders["ae"], X, batch.oov)
         self._reference = np.sort(reference)
         self.manifest["novelty"] = novelty.summary(self._reference)
-        self.manifest["drift"] = novelty.drift(X.shape[0])
+        # Drift measures growth against the collection the models were fitted for, sampled or not.
+        self.manifest["drift"] = novelty.drift(items)
+        self.manifest["training"] = {"items": int(X.shape[0]), "of": int(items)}
         return reference
 
     def self_check(self, inputs, seed: int) -> dict:
@@ -287,7 +325,9 @@ class IndexWriter:
         Args:
             batch: The items and their model inputs.
             scores: Their novelty scores when already computed (a build has them from :meth:`fit`).
-            training: The batch is what the models were fitted on (a build): it does not count as drift.
+            training: The batch is part of the collection the models were fitted for (a build, which
+                appends its chunks in turn): it does not count as drift, and its inputs are not held
+                here (the build wrote them to :meth:`spool` as it read them).
             progress: Progress callback.
         """
         if not len(batch.items):
@@ -306,9 +346,9 @@ class IndexWriter:
         self._scores = scores if first else np.concatenate([self._scores, scores])
         if batch.oov is not None:
             self._oov = batch.oov if first else np.concatenate([self._oov, batch.oov])
-        self._inputs = batch.inputs if first else self.modality.concat(self._inputs, batch.inputs)
         self._new_items.extend(batch.items)
-        if not training:
+        if not training:  # a build stores the inputs of its chunks itself, as it reads them (spool())
+            self._inputs = batch.inputs if first else self.modality.concat(self._inputs, batch.inputs)
             drift = self.manifest["drift"]
             self.manifest["drift"] = novelty.drift(
                 drift["trained_items"], drift["added_since_training"] + len(batch.items),
@@ -317,24 +357,40 @@ class IndexWriter:
                 + float(novelty.percentile(self._reference, scores).sum()),
                 drift.get("added_novelty_sum", 0.0) + float(np.sum(scores)))
 
-    def reencode(self, inputs, scores: np.ndarray, progress: Progress | None = None) -> None:
-        """Fill the freshly fitted indexes with every stored item again (retrain).
+    def reencode(self, shards, scores: np.ndarray | None, oov: np.ndarray | None = None,
+                 progress: Progress | None = None, *, keep: Path | None = None) -> None:
+        """Fill the freshly fitted indexes with every stored item again (retrain), one shard at a time.
 
         Args:
-            inputs: The stored inputs, position order.
-            scores: Their novelty scores, as :meth:`fit` returned them.
+            shards: The stored inputs, shard after shard in position order.
+            scores: Their novelty scores as :meth:`fit` returned them (fitted on every item), or
+                ``None`` to score each shard here (fitted on a sample).
+            oov: Documents: every item's out-of-vocabulary fraction.
             progress: Progress callback.
+            keep: Also store each shard there (the new segment's inputs, :meth:`spool`).
         """
-        methods = list(self.manifest["methods"])
-        for step, method in enumerate(methods):
-            report(progress, "encode", step, len(methods), method=method)
-            self._indexes[method].add(self._encoders[method].transform(inputs))
-        self._scores = np.asarray(scores, np.float32)
+        parts, start = [], 0
+        for inputs in shards:
+            stop = start + inputs.shape[0]
+            report(progress, "encode", start, self.count, items=stop)
+            if keep is not None:
+                self.modality.append_inputs(keep, inputs)
+            for method in self.manifest["methods"]:
+                self._indexes[method].add(self._encoders[method].transform(inputs))
+            if scores is None:
+                parts.append(novelty.item_novelty(self._encoders["ae"], inputs,
+                                                  None if oov is None else oov[start:stop]))
+            start = stop
+        report(progress, "encode", self.count, self.count)
+        self._scores = np.asarray(np.concatenate(parts) if scores is None else scores, np.float32)
 
-    def carry(self, segments: Segments, inputs, oov: np.ndarray | None) -> None:
-        """The new segment holds the items of ``segments`` (a retrain: their rows, inputs and OOV fractions)."""
+    def carry(self, segments: Segments, oov: np.ndarray | None) -> None:
+        """The new segment holds the items of ``segments`` (a retrain: their rows and OOV fractions).
+
+        Their inputs are copied into the new segment by :meth:`reencode` (``keep``).
+        """
         self._carried = segments
-        self._inputs, self._oov = inputs, oov
+        self._oov = oov
 
     # -- writing -------------------------------------------------------------------------
     def save(self, *, keep_inputs: bool = True) -> dict:
@@ -352,8 +408,11 @@ class IndexWriter:
         self.manifest["novelty"] = novelty.save_reference(self.folder, self._reference)
         self.manifest["generation"] = 1
         self.manifest["segments"] = []
+        shutil.rmtree(self.folder.root / SPOOL, ignore_errors=True)
         if self.count:
             self.manifest["segments"].append(self._write_segment(segment_name(1), keep_inputs)[0])
+        elif self._target is not None:
+            shutil.rmtree(self._target.root)
         self._update_counts()
         self.folder.write_manifest(self.manifest)
         return self.manifest
@@ -423,8 +482,9 @@ class IndexWriter:
                 np.save(target.novelty, picked.per_item(lambda seg: np.load(seg.novelty, allow_pickle=False)))
             if picked.folders and all(picked.listed(seg.oov) for seg in picked.folders):
                 np.save(target.oov, picked.per_item(lambda seg: np.load(seg.oov, allow_pickle=False)))
-            if picked.has_inputs():
-                self.modality.save_inputs(target.inputs(self.modality), picked.inputs(None))
+            if picked.has_inputs():  # a chunk at a time: the segments' inputs are never held whole
+                for inputs in self.modality.rechunk(picked.iter_inputs()):
+                    self.modality.append_inputs(target.inputs(self.modality), inputs)
             with closing(self.items()) as table:
                 labels = _sum_labels(self._label_counts(s, table) for s in chosen)
             entry = _segment_entry(name, len(picked), labels)
@@ -450,8 +510,14 @@ class IndexWriter:
         return target
 
     def _write_segment(self, name: str, keep_inputs: bool) -> tuple[dict, list[str]]:
-        """Write the new segment's files; returns its manifest entry and the files written."""
-        target = self._fresh_segment(name)
+        """Write the new segment's files; returns its manifest entry and the files written.
+
+        A build or a retrain wrote the inputs into the segment's folder already
+        (:meth:`spool`); an update holds its few new items' inputs, written here as one shard.
+        """
+        if self._target is not None and self._target.name != name:
+            raise RuntimeError(f"the inputs were spooled into segment {self._target.name}, not {name}")
+        target = self._target or self._fresh_segment(name)
         for method in self.manifest["methods"]:
             out = target.method(method)
             out.mkdir(parents=True)
@@ -546,8 +612,15 @@ def _method_entry(encoder, fit_seconds: float) -> dict:
 
 # -- the operations ----------------------------------------------------------------------
 def build_index(modality: Modality, source, name: str, config=None, *, store: Store | None = None,
-                force: bool = False, progress: Progress | None = None) -> dict:
+                force: bool = False, progress: Progress | None = None, chunk_size: int | None = None) -> dict:
     """Build an index of ``modality`` from ``source``: read -> preprocess -> fit -> FAISS -> store.
+
+    Memory stays bounded by the chunk size and the training sample, not by
+    the collection: the source is read in chunks whose model inputs go to
+    disk as they come (the index's stored inputs, or a spool deleted at the
+    end with ``keep_inputs`` off); the encoders are fitted on a seeded
+    sample of ``config.train_sample`` items (:func:`training_rows`); then
+    the stored chunks are encoded and appended one at a time.
 
     Args:
         modality: :data:`retrieval.modality.DOCS` or :data:`~retrieval.modality.IMAGES`.
@@ -557,6 +630,7 @@ def build_index(modality: Modality, source, name: str, config=None, *, store: St
         store: Where to write (default: the default home).
         force: Replace an existing index of that name.
         progress: Progress callback.
+        chunk_size: Items read and encoded at a time (default: the modality's).
 
     Returns:
         The manifest written.
@@ -566,10 +640,8 @@ def build_index(modality: Modality, source, name: str, config=None, *, store: St
     started = time.perf_counter()
     store.check_new(name, force)  # fail before minutes of training, not after
     report(progress, "read", 0, 1)
-    state, batch, extra = modality.prepare(source, config)
-    report(progress, "read", 1, 1, items=len(batch.items))
+    state, chunks, extra = modality.prepare_chunks(source, config, chunk_size=chunk_size, progress=progress)
     in_memory = not isinstance(source, (str, Path))
-    labels = [it.label for it in batch.items if it.label is not None]
     manifest = {
         "format_version": FORMAT_VERSION,
         "name": name,
@@ -577,7 +649,7 @@ def build_index(modality: Modality, source, name: str, config=None, *, store: St
         "created_at": _now(),
         "source": "(in memory)" if in_memory else str(source),
         "source_root": None if in_memory else _root_of(source),
-        "counts": {"items": 0, "skipped": batch.skipped, "labelled": len(labels), "labels": len(set(labels))},
+        "counts": {"items": 0, "skipped": 0, "labelled": 0, "labels": 0},
         "config": config.to_dict(),
         "methods": {},
         "default_method": "ae",
@@ -586,14 +658,91 @@ def build_index(modality: Modality, source, name: str, config=None, *, store: St
     }
     with store.writer(name, force) as root:
         writer = IndexWriter(root, manifest, state)
-        scores = writer.fit(modality.encoders(config, batch.inputs.shape), batch, index_kind=config.index_kind,
-                            progress=progress)
-        writer.append(batch, scores=scores, training=True, progress=progress)
-        writer.self_check(batch.inputs, config.seed)
+        # The inputs go where the index keeps them (its segment), or to a spool the encoding pass reads back.
+        spool = writer.spool(config.keep_inputs)
+        shards = lambda: modality.iter_inputs(spool)  # noqa: E731 - read again by each pass
+        items, oov = [], []
+        for batch in chunks:
+            modality.append_inputs(spool, batch.inputs)
+            items.extend(batch.items)
+            oov.append(batch.oov)
+            manifest["counts"]["skipped"] += batch.skipped
+            report(progress, "read", 0, 1, items=len(items))
+        report(progress, "read", 1, 1, items=len(items))
+        oov = None if any(part is None for part in oov) else np.concatenate(oov)
+        n = len(items)
+        rows = training_rows(n, config)
+        train = _stored_batch(modality, shards, rows, oov)
+        scores = writer.fit(modality.encoders(config, train.inputs.shape), train, index_kind=config.index_kind,
+                            items=n, progress=progress)
+        del train
+        start = 0
+        for inputs in shards():
+            stop = start + inputs.shape[0]
+            writer.append(Batch(items[start:stop], inputs, None if oov is None else oov[start:stop]),
+                          scores=scores[start:stop] if rows is None else None, training=True, progress=progress)
+            start = stop
+        writer.self_check(_Sample.of(modality, shards, n, config.seed), config.seed)
         modality.save_state(state, writer.folder)
         manifest["build_seconds"] = round(time.perf_counter() - started, 2)
         writer.save(keep_inputs=config.keep_inputs)
     return manifest
+
+
+class _Sample:
+    """The self-check's view of a collection too large to hold: its size, and the inputs of its sample.
+
+    :func:`retrieval.selfcheck.run` reads ``inputs.shape[0]`` and
+    ``inputs[rows]`` for the rows of :func:`~retrieval.selfcheck.sample_rows`
+    only; those rows are read from the stored shards beforehand.
+    """
+
+    def __init__(self, n: int, rows: np.ndarray, inputs) -> None:
+        self.shape = (n, *inputs.shape[1:])
+        self._rows, self._inputs = rows, inputs
+
+    @classmethod
+    def of(cls, modality: Modality, shards: Callable[[], Iterator], n: int, seed: int) -> "_Sample":
+        """The self-check sample of the ``n`` items whose stored inputs ``shards()`` reads, shard after shard."""
+        from .selfcheck import sample_rows
+
+        rows = sample_rows(n, seed)
+        return cls(n, rows, modality.take(shards(), rows))
+
+    def __getitem__(self, rows):
+        if not np.array_equal(rows, self._rows):
+            raise IndexError("only the self-check sample's inputs are held")
+        return self._inputs
+
+
+def _stored_batch(modality: Modality, shards: Callable[[], Iterator], rows: np.ndarray | None,
+                  oov: np.ndarray | None) -> Batch:
+    """The stored inputs (and OOV fractions) of ``rows`` (``None``: every item) as a batch without items.
+
+    Args:
+        modality: The index's modality.
+        shards: ``() -> the stored inputs, shard after shard`` (read once, one shard held at a time).
+        rows: Sorted positions.
+        oov: Every item's OOV fraction (documents).
+    """
+    if rows is None:
+        return Batch([], modality.concat_all(list(shards())), oov)
+    return Batch([], modality.take(shards(), rows), None if oov is None else oov[rows])
+
+
+def training_rows(n: int, config) -> np.ndarray | None:
+    """Sorted positions of the seeded uniform sample the encoders are fitted on (``None``: every item).
+
+    Args:
+        n: Items in the collection.
+        config: Build options: ``train_sample`` (``0``/``None``: all) and ``seed``.
+    """
+    size = config.train_sample
+    if not size or size >= n:
+        return None
+    from .selfcheck import sample_rows
+
+    return sample_rows(n, config.seed, size)
 
 
 def _config_of(manifest: dict):
@@ -974,19 +1123,26 @@ def retrain(store: Store, name: str, progress: Progress | None = None) -> dict:
         folder = store.require(name)
         verify_index(folder, read_raw_manifest(folder))  # every file is read: check them all first
         live = IndexWriter.open(folder)
-        X = live.stored_inputs("retrain")
-        oov = live.stored_oov()  # novelty scores are not needed: they are recomputed
+        segments, modality = live.stored_inputs("retrain"), live.modality
+        # Novelty scores are recomputed; the inputs are read a shard at a time, the training sample at once.
+        oov = live.stored_oov()
         config = _config_of(live.manifest)
         manifest = {k: v for k, v in live.manifest.items() if k not in ("files", "checksum", "segments", "generation")}
         manifest.pop("evaluation", None)  # measured on the old models
         with store.writer(name, force=True) as root:  # the lock is re-entrant: no writer slips in between
             writer = IndexWriter(root, manifest, live.state)
-            writer.modality.save_state(live.state, writer.folder)
-            scores = writer.fit(writer.modality.encoders(config, X.shape), Batch([], X, oov),
-                                index_kind=config.index_kind, progress=progress)
-            writer.reencode(X, scores, progress)
-            writer.carry(live.segments, X, oov)
-            writer.self_check(X, config.seed)
+            modality.save_state(live.state, writer.folder)
+            n = len(segments)
+            rows = training_rows(n, config)
+            train = _stored_batch(modality, segments.iter_inputs, rows, oov)
+            scores = writer.fit(modality.encoders(config, train.inputs.shape), train, index_kind=config.index_kind,
+                                items=n, progress=progress)
+            del train
+            writer.carry(segments, oov)
+            spool = writer.spool(keep=True)  # the live segments' inputs, copied into the one new segment
+            writer.reencode(modality.rechunk(segments.iter_inputs()), scores if rows is None else None, oov,
+                            progress, keep=spool)
+            writer.self_check(_Sample.of(modality, lambda: modality.iter_inputs(spool), n, config.seed), config.seed)
             writer.manifest["retrained_at"] = _now()
             writer.manifest["retrain_seconds"] = round(time.perf_counter() - started, 2)
             return writer.save()

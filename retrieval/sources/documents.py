@@ -17,7 +17,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 
-from ..config import STRIP_MODES
+from ..config import BUILD_CHUNK_DOCS, STRIP_MODES
 from ..errors import InputError, RetrievalWarning
 from ..items import Item
 from .files import json_line, open_regular_file, walk_files
@@ -154,14 +154,6 @@ def _zip_members(archive: Path, inner: str, cap: int, skip: Skip) -> Iterator[tu
                 yield name[len(prefix):], data[:cap], len(data) > cap
 
 
-def _strip_common_root(entries: list[tuple[str, bytes, bool]]) -> list[tuple[str, bytes, bool]]:
-    """Drop a single top folder shared by every entry (archives usually have one)."""
-    tops = {name.split("/", 1)[0] for name, _, _ in entries}
-    if len(tops) == 1 and all("/" in name for name, _, _ in entries):
-        return [(name.split("/", 1)[1], data, cut) for name, data, cut in entries]
-    return entries
-
-
 def _make_item(rel: str, data: bytes | str, *, label: str | None, strip: str | None,
                title: str = "", item_id: str | None = None, path: str = "", partial: bool = False) -> Item:
     """An item from a document's bytes (a file) or text (JSONL, memory), decoded and cleaned."""
@@ -209,54 +201,140 @@ def read_documents(
         InputError: The source does not exist, is of an unknown kind, or holds
             no usable document.
     """
-    if strip not in (None, "", "none", *STRIP_MODES):
-        raise InputError(f"unknown --strip mode {strip!r}; use 'email' or leave it out")
-    strip = strip or None
-    if strip == "none":
-        strip = None
+    strip = _strip_mode(strip)
     source = Path(source).expanduser()
     corpus = DocumentCorpus(items=[])
+    check = _Check(source, labels_from_folders)
+    for item in _documents(source, corpus, labels_from_folders, strip, max_bytes):
+        corpus.items.append(item)
+        check.add(item)
+        if on_progress and len(corpus.items) % 500 == 0:
+            on_progress(len(corpus.items))
+    check.done(len(corpus.skipped))
+    return corpus
+
+
+def iter_documents(
+    source: str | Path,
+    *,
+    labels_from_folders: bool = False,
+    strip: str | None = None,
+    max_bytes: int = MAX_DOC_BYTES,
+    chunk_size: int = BUILD_CHUNK_DOCS,
+) -> Iterator[DocumentCorpus]:
+    """Read a corpus of text documents in chunks of at most ``chunk_size`` items.
+
+    The items, skips, warnings and truncations of :func:`read_documents`
+    (arguments alike), in the same order, without holding the corpus: each
+    chunk carries the files skipped and truncated since the previous one. An
+    archive is read twice (its names first, to find a common top folder) so
+    that no more than one document is in memory at a time.
+
+    Raises:
+        InputError: As :func:`read_documents`; the checks over the whole corpus
+            (no usable document, duplicate ids, no label) come after the last chunk.
+    """
+    if chunk_size < 1:
+        raise InputError(f"chunk size must be >= 1; got {chunk_size}")
+    strip = _strip_mode(strip)
+    source = Path(source).expanduser()
+    corpus = DocumentCorpus(items=[])
+    check = _Check(source, labels_from_folders)
+    skipped = 0
+    for item in _documents(source, corpus, labels_from_folders, strip, max_bytes):
+        corpus.items.append(item)
+        check.add(item)
+        if len(corpus.items) >= chunk_size:
+            skipped += len(corpus.skipped)
+            yield corpus
+            corpus = DocumentCorpus(items=[])
+    skipped += len(corpus.skipped)
+    if corpus.items or corpus.skipped or corpus.truncated:
+        yield corpus
+    check.done(skipped)
+
+
+def _strip_mode(strip: str | None) -> str | None:
+    if strip not in (None, "", "none", *STRIP_MODES):
+        raise InputError(f"unknown --strip mode {strip!r}; use 'email' or leave it out")
+    return None if strip in ("", "none") else strip
+
+
+class _Check:
+    """The checks a corpus passes as a whole, fed one item at a time: some item, unique ids, labels."""
+
+    def __init__(self, source: Path, labels_from_folders: bool) -> None:
+        self.source, self.labels_from_folders = source, labels_from_folders
+        self.ids: set[str] = set()
+        self.count = 0
+        self.labelled = False
+
+    def add(self, item: Item) -> None:
+        self.ids.add(item.id)
+        self.count += 1
+        self.labelled = self.labelled or item.label is not None
+
+    def done(self, skipped: int) -> None:
+        source = self.source
+        if not self.count:
+            raise InputError(f"no readable documents in {source} ({skipped} skipped); "
+                             "it needs text files (.txt, .md, .rst, .html or no extension)")
+        if len(self.ids) != self.count:
+            raise InputError(f"duplicate document ids in {source}; every JSONL 'id' must be unique")
+        if self.labels_from_folders and not self.labelled:
+            raise InputError(f"--labels-from-folders: {source} has no sub-folders; put each label's files in a "
+                             "folder of its own")
+
+
+def _documents(source: Path, corpus: DocumentCorpus, labels_from_folders: bool, strip: str | None,
+               max_bytes: int) -> Iterator[Item]:
+    """The documents of ``source`` one by one; skipped and truncated files are recorded in ``corpus``."""
 
     def skip(name: str, reason: str) -> None:
         _skip(corpus, name, reason)
 
     if source.is_file() and source.suffix.lower() == ".jsonl":
-        _read_jsonl(source, corpus, strip, max_bytes)
+        return _jsonl_items(source, corpus, strip, max_bytes)
+    if source.is_dir():
+        entries: Iterator = _iter_folder(source, max_bytes, skip)
+    elif source.is_file() and _is_archive(source):
+        entries = _iter_archive(source, _common_root(source), max_bytes, skip)
+    elif not source.exists() and (found := _split_archive_path(source)):
+        entries = _iter_archive(found[0], found[1], max_bytes, skip)
+    elif not source.exists():
+        raise InputError(f"{source} does not exist; give a folder, a .tar.gz/.zip archive or a .jsonl file")
     else:
-        if source.is_dir():
-            entries: Iterator = _iter_folder(source, max_bytes, skip)
-        elif source.is_file() and _is_archive(source):
-            entries = iter(_strip_common_root(list(_iter_archive(source, "", max_bytes, skip))))
-        elif not source.exists() and (found := _split_archive_path(source)):
-            entries = _iter_archive(found[0], found[1], max_bytes, skip)
-        elif not source.exists():
-            raise InputError(f"{source} does not exist; give a folder, a .tar.gz/.zip archive or a .jsonl file")
-        else:
-            raise InputError(f"{source} is not a folder, an archive (.tar.gz, .zip) or a .jsonl file")
-        for rel, data, cut in entries:
-            if _is_binary(data):
-                _skip(corpus, rel, "binary file")
-                continue
-            if cut:
-                corpus.truncated.append(rel)
-                warnings.warn(f"truncated {rel} to its first {max_bytes:,} bytes", RetrievalWarning, stacklevel=2)
-            label = rel.split("/", 1)[0] if labels_from_folders and "/" in rel else None
-            item = _make_item(rel, data, label=label, strip=strip, partial=cut)
-            if not item.text.strip():
-                _skip(corpus, rel, "empty document")
-                continue
-            corpus.items.append(item)
-            if on_progress and len(corpus.items) % 500 == 0:
-                on_progress(len(corpus.items))
-    if not corpus.items:
-        raise InputError(f"no readable documents in {source} ({len(corpus.skipped)} skipped); "
-                         "it needs text files (.txt, .md, .rst, .html or no extension)")
-    ids = [item.id for item in corpus.items]
-    if len(set(ids)) != len(ids):
-        raise InputError(f"duplicate document ids in {source}; every JSONL 'id' must be unique")
-    if labels_from_folders and all(item.label is None for item in corpus.items):
-        raise InputError(f"--labels-from-folders: {source} has no sub-folders; put each label's files in a folder of its own")
-    return corpus
+        raise InputError(f"{source} is not a folder, an archive (.tar.gz, .zip) or a .jsonl file")
+    return _entry_items(entries, corpus, labels_from_folders, strip, max_bytes)
+
+
+def _common_root(archive: Path) -> str:
+    """The single top folder that every wanted file of ``archive`` is in, or ``""`` (archives usually have one).
+
+    Read from the names alone (a first pass over the archive), so the
+    documents can then be streamed with that folder dropped from their names;
+    the members it cannot read are reported by the second pass.
+    """
+    names = [name for name, _, _ in _iter_archive(archive, "", 0, lambda name, reason: None)]
+    tops = {name.split("/", 1)[0] for name in names}
+    return tops.pop() if len(tops) == 1 and all("/" in name for name in names) else ""
+
+
+def _entry_items(entries, corpus: DocumentCorpus, labels_from_folders: bool, strip: str | None,
+                 max_bytes: int) -> Iterator[Item]:
+    for rel, data, cut in entries:
+        if _is_binary(data):
+            _skip(corpus, rel, "binary file")
+            continue
+        if cut:
+            corpus.truncated.append(rel)
+            warnings.warn(f"truncated {rel} to its first {max_bytes:,} bytes", RetrievalWarning, stacklevel=2)
+        label = rel.split("/", 1)[0] if labels_from_folders and "/" in rel else None
+        item = _make_item(rel, data, label=label, strip=strip, partial=cut)
+        if not item.text.strip():
+            _skip(corpus, rel, "empty document")
+            continue
+        yield item
 
 
 def _jsonl_lines(fh: io.BufferedIOBase) -> Iterator[str]:
@@ -274,7 +352,7 @@ def _jsonl_lines(fh: io.BufferedIOBase) -> Iterator[str]:
         yield decode(raw)
 
 
-def _read_jsonl(path: Path, corpus: DocumentCorpus, strip: str | None, max_bytes: int) -> None:
+def _jsonl_items(path: Path, corpus: DocumentCorpus, strip: str | None, max_bytes: int) -> Iterator[Item]:
     with path.open("rb") as fh:
         for lineno, line in enumerate(_jsonl_lines(fh), 1):
             name = f"{path.name}:{lineno}"
@@ -301,7 +379,7 @@ def _read_jsonl(path: Path, corpus: DocumentCorpus, strip: str | None, max_bytes
             if not item.text.strip():
                 _skip(corpus, name, "empty document")
                 continue
-            corpus.items.append(item)
+            yield item
 
 
 def read_text_file(path: str | Path, *, strip: str | None = None, max_bytes: int = MAX_DOC_BYTES) -> str:
@@ -385,5 +463,5 @@ def corpus_from_records(records, *, strip: str | None = None) -> DocumentCorpus:
     return corpus
 
 
-__all__ = ["DocumentCorpus", "MAX_DOC_BYTES", "corpus_from_records", "decode", "query_text", "read_documents",
+__all__ = ["DocumentCorpus", "MAX_DOC_BYTES", "corpus_from_records", "decode", "iter_documents", "query_text", "read_documents",
            "read_text_file"]

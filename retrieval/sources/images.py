@@ -20,7 +20,7 @@ import struct
 import sys
 import warnings
 import zlib
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import BinaryIO
@@ -28,7 +28,7 @@ from typing import BinaryIO
 import numpy as np
 from PIL import Image, ImageOps
 
-from ..config import DEFAULT_IMAGE_SIZE, FITS
+from ..config import BUILD_CHUNK_IMAGES, DEFAULT_IMAGE_SIZE, FITS
 from ..errors import InputError, RetrievalWarning
 from ..items import Item
 from .files import json_line, open_regular_file, walk_files
@@ -40,6 +40,7 @@ __all__ = [
     "MIN_SIDE",
     "ImageCorpus",
     "corpus_from_arrays",
+    "iter_images",
     "load_image",
     "read_idx",
     "read_images",
@@ -132,6 +133,11 @@ class _Reject(Exception):
     Kept apart from :class:`InputError` so corpus readers can put the bare reason
     in ``skipped`` while :func:`load_image` prefixes the file name.
     """
+
+
+def _check_limit(limit: int | None) -> None:
+    if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit < 1):
+        raise InputError(f"limit={limit!r} is not a positive integer; pass e.g. limit=1000")
 
 
 def _check_options(size: int, color: str, fit: str, *, allow_auto: bool) -> str:
@@ -552,25 +558,34 @@ def _read_idx_corpus(
     limit: int | None,
     on_progress: Callable[[int, int], None] | None,
 ) -> ImageCorpus:
-    skipped: list[tuple[str, str]] = []
     arr = read_idx(source)
-    if arr.ndim == 3:
-        arr = arr[..., None]
-    if arr.ndim != 4 or arr.shape[3] not in (1, 3):
-        raise InputError(
-            f"{source}: IDX shape {arr.shape} is not images (n, rows, cols[, 1|3]); "
-            "pass the *-images-idx3-* file"
-        )
+    arr = arr.reshape(_idx_image_dims(arr.shape, source))
     total = arr.shape[0]
     n = total if limit is None else min(limit, total)
     if n == 0:
         raise InputError(f"no readable images in {source}: the IDX file holds 0 images")
-    if min(arr.shape[1:3]) < MIN_SIDE:
-        raise InputError(f"{source}: IDX images of {arr.shape[1]}x{arr.shape[2]} pixels are too small (each side "
-                         f"must be at least {MIN_SIDE}); pass the *-images-idx3-* file of the data set")
-    arr = _to_uint8(arr[:n])
-    rows, cols, channels = arr.shape[1:]
+    skipped: list[tuple[str, str]] = []
+    labels = _idx_labels(source, total, n, skipped)
+    return _idx_corpus(source, arr[:n], 0, labels, size, color, fit, skipped, on_progress)
 
+
+def _idx_image_dims(dims: tuple[int, ...], source: Path) -> tuple[int, int, int, int]:
+    """The ``(n, rows, cols, 1|3)`` shape of IDX images of header dimensions ``dims``; anything else is refused."""
+    if len(dims) == 3:
+        dims = (*dims, 1)
+    if len(dims) != 4 or dims[3] not in (1, 3):
+        raise InputError(
+            f"{source}: IDX shape {tuple(dims)} is not images (n, rows, cols[, 1|3]); "
+            "pass the *-images-idx3-* file"
+        )
+    if min(dims[1:3]) < MIN_SIDE:
+        raise InputError(f"{source}: IDX images of {dims[1]}x{dims[2]} pixels are too small (each side "
+                         f"must be at least {MIN_SIDE}); pass the *-images-idx3-* file of the data set")
+    return dims
+
+
+def _idx_labels(source: Path, total: int, n: int, skipped: list[tuple[str, str]]) -> list[str | None]:
+    """The labels of the first ``n`` images from the sibling ``labels-idx1`` file (``None`` without one)."""
     labels: list[str | None] = [None] * n
     sibling = source.with_name(source.name.replace("images-idx3", "labels-idx1"))
     if sibling != source and sibling.is_file():
@@ -585,6 +600,24 @@ def _read_idx_corpus(
         except InputError as exc:
             # Unlabelled images are still searchable; only evaluate loses.
             _skip(skipped, str(sibling), str(exc))
+    return labels
+
+
+def _idx_corpus(
+    source: Path,
+    arr: np.ndarray,
+    start: int,
+    labels: list[str | None],
+    size: int | None,
+    color: str,
+    fit: str,
+    skipped: list[tuple[str, str]],
+    on_progress: Callable[[int, int], None] | None = None,
+) -> ImageCorpus:
+    """Images ``start, start + 1, ...`` of an IDX file (``arr``: ``(n, rows, cols, 1|3)``) as a corpus."""
+    n = arr.shape[0]
+    arr = _to_uint8(arr)
+    rows, cols, channels = arr.shape[1:]
 
     want = ("grey" if channels == 1 else "rgb") if color == "auto" else color
     if want == "grey" and channels == 3:
@@ -618,9 +651,87 @@ def _read_idx_corpus(
             path=name,
             extra={"width": cols, "height": rows},
         )
-        for i in range(n)
+        for i in range(start, start + n)
     ]
     return ImageCorpus(items=items, pixels=pixels, size=size, color=want, skipped=skipped)
+
+
+def _idx_chunks(
+    source: Path, size: int | None, color: str, fit: str, limit: int | None, chunk_size: int
+) -> Iterator[ImageCorpus]:
+    """The images of an IDX file, ``chunk_size`` at a time, read through (gzip) without holding the file.
+
+    The same corpus as :func:`_read_idx_corpus` in pieces: the header, size
+    and trailing-bytes checks of :func:`read_idx`, the labels from the sibling
+    file, the conversion of :func:`_idx_corpus`.
+    """
+    try:
+        raw = source.open("rb")
+    except OSError as exc:
+        raise InputError(f"{source}: cannot read the file ({exc}); check the path") from None
+    with raw:
+        fp = gzip.GzipFile(fileobj=raw) if raw.read(2) == b"\x1f\x8b" else raw
+        raw.seek(0)
+        try:
+            head = fp.read(4)
+            head += fp.read(4 * head[3]) if len(head) == 4 else b""
+            dtype, dims, _ = _parse_idx_header(head, source)
+            shape = _idx_image_dims(dims, source)[1:]
+            total = dims[0]
+            n = total if limit is None else min(limit, total)
+            if n == 0:
+                raise InputError(f"no readable images in {source}: the IDX file holds 0 images")
+            skipped: list[tuple[str, str]] = []
+            labels = _idx_labels(source, total, n, skipped)
+            width = math.prod(shape) * dtype.itemsize
+            for start in range(0, n, chunk_size):
+                count = min(chunk_size, n - start)
+                data = fp.read(count * width)
+                if len(data) < count * width:
+                    raise InputError(f"{source}: IDX data truncated (header declares "
+                                     f"{'x'.join(map(str, dims))}); download the file again")
+                arr = np.frombuffer(data, dtype=dtype).reshape((count, *shape)).astype(dtype.newbyteorder("="))
+                yield _idx_corpus(source, arr, start, labels, size, color, fit, skipped if not start else [])
+            if n == total and fp.read(1):
+                raise InputError(f"{source}: IDX data has trailing bytes (header declares "
+                                 f"{'x'.join(map(str, dims))}); download the file again")
+        except (OSError, EOFError, zlib.error) as exc:
+            raise InputError(f"{source}: corrupt or truncated gzip data ({exc}); download the file again") from None
+
+
+def iter_images(
+    source: Path,
+    *,
+    size: int | None = None,
+    color: str = "auto",
+    fit: str = "pad",
+    labels_from_folders: bool = False,
+    limit: int | None = None,
+    chunk_size: int = BUILD_CHUNK_IMAGES,
+) -> Iterator[ImageCorpus]:
+    """Read an image corpus in chunks of at most ``chunk_size`` images.
+
+    The images, items, skips and warnings of :func:`read_images` (arguments
+    alike), in the same order, each chunk an :class:`ImageCorpus` of its own
+    (the skips recorded before it). An IDX file is read through in pieces;
+    a folder is listed (and its headers probed, for ``color="auto"``) first,
+    then decoded a chunk at a time.
+
+    Raises:
+        InputError: As :func:`read_images`.
+    """
+    if chunk_size < 1:
+        raise InputError(f"chunk size must be >= 1; got {chunk_size}")
+    source = Path(source)
+    color = _check_options(size if size is not None else 1, color, fit, allow_auto=True)
+    _check_limit(limit)
+    if source.is_dir():
+        yield from _folder_chunks(source, size or DEFAULT_SIZE, color, fit, labels_from_folders, limit, chunk_size)
+    elif source.is_file() and ("idx3" in source.name or _idx_ndim(source) == 3):
+        yield from _idx_chunks(source, size, color, fit, limit, chunk_size)
+    else:
+        yield read_images(source, size=size, color=color, fit=fit, labels_from_folders=labels_from_folders,
+                          limit=limit)  # its errors: missing source, an IDX labels file, not images
 
 
 def _read_manifest(source: Path, skipped: list[tuple[str, str]]) -> dict[str, dict]:
@@ -689,6 +800,47 @@ def _read_folder(
     on_progress: Callable[[int, int], None] | None,
 ) -> ImageCorpus:
     skipped: list[tuple[str, str]] = []
+    manifest, candidates, color = _folder_plan(source, color, limit, skipped)
+    total = len(candidates) if limit is None else min(limit, len(candidates))
+    channels = 1 if color == "grey" else 3
+    pixels = np.empty((total, size, size, channels), dtype=np.uint8)
+    items: list[Item] = []
+    for item, image in _folder_images(candidates, manifest, total, size, color, fit, labels_from_folders, skipped,
+                                      on_progress):
+        pixels[len(items)] = image
+        items.append(item)
+    _check_found(source, len(items), len(skipped))
+    return ImageCorpus(
+        items=items, pixels=pixels[: len(items)], size=size, color=color, skipped=skipped
+    )
+
+
+def _folder_chunks(
+    source: Path, size: int, color: str, fit: str, labels_from_folders: bool, limit: int | None, chunk_size: int
+) -> Iterator[ImageCorpus]:
+    """The corpus of :func:`_read_folder` in chunks of ``chunk_size`` images, each decoded when it is reached."""
+    skipped: list[tuple[str, str]] = []
+    manifest, candidates, color = _folder_plan(source, color, limit, skipped)
+    total = len(candidates) if limit is None else min(limit, len(candidates))
+    items, pixels, found, dropped = [], [], 0, 0
+    for item, image in _folder_images(candidates, manifest, total, size, color, fit, labels_from_folders, skipped):
+        items.append(item)
+        pixels.append(image)
+        if len(items) == chunk_size:
+            found, dropped = found + len(items), dropped + len(skipped)
+            yield ImageCorpus(items=items, pixels=np.stack(pixels), size=size, color=color, skipped=list(skipped))
+            items, pixels = [], []
+            skipped.clear()  # the decoder appends to this list: the next chunk's skips start afresh
+    _check_found(source, found + len(items), dropped + len(skipped))
+    if items or skipped:
+        channels = 1 if color == "grey" else 3
+        yield ImageCorpus(items=items, pixels=np.stack(pixels) if pixels else
+                          np.zeros((0, size, size, channels), np.uint8), size=size, color=color, skipped=skipped)
+
+
+def _folder_plan(source: Path, color: str, limit: int | None,
+                 skipped: list[tuple[str, str]]) -> tuple[dict[str, dict], list[tuple[Path, str]], str]:
+    """The crawler manifest, the image files to decode and the colour they are read in."""
     manifest = _read_manifest(source, skipped)
     candidates = _list_candidates(source, skipped)
 
@@ -713,20 +865,34 @@ def _read_folder(
             probed.append((path, rel))
         candidates = probed
         color = "grey" if probed and all_grey else "rgb"
+    return manifest, candidates, color
 
-    total = len(candidates) if limit is None else min(limit, len(candidates))
-    channels = 1 if color == "grey" else 3
-    pixels = np.empty((total, size, size, channels), dtype=np.uint8)
-    items: list[Item] = []
+
+def _folder_images(
+    candidates: list[tuple[Path, str]],
+    manifest: dict[str, dict],
+    total: int,
+    size: int,
+    color: str,
+    fit: str,
+    labels_from_folders: bool,
+    skipped: list[tuple[str, str]],
+    on_progress: Callable[[int, int], None] | None = None,
+) -> Iterator[tuple[Item, np.ndarray]]:
+    """Decode the candidates in order until ``total`` images are read: ``(item, pixels)`` of each.
+
+    Unreadable files are recorded in ``skipped`` (which a caller may empty between images).
+    """
+    read = 0
     for done, (path, rel) in enumerate(candidates, 1):
-        if len(items) >= total:
+        if read >= total:
             break
         try:
             with path.open("rb") as fp:
                 img, kind = _open_checked(fp)
                 with img:
                     w, h = img.size
-                    pixels[len(items)] = _decode(img, kind, size, color, fit)
+                    pixels = _decode(img, kind, size, color, fit)
         except _Reject as exc:
             _skip(skipped, str(path), str(exc))
             _report(on_progress, min(done, total), total)
@@ -742,26 +908,24 @@ def _read_folder(
             if rec.get(key):
                 extra[key] = rec[key]
         parts = PurePosixPath(rel).parts
-        items.append(
-            Item(
-                id=rel,
-                title=alt.strip() if isinstance(alt, str) and alt.strip() else path.name,
-                label=parts[0] if labels_from_folders and len(parts) > 1 else None,
-                path=rel,
-                url=url if isinstance(url, str) else "",
-                extra=extra,
-            )
-        )
+        read += 1
+        yield Item(
+            id=rel,
+            title=alt.strip() if isinstance(alt, str) and alt.strip() else path.name,
+            label=parts[0] if labels_from_folders and len(parts) > 1 else None,
+            path=rel,
+            url=url if isinstance(url, str) else "",
+            extra=extra,
+        ), pixels
         _report(on_progress, min(done, total), total)
 
-    if not items:
-        why = f"{len(skipped)} file(s) skipped" if skipped else "no JPEG/PNG/GIF/WebP/BMP/TIFF files found"
+
+def _check_found(source: Path, found: int, skipped: int) -> None:
+    if not found:
+        why = f"{skipped} file(s) skipped" if skipped else "no JPEG/PNG/GIF/WebP/BMP/TIFF files found"
         raise InputError(
             f"no readable images in {source} ({why}); add image files or check the path"
         )
-    return ImageCorpus(
-        items=items, pixels=pixels[: len(items)], size=size, color=color, skipped=skipped
-    )
 
 
 def read_images(
@@ -818,8 +982,7 @@ def read_images(
     """
     source = Path(source)
     color = _check_options(size if size is not None else 1, color, fit, allow_auto=True)
-    if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit < 1):
-        raise InputError(f"limit={limit!r} is not a positive integer; pass e.g. limit=1000")
+    _check_limit(limit)
     if not source.exists():
         raise InputError(f"{source}: no such file or folder; check the path")
     if source.is_dir():

@@ -10,7 +10,8 @@ An index is a directory of shared model files and a list of immutable segments::
     segments/<segment>/       one segment: items written together, never changed afterwards
         items.sqlite          their metadata, row ``pos`` = position ``pos`` in the segment
         methods/<method>/     that segment's index.faiss[b] / index.npz
-        inputs.npz | pixels.npy   the modality's stored model inputs (unless built with --no-keep-inputs)
+        inputs.npz | pixels.npy   the modality's stored model inputs (unless built with --no-keep-inputs),
+        inputs.1.npz, ...     in shards of rows in order (a build writes one per chunk it reads)
         novelty.npy           reconstruction error of every item, position order
         oov.npy               documents: out-of-vocabulary fraction of every item
         deleted-<gen>.npy     the segment's removed positions (sorted), as of write generation <gen>
@@ -31,6 +32,9 @@ Every path is spelled here and nowhere else. Format history:
    in position order and ``generation`` counts the writes. A format-2 folder
    is read as one segment named ``"."`` whose files sit at the top level
    (the per-item files of the format-2 layout), nothing on disk moves.
+   Stored inputs may be sharded (``inputs.npz``, ``inputs.1.npz``, ...),
+   at the top level of a format-2 index too; an index written before
+   shards has the first one only, which reads the same.
 
 Optional keys, added without a version bump because readers use ``.get``
 and older indexes simply lack them: ``evaluation`` (the last ``evaluate``
@@ -68,6 +72,9 @@ INDEX_STEM = "index"
 #: Stem of the trained, empty FAISS index an IVF method keeps beside its encoder.
 TEMPLATE_STEM = "template"
 _DELETIONS = re.compile(r"^deleted-g\d+\.npy$")
+#: A build's spool of model inputs when the index keeps none (``--no-keep-inputs``), inside its staging
+#: folder and deleted before the folder is sealed.
+SPOOL = ".spool"
 
 
 #: ``IndexFolder`` attribute -> file or folder name.
@@ -137,7 +144,7 @@ class SegmentFolder:
         return self.root / METHODS / name
 
     def inputs(self, modality) -> Path:
-        """The stored model inputs of the index's modality (see :mod:`retrieval.modality`)."""
+        """The first shard of the stored model inputs of the index's modality (see :meth:`Segments.input_shards`)."""
         return self.root / modality.inputs_file
 
     def deletions(self, file: str) -> Path:
@@ -177,8 +184,8 @@ def is_segment_file(rel: str) -> bool:
     from ..modality import MODALITIES
 
     if len(parts) == 1:
-        return (parts[0] in set(_SEGMENT_FILES.values()) | {m.inputs_file for m in MODALITIES.values()}
-                or bool(_DELETIONS.match(parts[0])))
+        return (parts[0] in set(_SEGMENT_FILES.values()) or bool(_DELETIONS.match(parts[0]))
+                or any(m.shard_number(parts[0]) is not None for m in MODALITIES.values()))
     return len(parts) == 3 and parts[0] == METHODS and parts[2].split(".")[0] == INDEX_STEM
 
 

@@ -113,9 +113,14 @@ class Segments:
             return bool(self.manifest.get("config", {}).get("keep_inputs", True))
         return all(self.listed(seg.inputs(self.modality)) for seg in self.folders)
 
+    def input_shards(self, s: int) -> list[Path]:
+        """The files of segment ``s``'s stored inputs, in row order (the shards the manifest lists)."""
+        return [path for path in self.modality.input_shards(self.folders[s].inputs(self.modality))
+                if self.listed(path)]
+
     def inputs_bytes(self) -> int:
         """Bytes of the stored inputs of every segment."""
-        return sum(Path(seg.inputs(self.modality)).stat().st_size for seg in self.folders)
+        return sum(path.stat().st_size for s in range(len(self.folders)) for path in self.input_shards(s))
 
     def per_item(self, load: Callable[[SegmentFolder], np.ndarray]) -> np.ndarray:
         """A per-item array over every segment (``load(segment folder)``), removed items left out."""
@@ -128,9 +133,30 @@ class Segments:
         Args:
             empty: ``() -> inputs of no item`` (for an index without segments).
         """
-        parts = [_take(self.modality.load_inputs(seg.inputs(self.modality)), self.deleted[s], self.live_rows, s)
-                 for s, seg in enumerate(self.folders)]
+        parts = list(self.iter_inputs())
         return self.modality.concat_all(parts) if parts else empty()
+
+    def iter_inputs(self) -> Iterator:
+        """The stored model inputs of every item, position order, one shard at a time (removed rows left out).
+
+        Raises:
+            IndexFormatError: A segment's shards hold another number of rows than its items.
+        """
+        for s in range(len(self.folders)):
+            marks, start = self.deleted[s], 0
+            for shard in self.modality.iter_shards(self.input_shards(s)):
+                stop = start + shard.shape[0]
+                lo, hi = np.searchsorted(marks, [start, stop])
+                if hi > lo:
+                    keep = np.ones(stop - start, bool)
+                    keep[marks[lo:hi] - start] = False
+                    shard = shard[np.flatnonzero(keep)]
+                start = stop
+                if shard.shape[0]:
+                    yield shard
+            if start != self.sizes[s]:
+                raise IndexFormatError(f"the stored inputs of segment {self.entries[s]['name']!r} hold {start} rows "
+                                       f"for its {self.sizes[s]} items; {_REBUILD}")
 
     def index(self, method: str):
         """The nearest-neighbour index of ``method`` over every segment.
