@@ -38,6 +38,10 @@ class IndexLocked(RetrievalError):
     """Another live process is writing the index (build, update or removal)."""
 
 
+class EngineError(RetrievalError):
+    """The distributed engine is not installed, cannot start, or cannot reach its cluster."""
+
+
 class FetchError(RetrievalError):
     """A URL could not be fetched (network, HTTP status, type or size guard)."""
 

@@ -1,0 +1,242 @@
+"""The Ray engine: a build's encode pass spread over the actors of a Ray cluster.
+
+The driver (the building process) reads the source and fits the models as
+the local engine does (training stays in one process, with TensorFlow),
+then writes the fitted models into the index's staging folder. A Ray Data
+pipeline over chunks of the items then runs on a pool of actors, one per
+worker: each loads the saved encoders once, with the NumPy forward pass
+(:mod:`retrieval.encoders.autoencoder.numpy_graph`: no TensorFlow in the
+workers), and returns per chunk every method's codes and the items' novelty
+scores. The driver puts them back in item order and fills the FAISS indexes
+as the local engine does (an IVF quantizer is trained there, on the codes),
+so the index is the same one: the same codes up to the float rounding of
+the two forward passes, the same hits.
+
+The models and the inputs travel through Ray's object store, not the file
+system: a cluster's nodes need not see the driver's disk. With an address,
+the driver's own ``retrieval`` package is shipped to the workers too
+(``runtime_env`` ``py_modules``), so they run the code that wrote the models.
+
+Ray is imported by this module only (``pip install -e '.[ray]'``).
+"""
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+from .. import novelty
+from ..config import RAY_CHUNK_ITEMS
+from ..errors import EngineError, InputError
+from ..progress import Progress, report
+from . import Encoded
+
+#: What to install when Ray is missing (the optional extra of pyproject.toml).
+INSTALL = "pip install -e '.[ray]'"
+#: Seconds to wait for a cluster's port to answer before giving up.
+REACH_SECONDS = 5
+
+
+def _import_ray():
+    try:
+        import ray
+        import ray.data  # noqa: F401  (the extra is ray[data]: pyarrow comes with it)
+    except ImportError as exc:
+        raise EngineError(f"--engine ray needs Ray, which is not installed ({exc.name or exc}); "
+                          f"install it with {INSTALL}") from None
+    return ray
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return f"{type(exc).__name__}: {text[0] if text else ''}".rstrip(": ")
+
+
+class RayEngine:
+    """Encodes a build's items on a pool of Ray actors (use as a context manager).
+
+    Args:
+        address: The cluster to join, passed to ``ray.init(address=...)``
+            (``ray://HOST:PORT`` for Ray Client, ``HOST:PORT`` for the head
+            node); ``None`` starts a local Ray on this machine with
+            ``workers`` CPUs.
+        workers: Encoding actors, one CPU each (default: the cluster's CPUs,
+            or this machine's for a local Ray).
+        chunk: Items per actor call.
+
+    A Ray already initialised in this process (a notebook, a test) is used as
+    it is and left running.
+    """
+
+    #: The ``--engine`` value (recorded in the manifest's ``engine`` entry).
+    name = "ray"
+
+    def __init__(self, address: str | None = None, workers: int | None = None, *,
+                 chunk: int = RAY_CHUNK_ITEMS) -> None:
+        if workers is not None and (isinstance(workers, bool) or int(workers) < 1):
+            raise InputError(f"--workers must be a positive number of encoding actors; got {workers}")
+        if chunk < 1:
+            raise InputError(f"chunk must be a positive number of items; got {chunk}")
+        self.address, self.workers, self.chunk = address, workers, chunk
+        self._started = False
+
+    # -- the cluster ----------------------------------------------------------------
+    def __enter__(self) -> "RayEngine":
+        ray = _import_ray()
+        if not ray.is_initialized():
+            self._init(ray)
+        if self.workers is None:
+            self.workers = max(1, int(ray.cluster_resources().get("CPU", 1)))
+        # Ray Data logs every pipeline's progress (and that its bars are off); the CLI shows its own bar.
+        logging.getLogger("ray.data").setLevel(logging.ERROR)
+        ray.data.DataContext.get_current().enable_progress_bars = False
+        return self
+
+    def _init(self, ray) -> None:
+        # Errors reach the driver as exceptions; Ray's start-up notes and the
+        # workers' logs would sit between the user and the result.
+        quiet = {"include_dashboard": False, "logging_level": logging.ERROR, "log_to_driver": False}
+        if self.address:
+            _check_reachable(self.address)
+        try:
+            if self.address:
+                import retrieval
+
+                ray.init(address=self.address, runtime_env={"py_modules": [str(Path(retrieval.__file__).parent)]},
+                         **quiet)
+            else:
+                # address="local": a new Ray of our own, never one that RAY_ADDRESS points at.
+                ray.init(address="local", num_cpus=self.workers or os.cpu_count() or 1, **quiet)
+        except Exception as exc:  # Ray raises ConnectionError, RuntimeError, ValueError, TimeoutError...
+            where = f"the Ray cluster at {self.address}" if self.address else "a local Ray"
+            fix = ("check the address (ray://HOST:10001 for Ray Client, HOST:6379 for the head node) and that "
+                   "the cluster is up" if self.address else "check 'ray status' and free memory")
+            raise EngineError(f"cannot start or reach {where} ({_first_line(exc)}); {fix}") from None
+        self._started = True
+
+    def __exit__(self, *exc) -> None:
+        if self._started:
+            import ray
+
+            ray.shutdown()
+            self._started = False
+
+    # -- the encode pass ----------------------------------------------------------
+    def encode(self, models: dict[str, tuple[str, Path]], batch, progress: Progress | None = None) -> Encoded:
+        """Every method's codes and the novelty scores of ``batch``, in item order.
+
+        Args:
+            models: ``{method: (encoder registry name, saved folder)}``; must
+                hold the autoencoder that scores novelty
+                (:data:`retrieval.novelty.METHOD`).
+            batch: The items (:class:`retrieval.modality.Batch`): its inputs and OOV fractions.
+            progress: Progress callback (``encode on ray``: items done).
+
+        Raises:
+            EngineError: The pipeline failed on the cluster (the message names the cause).
+        """
+        ray = _import_ray()
+        if novelty.METHOD not in models:
+            raise ValueError(f"the engine needs the {novelty.METHOD!r} model to score novelty")
+        started = time.perf_counter()
+        n = batch.inputs.shape[0]
+        shared = {"models": ray.put({m: (name, _files(folder)) for m, (name, folder) in models.items()}),
+                  "inputs": ray.put(batch.inputs), "oov": ray.put(batch.oov)}
+        chunk = max(1, min(self.chunk, -(-n // self.workers)))  # a small batch still reaches every worker
+        starts = list(range(0, n, chunk))
+        # One block per chunk: the actors take chunks as they free up. An actor
+        # that dies fails the build (max_restarts=0) rather than re-running
+        # half a chunk; the staging folder is then dropped, the old index kept.
+        pipeline = ray.data.from_items([{"start": s} for s in starts], override_num_blocks=len(starts)).map_batches(
+            _Worker, batch_size=1, compute=ray.data.ActorPoolStrategy(size=self.workers), num_cpus=1,
+            max_restarts=0, fn_constructor_kwargs={"shared": shared, "chunk": chunk})
+        codes: dict[str, np.ndarray] = {}
+        scores = np.full(n, np.nan, np.float32)
+        done = np.zeros(n, bool)
+        report(progress, "encode on ray", 0, n, workers=self.workers)
+        try:
+            for part in pipeline.iter_batches(batch_size=None, batch_format="numpy"):
+                rows = part["position"]
+                for method in models:
+                    if method not in codes:
+                        codes[method] = np.empty((n, *part[method].shape[1:]), part[method].dtype)
+                    codes[method][rows] = part[method]
+                scores[rows] = part["novelty"]
+                done[rows] = True
+                report(progress, "encode on ray", int(done.sum()), n, workers=self.workers)
+        except Exception as exc:
+            raise EngineError(f"encoding on Ray failed ({_first_line(exc)})") from exc
+        if not done.all():  # a lost chunk must not become an item without codes
+            raise EngineError(f"encoding on Ray returned {int(done.sum())} of {n} items; build again")
+        return Encoded(codes, scores, round(time.perf_counter() - started, 3),
+                       {"workers": self.workers, "chunks": len(starts), "chunk_items": chunk})
+
+
+def _check_reachable(address: str) -> None:
+    """Fail at once when nothing listens at a ``[ray://]HOST:PORT`` address.
+
+    Ray itself retries an unreachable head node for minutes, logging each
+    attempt; a closed port or an unknown host is better said in one line.
+    """
+    host, _, port = address.removeprefix("ray://").rpartition(":")
+    if not host or not port.isdigit():
+        return  # "auto" and other forms Ray understands: let it answer
+    try:
+        socket.create_connection((host.strip("[]"), int(port)), timeout=REACH_SECONDS).close()
+    except OSError as exc:
+        raise EngineError(f"cannot reach the Ray cluster at {address} ({exc.strerror or exc}); check the address "
+                          "(ray://HOST:10001 for Ray Client, HOST:6379 for the head node) and that the cluster "
+                          "is up") from None
+
+
+def _files(folder: Path) -> dict[str, bytes]:
+    """A saved model's files, to travel through the object store."""
+    return {p.name: p.read_bytes() for p in sorted(Path(folder).iterdir()) if p.is_file()}
+
+
+class _Worker:
+    """A Ray Data actor: the saved models, loaded once; one call encodes one chunk of items.
+
+    Args:
+        shared: Object references of the models' files, the inputs and the OOV fractions.
+        chunk: Items per chunk.
+    """
+
+    def __init__(self, shared: dict, chunk: int) -> None:
+        import ray
+        from threadpoolctl import threadpool_limits
+
+        from ..encoders import load_encoder
+
+        # One CPU per actor: BLAS threads beyond it would fight the other actors.
+        self._threads = threadpool_limits(1)
+        files = ray.get(shared["models"])
+        self.inputs, self.oov = ray.get(shared["inputs"]), ray.get(shared["oov"])
+        self.chunk = chunk
+        self.encoders = {}
+        # The loaded models live in memory (NumPy graphs, arrays): the files can go.
+        with tempfile.TemporaryDirectory(prefix="retrieval-ray-") as tmp:
+            for method, (name, content) in files.items():
+                folder = Path(tmp) / method
+                folder.mkdir()
+                for filename, data in content.items():
+                    (folder / filename).write_bytes(data)
+                self.encoders[method] = load_encoder(name, folder)
+
+    def __call__(self, batch: dict) -> dict:
+        out: dict[str, list] = {"position": [], "novelty": [], **{m: [] for m in self.encoders}}
+        n = self.inputs.shape[0]
+        for start in np.asarray(batch["start"]).tolist():
+            rows = slice(start, min(start + self.chunk, n))
+            X = self.inputs[rows]
+            for method, encoder in self.encoders.items():
+                out[method].append(np.asarray(encoder.transform(X)))
+            out["novelty"].append(novelty.item_novelty(self.encoders[novelty.METHOD], X,
+                                                       None if self.oov is None else self.oov[rows]))
+            out["position"].append(np.arange(rows.start, rows.stop))
+        return {key: np.concatenate(parts) for key, parts in out.items()}
