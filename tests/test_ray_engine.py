@@ -5,8 +5,9 @@ two-node cluster), shut down after its tests. Builds are compared with the
 local engine's build of the same corpus and options (training is seeded and
 deterministic): every method's stored codes (binary codes exactly, float
 codes to 1e-5: the two sides run different forward passes of the same
-weights), the hits of every stored item as a query (exactly), the novelty
-scores and the item ids.
+weights), the hits of every stored item as a query (the same items at every
+rank, but for items whose scores tie to 1e-5), the novelty scores and the
+item ids.
 """
 from __future__ import annotations
 
@@ -48,7 +49,9 @@ def assert_same_index(store_a: Store, name_a: str, store_b: Store, name_b: str) 
         else:
             assert np.allclose(ca, cb, atol=1e-5), (method, np.abs(ca - cb).max())
         k = min(10, len(ia))
-        assert np.array_equal(ia.search(ca, k)[1], ib.search(ca, k)[1]), method
+        (sa, pa), (sb, pb) = ia.search(ca, k), ib.search(ca, k)
+        # The same hits; two items may swap only where their scores tie (float rounding).
+        assert ((pa == pb) | (np.abs(sa - sb) < 1e-5)).all(), method
     scores_a, scores_b = novelty.load(a.folder)[0], novelty.load(b.folder)[0]
     assert np.allclose(scores_a, scores_b, rtol=1e-5, atol=1e-5)
 

@@ -149,12 +149,11 @@ class RayEngine:
                   "inputs": ray.put(batch.inputs), "oov": ray.put(batch.oov)}
         chunk = max(1, min(self.chunk, -(-n // self.workers)))  # a small batch still reaches every worker
         starts = list(range(0, n, chunk))
-        # One block per chunk: the actors take chunks as they free up. An actor
-        # that dies fails the build (max_restarts=0) rather than re-running
-        # half a chunk; the staging folder is then dropped, the old index kept.
+        # One block per chunk: the actors take chunks as they free up, and each
+        # result says which items it holds (the order they come back in does not matter).
         pipeline = ray.data.from_items([{"start": s} for s in starts], override_num_blocks=len(starts)).map_batches(
             _Worker, batch_size=1, compute=ray.data.ActorPoolStrategy(size=self.workers), num_cpus=1,
-            max_restarts=0, fn_constructor_kwargs={"shared": shared, "chunk": chunk})
+            fn_constructor_kwargs={"shared": shared, "chunk": chunk})
         codes: dict[str, np.ndarray] = {}
         scores = np.full(n, np.nan, np.float32)
         done = np.zeros(n, bool)
