@@ -27,7 +27,7 @@ from conftest import TINY_DOCS, TINY_IMAGES  # noqa: E402
 from retrieval import Store, cli, novelty  # noqa: E402
 from retrieval.engines import open_engine  # noqa: E402
 from retrieval.engines.ray import RayEngine  # noqa: E402
-from retrieval.errors import InputError  # noqa: E402
+from retrieval.errors import EngineError, InputError  # noqa: E402
 from retrieval.modality import DOCS, IMAGES  # noqa: E402
 from retrieval.storage import Metadata  # noqa: E402
 from retrieval.writer import IndexWriter, build_index  # noqa: E402
@@ -94,6 +94,13 @@ def test_cli_engine_ray(local_ray, monkeypatch, capsys, docs_dir, tmp_path):
     assert manifest["engine"]["name"] == "ray" and manifest["counts"]["items"] == 120
     assert Store(tmp_path).require("cli").exists()
     assert ray.is_initialized()  # a Ray the engine did not start is left running
+
+
+def test_more_workers_than_cpus_is_an_error_not_a_hang(local_ray):
+    with pytest.raises(EngineError, match="--workers 3 needs as many CPUs, and the Ray cluster has 2"):
+        with RayEngine(workers=3):
+            pass
+    assert ray.is_initialized()  # the Ray it did not start is left running
 
 
 @pytest.fixture(scope="module")

@@ -90,8 +90,13 @@ class RayEngine:
         ray = _import_ray()
         if not ray.is_initialized():
             self._init(ray)
+        cpus = int(ray.cluster_resources().get("CPU", 0))
         if self.workers is None:
-            self.workers = max(1, int(ray.cluster_resources().get("CPU", 1)))
+            self.workers = max(1, cpus)
+        elif self.workers > cpus:  # the actors would wait for CPUs that never come
+            self.__exit__()
+            raise EngineError(f"--workers {self.workers} needs as many CPUs, and the Ray cluster has {cpus}; "
+                              f"give --workers {max(1, cpus)} or fewer, or add nodes")
         # Ray Data logs every pipeline's progress (and that its bars are off); the CLI shows its own bar.
         logging.getLogger("ray.data").setLevel(logging.ERROR)
         ray.data.DataContext.get_current().enable_progress_bars = False
@@ -141,6 +146,9 @@ class RayEngine:
             EngineError: The pipeline failed on the cluster (the message names the cause).
         """
         ray = _import_ray()
+        if not ray.is_initialized():  # ray.put would start a Ray of its own, never stopped
+            raise EngineError("the Ray engine is not started; use it as a context manager "
+                              "(with RayEngine(...) as engine: ...)")
         if novelty.METHOD not in models:
             raise ValueError(f"the engine needs the {novelty.METHOD!r} model to score novelty")
         started = time.perf_counter()
