@@ -11,9 +11,10 @@ turn, ``--runs`` times each. Reported per run:
 * ``steady``: items after the first chunk / time from the first chunk's
   arrival to the last (the actors' throughput once running).
 
-Beside them: the same pass in this process with one BLAS thread (the local
-engine's arithmetic without Ray), and the load average before and after
-each run (the machine is shared: a ratio measured under load is a lower
+Beside them: the same pass in this process with one BLAS thread (the
+workers' arithmetic without Ray), the local engine's pass (the in-memory
+models of a build: TensorFlow for convolutions; all threads), and the load
+average before and after each run (the machine is shared: a ratio measured under load is a lower
 bound). Identity: the first pass's codes against the index's stored codes
 (written by the local engine), and the hits of every item as a query
 (k = 10 and 100) through both; beside it the local engine against itself
@@ -34,6 +35,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+import scipy.sparse as sp
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
@@ -75,7 +77,11 @@ def run_ray(engine_cls, models, batch, workers: int) -> dict:
     (t_first, first), (t_last, _) = arrivals[0], arrivals[-1]
     return {"workers": workers, "items": n, "wall_s": round(wall, 2), "wall_items_per_s": round(n / wall, 1),
             "steady_items_per_s": round((n - first) / (t_last - t_first), 1) if t_last > t_first else None,
-            "chunks": encoded.info["chunks"], "load_before": round(load_before, 2),
+            "chunks": encoded.info["chunks"], "worker_cpu_s": encoded.info["worker_cpu_seconds"],
+            # The actors' CPU seconds over the busiest actor's: the speed-up their split allows.
+            "cpu_bound_speedup": round(sum(encoded.info["worker_cpu_seconds"])
+                                       / max(encoded.info["worker_cpu_seconds"]), 2),
+            "load_before": round(load_before, 2),
             "load_after": round(os.getloadavg()[0], 2)}, encoded
 
 
@@ -131,22 +137,49 @@ def identity(writer, encoded, n: int) -> dict:
     return out
 
 
-def local_thread_noise(writer, models, batch) -> dict:
-    """The local engine against itself: its in-memory encoder on one BLAS thread vs on all.
+def in_memory(models) -> dict:
+    """The encoders as a build holds them right after fitting: Keras models (TensorFlow for convolutions,
+    the NumPy dense stack for MLPs), not the NumPy graphs of their saved files."""
+    from retrieval.encoders import load_encoder
 
-    The build encodes with the fitted Keras model's arithmetic; reloading the
-    Keras file gives that model back. Its codes depend on the BLAS thread
-    count at the float32 rounding level, as the Ray workers' (one thread) do.
+    encoders = {}
+    for method, (name, folder) in models.items():
+        encoder = load_encoder(name, folder)
+        if hasattr(encoder, "_encoder_graph"):  # an autoencoder: back to its Keras models
+            encoder.encoder_  # noqa: B018  (loads the Keras file)
+            if encoder._decoder_graph is not None:
+                encoder.decoder_  # noqa: B018
+            encoder._encoder_graph = encoder._decoder_graph = None
+            encoder._compile_inference()
+        encoders[method] = encoder
+    return encoders
+
+
+def local_engine(models, batch) -> dict:
+    """The local engine's encode pass (every method and the novelty scores, all threads), timed."""
+    encoders = in_memory(models)
+    load_before = os.getloadavg()[0]
+    started = time.perf_counter()
+    for encoder in encoders.values():
+        encoder.transform(batch.inputs)
+    novelty.item_novelty(encoders[novelty.METHOD], batch.inputs, batch.oov)
+    seconds = time.perf_counter() - started
+    n = batch.inputs.shape[0]
+    return {"items": n, "seconds": round(seconds, 2), "items_per_s": round(n / seconds, 1),
+            "load_before": round(load_before, 2), "load_after": round(os.getloadavg()[0], 2)}
+
+
+def local_thread_noise(writer, models, batch) -> dict:
+    """The local engine against itself: its in-memory autoencoder on one BLAS thread vs on all.
+
+    Its codes depend on the BLAS thread count at the float32 rounding level,
+    as the Ray workers' (one thread each) do. (TensorFlow's own thread pool,
+    which runs convolutions, is not limited here: documents only.)
     """
     from threadpoolctl import threadpool_limits
 
-    from retrieval.encoders import load_encoder
-
     method = novelty.METHOD
-    encoder = load_encoder(*models[method])
-    encoder.encoder_  # noqa: B018  (loads the Keras model: the in-memory path of a fresh fit)
-    encoder._encoder_graph = None
-    encoder._compile_inference()
+    encoder = in_memory({method: models[method]})[method]
     every = encoder.transform(batch.inputs)
     with threadpool_limits(1):
         one = encoder.transform(batch.inputs)
@@ -190,8 +223,11 @@ def main() -> None:
         ray.shutdown()
     result["in_process_1_thread"] = run_in_process(writer, models, big)
     print(json.dumps(result["in_process_1_thread"]), flush=True)
+    result["local_engine"] = local_engine(models, big)
+    print(json.dumps(result["local_engine"]), flush=True)
     result["identity"] = identity(writer, first, n)
-    result["local_engine_1_vs_all_threads"] = local_thread_noise(writer, models, batch)
+    if sp.issparse(batch.inputs):  # documents: the dense stack runs on BLAS threads
+        result["local_engine_1_vs_all_threads"] = local_thread_noise(writer, models, batch)
     by_workers: dict[int, list] = {}
     for row in result["runs"]:
         by_workers.setdefault(row["workers"], []).append(row)

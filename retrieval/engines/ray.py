@@ -165,6 +165,7 @@ class RayEngine:
         codes: dict[str, np.ndarray] = {}
         scores = np.full(n, np.nan, np.float32)
         done = np.zeros(n, bool)
+        cpu: dict[int, float] = {}  # CPU seconds per worker process
         report(progress, "encode on ray", 0, n, workers=self.workers)
         try:
             for part in pipeline.iter_batches(batch_size=None, batch_format="numpy"):
@@ -175,13 +176,18 @@ class RayEngine:
                     codes[method][rows] = part[method]
                 scores[rows] = part["novelty"]
                 done[rows] = True
+                for pid, seconds in zip(part["worker"].tolist(), part["cpu_seconds"].tolist()):
+                    cpu[pid] = cpu.get(pid, 0.0) + seconds
                 report(progress, "encode on ray", int(done.sum()), n, workers=self.workers)
         except Exception as exc:
             raise EngineError(f"encoding on Ray failed ({_first_line(exc)})") from exc
         if not done.all():  # a lost chunk must not become an item without codes
             raise EngineError(f"encoding on Ray returned {int(done.sum())} of {n} items; build again")
+        # The workers' CPU time: its sum over the busiest worker's is the most a
+        # pass can gain from them (measured where other work shares the CPUs).
         return Encoded(codes, scores, round(time.perf_counter() - started, 3),
-                       {"workers": self.workers, "chunks": len(starts), "chunk_items": chunk})
+                       {"workers": self.workers, "chunks": len(starts), "chunk_items": chunk,
+                        "worker_cpu_seconds": sorted(round(v, 3) for v in cpu.values())})
 
 
 def _check_reachable(address: str) -> None:
@@ -236,6 +242,7 @@ class _Worker:
                 self.encoders[method] = load_encoder(name, folder)
 
     def __call__(self, batch: dict) -> dict:
+        started = time.process_time()
         out: dict[str, list] = {"position": [], "novelty": [], **{m: [] for m in self.encoders}}
         n = self.inputs.shape[0]
         for start in np.asarray(batch["start"]).tolist():
@@ -246,4 +253,9 @@ class _Worker:
             out["novelty"].append(novelty.item_novelty(self.encoders[novelty.METHOD], X,
                                                        None if self.oov is None else self.oov[rows]))
             out["position"].append(np.arange(rows.start, rows.stop))
-        return {key: np.concatenate(parts) for key, parts in out.items()}
+        result = {key: np.concatenate(parts) for key, parts in out.items()}
+        items = len(result["position"])
+        # Per item, so that the columns keep one row an item.
+        result["cpu_seconds"] = np.full(items, (time.process_time() - started) / max(1, items))
+        result["worker"] = np.full(items, os.getpid())
+        return result
