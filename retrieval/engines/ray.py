@@ -26,6 +26,7 @@ import os
 import socket
 import tempfile
 import time
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 import numpy as np
@@ -145,6 +146,18 @@ class RayEngine:
         Raises:
             EngineError: The pipeline failed on the cluster (the message names the cause).
         """
+        return next(self.encode_all(models, [batch], progress))
+
+    def encode_all(self, models: dict[str, tuple[str, Path]], batches: Iterable,
+                   progress: Progress | None = None) -> Iterator[Encoded]:
+        """:meth:`encode` for a sequence of batches (a build's chunks) through one pool of actors.
+
+        The batches' inputs go to the object store first (Ray spills it to
+        disk beyond its memory); the actors start and load the models once.
+
+        Yields:
+            One :class:`Encoded` a batch, in the order of ``batches``, each as soon as it is complete.
+        """
         ray = _import_ray()
         if not ray.is_initialized():  # ray.put would start a Ray of its own, never stopped
             raise EngineError("the Ray engine is not started; use it as a context manager "
@@ -152,42 +165,80 @@ class RayEngine:
         if novelty.METHOD not in models:
             raise ValueError(f"the engine needs the {novelty.METHOD!r} model to score novelty")
         started = time.perf_counter()
-        n = batch.inputs.shape[0]
+        parts, sizes = [], []
+        for batch in batches:
+            parts.append((ray.put(batch.inputs), ray.put(batch.oov)))
+            sizes.append(batch.inputs.shape[0])
+        total = sum(sizes)
+        chunk = max(1, min(self.chunk, -(-total // self.workers)))  # a small build still reaches every worker
+        rows = [{"batch": b, "start": s} for b, n in enumerate(sizes) for s in range(0, n, chunk)]
         shared = {"models": ray.put({m: (name, _files(folder)) for m, (name, folder) in models.items()}),
-                  "inputs": ray.put(batch.inputs), "oov": ray.put(batch.oov)}
-        chunk = max(1, min(self.chunk, -(-n // self.workers)))  # a small batch still reaches every worker
-        starts = list(range(0, n, chunk))
+                  "batches": parts}
         # One block per chunk: the actors take chunks as they free up, and each
         # result says which items it holds (the order they come back in does not matter).
-        pipeline = ray.data.from_items([{"start": s} for s in starts], override_num_blocks=len(starts)).map_batches(
+        pipeline = ray.data.from_items(rows, override_num_blocks=len(rows)).map_batches(
             _Worker, batch_size=1, compute=ray.data.ActorPoolStrategy(size=self.workers), num_cpus=1,
-            fn_constructor_kwargs={"shared": shared, "chunk": chunk})
-        codes: dict[str, np.ndarray] = {}
-        scores = np.full(n, np.nan, np.float32)
-        done = np.zeros(n, bool)
+            fn_constructor_kwargs={"shared": shared, "chunk": chunk}) if rows else None
+        results = [_Filling(n) for n in sizes]
         cpu: dict[int, float] = {}  # CPU seconds per worker process
-        report(progress, "encode on ray", 0, n, workers=self.workers)
+        done, ready = 0, 0
+        report(progress, "encode on ray", 0, total, workers=self.workers)
+
+        def finished() -> Iterator[Encoded]:
+            nonlocal ready
+            while ready < len(results) and results[ready].complete:
+                yield results[ready].encoded(models, time.perf_counter() - started, {
+                    "workers": self.workers, "chunks": len(rows), "chunk_items": chunk,
+                    # The workers' CPU time; its sum over the busiest worker's is the
+                    # most a pass can gain from them where other work shares the CPUs.
+                    "worker_cpu_seconds": sorted(round(v, 3) for v in cpu.values())})
+                results[ready] = None  # handed over: the driver keeps no copy
+                ready += 1
+
+        yield from finished()  # empty batches
         try:
-            for part in pipeline.iter_batches(batch_size=None, batch_format="numpy"):
-                rows = part["position"]
-                for method in models:
-                    if method not in codes:
-                        codes[method] = np.empty((n, *part[method].shape[1:]), part[method].dtype)
-                    codes[method][rows] = part[method]
-                scores[rows] = part["novelty"]
-                done[rows] = True
+            for part in pipeline.iter_batches(batch_size=None, batch_format="numpy") if pipeline else ():
+                for b in np.unique(part["batch"]).tolist():
+                    mine = part["batch"] == b
+                    results[b].fill({key: values[mine] for key, values in part.items()}, models)
+                    done += int(mine.sum())
                 for pid, seconds in zip(part["worker"].tolist(), part["cpu_seconds"].tolist()):
                     cpu[pid] = cpu.get(pid, 0.0) + seconds
-                report(progress, "encode on ray", int(done.sum()), n, workers=self.workers)
+                report(progress, "encode on ray", done, total, workers=self.workers)
+                yield from finished()
+        except EngineError:
+            raise
         except Exception as exc:
             raise EngineError(f"encoding on Ray failed ({_first_line(exc)})") from exc
-        if not done.all():  # a lost chunk must not become an item without codes
-            raise EngineError(f"encoding on Ray returned {int(done.sum())} of {n} items; build again")
-        # The workers' CPU time: its sum over the busiest worker's is the most a
-        # pass can gain from them (measured where other work shares the CPUs).
-        return Encoded(codes, scores, round(time.perf_counter() - started, 3),
-                       {"workers": self.workers, "chunks": len(starts), "chunk_items": chunk,
-                        "worker_cpu_seconds": sorted(round(v, 3) for v in cpu.values())})
+        if ready < len(results):  # a lost chunk must not become an item without codes
+            raise EngineError(f"encoding on Ray returned {done} of {total} items; build again")
+
+
+class _Filling:
+    """One batch's codes and scores as the chunks come back."""
+
+    def __init__(self, n: int) -> None:
+        self.codes: dict[str, np.ndarray] = {}
+        self.scores = np.full(n, np.nan, np.float32)
+        self.done = np.zeros(n, bool)
+
+    @property
+    def complete(self) -> bool:
+        return bool(self.done.all())
+
+    def fill(self, part: dict, models) -> None:
+        rows = part["position"]
+        for method in models:
+            if method not in self.codes:
+                self.codes[method] = np.empty((len(self.done), *part[method].shape[1:]), part[method].dtype)
+            self.codes[method][rows] = part[method]
+        self.scores[rows] = part["novelty"]
+        self.done[rows] = True
+
+    def encoded(self, models, seconds: float, info: dict) -> Encoded:
+        # A batch of no items has no part to take shapes from: empty codes of unknown width.
+        codes = {m: self.codes.get(m, np.zeros((0, 0), np.float32)) for m in models}
+        return Encoded(codes, self.scores, round(seconds, 3), info)
 
 
 def _check_reachable(address: str) -> None:
@@ -216,7 +267,7 @@ class _Worker:
     """A Ray Data actor: the saved models, loaded once; one call encodes one chunk of items.
 
     Args:
-        shared: Object references of the models' files, the inputs and the OOV fractions.
+        shared: Object references of the models' files and of every batch's inputs and OOV fractions.
         chunk: Items per chunk.
     """
 
@@ -229,8 +280,8 @@ class _Worker:
         # One CPU per actor: BLAS threads beyond it would fight the other actors.
         self._threads = threadpool_limits(1)
         files = ray.get(shared["models"])
-        self.inputs, self.oov = ray.get(shared["inputs"]), ray.get(shared["oov"])
-        self.chunk = chunk
+        self.batches, self.chunk = shared["batches"], chunk
+        self._current: tuple[int, object, object] | None = None
         self.encoders = {}
         # The loaded models live in memory (NumPy graphs, arrays): the files can go.
         with tempfile.TemporaryDirectory(prefix="retrieval-ray-") as tmp:
@@ -241,18 +292,28 @@ class _Worker:
                     (folder / filename).write_bytes(data)
                 self.encoders[method] = load_encoder(name, folder)
 
+    def _batch(self, b: int):
+        """Batch ``b``'s inputs and OOV fractions (chunks come batch after batch: one held at a time)."""
+        import ray
+
+        if self._current is None or self._current[0] != b:
+            inputs, oov = ray.get(list(self.batches[b]))
+            self._current = (b, inputs, oov)
+        return self._current[1:]
+
     def __call__(self, batch: dict) -> dict:
         started = time.process_time()
-        out: dict[str, list] = {"position": [], "novelty": [], **{m: [] for m in self.encoders}}
-        n = self.inputs.shape[0]
-        for start in np.asarray(batch["start"]).tolist():
-            rows = slice(start, min(start + self.chunk, n))
-            X = self.inputs[rows]
+        out: dict[str, list] = {"batch": [], "position": [], "novelty": [], **{m: [] for m in self.encoders}}
+        for b, start in zip(np.asarray(batch["batch"]).tolist(), np.asarray(batch["start"]).tolist()):
+            inputs, oov = self._batch(b)
+            rows = slice(start, min(start + self.chunk, inputs.shape[0]))
+            X = inputs[rows]
             for method, encoder in self.encoders.items():
                 out[method].append(np.asarray(encoder.transform(X)))
             out["novelty"].append(novelty.item_novelty(self.encoders[novelty.METHOD], X,
-                                                       None if self.oov is None else self.oov[rows]))
+                                                       None if oov is None else oov[rows]))
             out["position"].append(np.arange(rows.start, rows.stop))
+            out["batch"].append(np.full(rows.stop - rows.start, b))
         result = {key: np.concatenate(parts) for key, parts in out.items()}
         items = len(result["position"])
         # Per item, so that the columns keep one row an item.
