@@ -28,7 +28,7 @@ from retrieval import Store, cli, novelty  # noqa: E402
 from retrieval.engines import open_engine  # noqa: E402
 from retrieval.engines.ray import RayEngine  # noqa: E402
 from retrieval.errors import EngineError, InputError  # noqa: E402
-from retrieval.modality import DOCS, IMAGES  # noqa: E402
+from retrieval.modality import DOCS, IMAGES, Batch  # noqa: E402
 from retrieval.storage import Metadata  # noqa: E402
 from retrieval.writer import IndexWriter, build_index  # noqa: E402
 
@@ -94,6 +94,22 @@ def test_cli_engine_ray(local_ray, monkeypatch, capsys, docs_dir, tmp_path):
     assert manifest["engine"]["name"] == "ray" and manifest["counts"]["items"] == 120
     assert Store(tmp_path).require("cli").exists()
     assert ray.is_initialized()  # a Ray the engine did not start is left running
+
+
+def test_encode_all_returns_each_batch_in_order(local_ray, built_docs):
+    """A build's chunks through one pool of actors: one answer a batch, in order, an empty batch included."""
+    store, name, _ = built_docs
+    writer = IndexWriter.open(store.require(name))
+    models = {m: (info["encoder"], writer.folder.method(m)) for m, info in writer.manifest["methods"].items()
+              if m != DOCS.exact}
+    X, oov = writer.stored_inputs("the test"), writer._oov
+    cuts = [(0, 50), (50, 50), (50, X.shape[0])]
+    answers = list(local_ray.encode_all(models, [Batch([], X[a:b], oov[a:b]) for a, b in cuts]))
+    assert [len(answer.scores) for answer in answers] == [b - a for a, b in cuts]
+    codes = np.concatenate([answers[0].codes["ae"], answers[2].codes["ae"]])
+    index = writer._index("ae")
+    assert np.allclose(index._prepare(codes), index.stored(), atol=1e-5)
+    assert np.allclose(np.concatenate([a.scores for a in answers]), novelty.load(writer.folder)[0], atol=1e-5)
 
 
 def test_more_workers_than_cpus_is_an_error_not_a_hang(local_ray):
