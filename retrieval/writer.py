@@ -130,6 +130,7 @@ class IndexWriter:
         self._carried: Segments | None = None  # a retrain's new segment holds these items
         self._segments: Segments | None = None
         self._templates: list[str] = []  # template files derived for an index written before them
+        self._models_saved = False  # an engine's build wrote them before encoding
 
     @classmethod
     def open(cls, root: Path) -> "IndexWriter":
@@ -210,14 +211,25 @@ class IndexWriter:
         return segments.per_item(lambda seg: np.load(seg.oov, allow_pickle=False))
 
     # -- the steps ----------------------------------------------------------------
-    def fit(self, encoders: dict, batch: Batch, *, index_kind: str, progress: Progress | None = None) -> np.ndarray:
+    def fit(self, encoders: dict, batch: Batch, *, index_kind: str, progress: Progress | None = None,
+            score: bool = True) -> np.ndarray | None:
         """Fit every encoder on ``batch`` and give each an empty nearest-neighbour index.
 
         A learned binary autoencoder ``ae`` also yields ``ae-float`` and
         ``ae-median`` from its float phase, at no extra training.
 
+        Args:
+            encoders: The unfitted encoders by method.
+            batch: The training items.
+            index_kind: The FAISS index kind (:func:`retrieval.ann.make_index`).
+            progress: Progress callback.
+            score: Compute the training items' novelty scores here. ``False``
+                when an engine scores them elsewhere: they then come with
+                :meth:`append` (``training=True``).
+
         Returns:
-            The novelty scores of the training items (the reference of every later score).
+            The novelty scores of the training items (the reference of every
+            later score); ``None`` without ``score``.
         """
         from .ann import make_index
 
@@ -243,11 +255,34 @@ class IndexWriter:
                     methods[name]["derived_from"] = method
             report(progress, f"{method}: fit", 1, 1)
         self.manifest["methods"] = methods
-        reference = novelty.item_novelty(self._encoders["ae"], X, batch.oov)
-        self._reference = np.sort(reference)
-        self.manifest["novelty"] = novelty.summary(self._reference)
         self.manifest["drift"] = novelty.drift(X.shape[0])
+        if not score:
+            return None
+        reference = novelty.item_novelty(self._encoders["ae"], X, batch.oov)
+        self._set_reference(reference)
         return reference
+
+    def _set_reference(self, scores: np.ndarray) -> None:
+        self._reference = np.sort(scores)
+        self.manifest["novelty"] = novelty.summary(self._reference)
+
+    def save_models(self) -> dict[str, tuple[str, Path]]:
+        """Write the fitted encoders into the staging folder now, for other processes to load.
+
+        An engine's workers load them from these files (with the NumPy
+        forward pass: no TensorFlow); :meth:`save` does not write them again.
+
+        Returns:
+            ``{method: (encoder registry name, folder)}`` of every fitted method.
+        """
+        out = {}
+        for method in self._fitted:
+            folder = self.folder.method(method)
+            folder.mkdir(parents=True, exist_ok=True)
+            self._encoders[method].save(folder)
+            out[method] = (self.manifest["methods"][method]["encoder"], folder)
+        self._models_saved = True
+        return out
 
     def self_check(self, inputs, seed: int) -> dict:
         """Run the label-free self-check on the fitted, filled indexes (see :mod:`retrieval.selfcheck`).
@@ -280,13 +315,14 @@ class IndexWriter:
             drift["trained_items"], drift["added_since_training"], drift["removed_since_training"] + len(self._removed),
             drift.get("added_novelty_percentile_sum", 0.0), drift.get("added_novelty_sum", 0.0))
 
-    def append(self, batch: Batch, *, scores: np.ndarray | None = None, training: bool = False,
-               progress: Progress | None = None) -> None:
+    def append(self, batch: Batch, *, scores: np.ndarray | None = None, codes: dict | None = None,
+               training: bool = False, progress: Progress | None = None) -> None:
         """Encode ``batch`` with every method and append it to the new segment.
 
         Args:
             batch: The items and their model inputs.
             scores: Their novelty scores when already computed (a build has them from :meth:`fit`).
+            codes: Codes already computed, by method (an engine's); the other methods encode here.
             training: The batch is what the models were fitted on (a build): it does not count as drift.
             progress: Progress callback.
         """
@@ -297,10 +333,13 @@ class IndexWriter:
         methods = list(self.manifest["methods"])
         for step, method in enumerate(methods):
             report(progress, "encode", step, len(methods), method=method)
-            self._index(method).add(self._encoder(method).transform(batch.inputs))
+            given = (codes or {}).get(method)
+            self._index(method).add(self._encoder(method).transform(batch.inputs) if given is None else given)
         report(progress, "encode", len(methods), len(methods))
         if scores is None:
             scores = novelty.item_novelty(self._encoder("ae"), batch.inputs, batch.oov)
+        if training and self._reference is None:  # fitted without scores: these are the reference
+            self._set_reference(scores)
         scores = np.asarray(scores, np.float32)
         first = not self._new_items
         self._scores = scores if first else np.concatenate([self._scores, scores])
@@ -347,7 +386,8 @@ class IndexWriter:
         """
         for method in self._fitted:
             out = self.folder.method(method)
-            self._encoders[method].save(out)
+            if not self._models_saved:
+                self._encoders[method].save(out)
             self._indexes[method].save_template(out)
         self.manifest["novelty"] = novelty.save_reference(self.folder, self._reference)
         self.manifest["generation"] = 1
@@ -546,7 +586,7 @@ def _method_entry(encoder, fit_seconds: float) -> dict:
 
 # -- the operations ----------------------------------------------------------------------
 def build_index(modality: Modality, source, name: str, config=None, *, store: Store | None = None,
-                force: bool = False, progress: Progress | None = None) -> dict:
+                force: bool = False, progress: Progress | None = None, engine=None) -> dict:
     """Build an index of ``modality`` from ``source``: read -> preprocess -> fit -> FAISS -> store.
 
     Args:
@@ -557,6 +597,11 @@ def build_index(modality: Modality, source, name: str, config=None, *, store: St
         store: Where to write (default: the default home).
         force: Replace an existing index of that name.
         progress: Progress callback.
+        engine: Where the items are encoded once the models are fitted:
+            ``None`` in this process, or an engine such as
+            :class:`retrieval.engines.ray.RayEngine` (started), which loads
+            the saved models in its workers and returns every method's codes
+            and the novelty scores in item order. The index is the same.
 
     Returns:
         The manifest written.
@@ -586,9 +631,17 @@ def build_index(modality: Modality, source, name: str, config=None, *, store: St
     }
     with store.writer(name, force) as root:
         writer = IndexWriter(root, manifest, state)
-        scores = writer.fit(modality.encoders(config, batch.inputs.shape), batch, index_kind=config.index_kind,
-                            progress=progress)
-        writer.append(batch, scores=scores, training=True, progress=progress)
+        encoders = modality.encoders(config, batch.inputs.shape)
+        if engine is None:
+            scores = writer.fit(encoders, batch, index_kind=config.index_kind, progress=progress)
+            writer.append(batch, scores=scores, training=True, progress=progress)
+        else:
+            writer.fit(encoders, batch, index_kind=config.index_kind, progress=progress, score=False)
+            # The exact baseline indexes the inputs themselves: nothing to farm out.
+            models = {m: v for m, v in writer.save_models().items() if m != modality.exact}
+            encoded = engine.encode(models, batch, progress=progress)
+            writer.append(batch, scores=encoded.scores, codes=encoded.codes, training=True, progress=progress)
+            manifest["engine"] = {"name": engine.name, "encode_seconds": encoded.seconds, **encoded.info}
         writer.self_check(batch.inputs, config.seed)
         modality.save_state(state, writer.folder)
         manifest["build_seconds"] = round(time.perf_counter() - started, 2)
