@@ -21,6 +21,7 @@ from pathlib import Path
 from urllib.parse import urlparse
 
 from .config import DEFAULT_K, EVALUATE_K, OUTLIERS_K, QUERY_FIELDS, SHORTLIST_RANGE, DocsConfig, ImagesConfig, Range
+from .engines import open_engine
 from .errors import HomeNotWritable, InputError, RetrievalError, RetrievalWarning
 from .modality import DOCS, IMAGES, Modality
 from .progress import Progress, RichProgress
@@ -31,7 +32,7 @@ from .writer import CompactReport, UpdateReport, add_items, build_index, compact
 
 __all__ = ["CompactReport", "DocsConfig", "ImagesConfig", "Index", "QueryResult", "Retriever", "RichProgress", "Store",
            "UpdateReport", "add_items", "build_docs_index", "compact", "build_images_index", "corpus_map", "crawl",
-           "crawl_cache_folder", "index_info", "list_indexes", "number_records", "outliers", "outlier_sheet",
+           "crawl_cache_folder", "index_info", "list_indexes", "number_records", "open_engine", "outliers", "outlier_sheet",
            "remove_items", "retrain", "run_demo", "run_evaluation", "search", "search_batch", "self_check_summary",
            "sync_items", "upgrade_index"]
 
@@ -46,23 +47,27 @@ def __getattr__(name: str):
 
 
 def build_docs_index(source, name: str, config: DocsConfig | None = None, *, store: Store | None = None,
-                     force: bool = False, progress: Progress | None = None) -> dict:
+                     force: bool = False, progress: Progress | None = None, engine=None) -> dict:
     """Build a document index from a folder, archive or JSONL file (or a corpus read already).
+
+    ``engine``: ``None`` (encode here) or a started engine (:func:`open_engine`).
 
     Returns:
         The manifest written.
     """
-    return build_index(DOCS, source, name, config, store=store, force=force, progress=progress)
+    return build_index(DOCS, source, name, config, store=store, force=force, progress=progress, engine=engine)
 
 
 def build_images_index(source, name: str, config: ImagesConfig | None = None, *, store: Store | None = None,
-                       force: bool = False, progress: Progress | None = None) -> dict:
+                       force: bool = False, progress: Progress | None = None, engine=None) -> dict:
     """Build an image index from a folder, a crawl folder or an IDX file (or a corpus read already).
+
+    ``engine``: ``None`` (encode here) or a started engine (:func:`open_engine`).
 
     Returns:
         The manifest written.
     """
-    return build_index(IMAGES, source, name, config, store=store, force=force, progress=progress)
+    return build_index(IMAGES, source, name, config, store=store, force=force, progress=progress, engine=engine)
 
 
 @dataclass

@@ -82,9 +82,13 @@ IndexKindChoice = _choices("IndexKindChoice", config.INDEX_KINDS)
 DemoPartChoice = _choices("DemoPartChoice", config.DEMO_PARTS)
 RerankChoice = _choices("RerankChoice", config.RERANKERS)
 QueryFieldChoice = _choices("QueryFieldChoice", config.QUERY_FIELDS)
+EngineChoice = _choices("EngineChoice", config.ENGINES)
 
 IndexKind = Annotated[IndexKindChoice, typer.Option("--index", help="FAISS index type (auto: by collection size).")]
 Strip = Annotated[Optional[StripChoice], typer.Option("--strip", help="'email': drop headers, quotes, signatures.")]
+Engine = Annotated[EngineChoice, typer.Option("--engine", help="Where the items are encoded once the models are trained: local (this process) or ray (actors of a Ray cluster; pip install -e '.[ray]').")]
+Address = Annotated[Optional[str], typer.Option("--address", help="--engine ray: the cluster to join (ray://HOST:PORT); default: a local Ray on this machine.")]
+Workers = Annotated[Optional[int], typer.Option("--workers", help="--engine ray: encoding actors, one CPU each (default: the cluster's CPUs).")]
 
 
 def _csv(values) -> str:
@@ -158,6 +162,9 @@ def index_docs(
     index_kind: IndexKind = IndexKindChoice(DocsConfig.index_kind),
     train_sample: TrainSample = DocsConfig.train_sample,
     seed: Seed = DocsConfig.seed,
+    engine: Engine = EngineChoice(config.ENGINES[0]),
+    address: Address = None,
+    workers: Workers = None,
     force: Force = False,
     index_dir: IndexDir = None,
     as_json: JsonOut = False,
@@ -168,9 +175,10 @@ def index_docs(
                          short_views=short_views, neighbours=neighbours, neighbour_weight=neighbour_weight, pretrain=_value(pretrain),
                          baselines=baselines, baseline_dim=baseline_dim, index_kind=_value(index_kind), seed=seed,
                          bits=bits, binary_epochs=binary_epochs, keep_inputs=keep_inputs, train_sample=train_sample)
-    with api.RichProgress(err) as progress:
-        manifest = api.build_docs_index(source, name, options, store=api.Store(index_dir), force=force,
-                                        progress=progress)
+    store = api.Store(index_dir)
+    with _engine(store, name, force, engine, address, workers) as runner, api.RichProgress(err) as progress:
+        manifest = api.build_docs_index(source, name, options, store=store, force=force, progress=progress,
+                                        engine=runner)
     _print_built(manifest, as_json)
 
 
@@ -201,6 +209,9 @@ def index_images(
     train_sample: TrainSample = ImagesConfig.train_sample,
     max_pages: Annotated[int, typer.Option(help="When SOURCE is a URL: pages to crawl.")] = CrawlConfig.max_pages,
     seed: Seed = ImagesConfig.seed,
+    engine: Engine = EngineChoice(config.ENGINES[0]),
+    address: Address = None,
+    workers: Workers = None,
     force: Force = False,
     index_dir: IndexDir = None,
     as_json: JsonOut = False,
@@ -213,7 +224,7 @@ def index_images(
                            index_kind=_value(index_kind), limit=limit, seed=seed, bits=bits, binary_epochs=binary_epochs,
                            keep_inputs=keep_inputs, train_sample=train_sample)
     store = api.Store(index_dir)
-    with api.RichProgress(err) as progress:
+    with _engine(store, name, force, engine, address, workers) as runner, api.RichProgress(err) as progress:
         if source.startswith(("http://", "https://")):
             folder = api.crawl_cache_folder(store, source)
             report = api.crawl(source, folder, CrawlConfig(max_pages=max_pages),
@@ -222,8 +233,15 @@ def index_images(
             for line in report.notes():
                 err.print(line, highlight=False, soft_wrap=True)
             source = str(folder)
-        manifest = api.build_images_index(source, name, options, store=store, force=force, progress=progress)
+        manifest = api.build_images_index(source, name, options, store=store, force=force, progress=progress,
+                                          engine=runner)
     _print_built(manifest, as_json)
+
+
+def _engine(store, name: str, force: bool, engine, address: str | None, workers: int | None):
+    """The build's engine, started once the index name is known to be free (Ray takes seconds to start)."""
+    store.check_new(name, force)
+    return api.open_engine(_value(engine), address=address, workers=workers)
 
 
 def _print_built(manifest: dict, as_json: bool) -> None:

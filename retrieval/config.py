@@ -25,6 +25,9 @@ FITS = ("pad", "crop")
 DECODERS = ("dense", "deconv")
 #: ``index_kind``: the FAISS index type (``auto`` picks by collection size).
 INDEX_KINDS = ("auto", "flat", "ivf", "hnsw")
+#: ``index --engine``: where a build encodes its items (``local``: this
+#: process; ``ray``: actors of a Ray cluster, ``pip install -e '.[ray]'``).
+ENGINES = ("local", "ray")
 #: ``evaluate --query-field``: the part of each labelled query document that is
 #: the query (the first is the default). ``text``: the whole document;
 #: ``title``: its title as the corpus reader gives it (the mail ``Subject:``
@@ -43,6 +46,12 @@ RERANKERS_DOCS = ("tfidf", "tfidf-prf", "float", "tfidf+float", "none")
 RERANKERS_IMAGES = ("pixels", "float", "none")
 #: Every re-ranker of either modality (what ``query --rerank`` accepts).
 RERANKERS = tuple(dict.fromkeys(RERANKERS_DOCS[:-1] + RERANKERS_IMAGES))
+
+# -- the Ray engine ---------------------------------------------------------------
+#: Items one actor call encodes: large enough that the per-call overhead of
+#: Ray (~ms) vanishes beside the forward passes, small enough that two
+#: workers get many chunks each (ordered results are put back by position).
+RAY_CHUNK_ITEMS = 1024
 
 # -- defaults of query-time operations -----------------------------------------
 #: Results of a query (``query -k``).

@@ -46,6 +46,10 @@ class HomeNotWritable(RetrievalError):
     """
 
 
+class EngineError(RetrievalError):
+    """The distributed engine is not installed, cannot start, or cannot reach its cluster."""
+
+
 class FetchError(RetrievalError):
     """A URL could not be fetched (network, HTTP status, type or size guard)."""
 

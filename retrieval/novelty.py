@@ -19,6 +19,8 @@ import numpy as np
 from .config import NOVELTY_MIN_ITEMS, NOVELTY_TYPICAL_PERCENTILE, NOVELTY_UNLIKE_PERCENTILE
 from .errors import IndexFormatError
 
+#: The method whose autoencoder scores novelty (its decoder reconstructs).
+METHOD = "ae"
 #: Additions whose mean novelty percentile exceeds this are unlike the data
 #: the models learned from. A model fits its own training items better than
 #: new ones of the same kind: 998 held-out 20NG training postings added to an
@@ -97,7 +99,7 @@ def describe(novelty: dict) -> str:
 def summary(reference: np.ndarray) -> dict:
     """The manifest's ``novelty`` record: how the training items' scores are distributed."""
     ref = np.asarray(reference)
-    return {"method": "ae", "reference_items": int(len(ref)), "reference_mean": float(ref.mean()) if len(ref) else None,
+    return {"method": METHOD, "reference_items": int(len(ref)), "reference_mean": float(ref.mean()) if len(ref) else None,
             "reference_p50": float(np.median(ref)) if len(ref) else None,
             "reference_p99": float(np.quantile(ref, 0.99)) if len(ref) else None}
 

@@ -135,6 +135,7 @@ class IndexWriter:
         self._segments: Segments | None = None
         self._templates: list[str] = []  # template files derived for an index written before them
         self._target: SegmentFolder | None = None  # the new segment's folder, once spool() made it
+        self._models_saved = False  # an engine's build wrote them before encoding
 
     @classmethod
     def open(cls, root: Path) -> "IndexWriter":
@@ -250,7 +251,8 @@ class IndexWriter:
             progress: Progress callback.
 
         Returns:
-            The novelty scores of the training items (the reference of every later score).
+            The novelty scores of the training items (the reference of every
+            later score); ``None`` without ``score``.
         """
         from .ann import make_index
 
@@ -287,6 +289,24 @@ class IndexWriter:
         self.manifest["training"] = {"items": int(X.shape[0]), "of": int(items)}
         return reference
 
+    def save_models(self) -> dict[str, tuple[str, Path]]:
+        """Write the fitted encoders into the staging folder now, for other processes to load.
+
+        An engine's workers load them from these files (with the NumPy
+        forward pass: no TensorFlow); :meth:`save` does not write them again.
+
+        Returns:
+            ``{method: (encoder registry name, folder)}`` of every fitted method.
+        """
+        out = {}
+        for method in self._fitted:
+            folder = self.folder.method(method)
+            folder.mkdir(parents=True, exist_ok=True)
+            self._encoders[method].save(folder)
+            out[method] = (self.manifest["methods"][method]["encoder"], folder)
+        self._models_saved = True
+        return out
+
     def self_check(self, inputs, seed: int) -> dict:
         """Run the label-free self-check on the fitted, filled indexes (see :mod:`retrieval.selfcheck`).
 
@@ -318,8 +338,8 @@ class IndexWriter:
             drift["trained_items"], drift["added_since_training"], drift["removed_since_training"] + len(self._removed),
             drift.get("added_novelty_percentile_sum", 0.0), drift.get("added_novelty_sum", 0.0))
 
-    def append(self, batch: Batch, *, scores: np.ndarray | None = None, training: bool = False,
-               progress: Progress | None = None) -> None:
+    def append(self, batch: Batch, *, scores: np.ndarray | None = None, codes: dict | None = None,
+               training: bool = False, progress: Progress | None = None) -> None:
         """Encode ``batch`` with every method and append it to the new segment.
 
         Args:
@@ -328,6 +348,7 @@ class IndexWriter:
             training: The batch is part of the collection the models were fitted for (a build, which
                 appends its chunks in turn): it does not count as drift, and its inputs are not held
                 here (the build wrote them to :meth:`spool` as it read them).
+            codes: Codes already computed, by method (an engine's); the other methods encode here.
             progress: Progress callback.
         """
         if not len(batch.items):
@@ -337,7 +358,8 @@ class IndexWriter:
         methods = list(self.manifest["methods"])
         for step, method in enumerate(methods):
             report(progress, "encode", step, len(methods), method=method)
-            self._index(method).add(self._encoder(method).transform(batch.inputs))
+            given = (codes or {}).get(method)
+            self._index(method).add(self._encoder(method).transform(batch.inputs) if given is None else given)
         report(progress, "encode", len(methods), len(methods))
         if scores is None:
             scores = novelty.item_novelty(self._encoder("ae"), batch.inputs, batch.oov)
@@ -403,7 +425,8 @@ class IndexWriter:
         """
         for method in self._fitted:
             out = self.folder.method(method)
-            self._encoders[method].save(out)
+            if not self._models_saved:
+                self._encoders[method].save(out)
             self._indexes[method].save_template(out)
         self.manifest["novelty"] = novelty.save_reference(self.folder, self._reference)
         self.manifest["generation"] = 1
@@ -612,7 +635,8 @@ def _method_entry(encoder, fit_seconds: float) -> dict:
 
 # -- the operations ----------------------------------------------------------------------
 def build_index(modality: Modality, source, name: str, config=None, *, store: Store | None = None,
-                force: bool = False, progress: Progress | None = None, chunk_size: int | None = None) -> dict:
+                force: bool = False, progress: Progress | None = None, chunk_size: int | None = None,
+                engine=None) -> dict:
     """Build an index of ``modality`` from ``source``: read -> preprocess -> fit -> FAISS -> store.
 
     Memory stays bounded by the chunk size and the training sample, not by
@@ -631,6 +655,12 @@ def build_index(modality: Modality, source, name: str, config=None, *, store: St
         force: Replace an existing index of that name.
         progress: Progress callback.
         chunk_size: Items read and encoded at a time (default: the modality's).
+        engine: Where the items are encoded once the models are fitted:
+            ``None`` in this process, or an engine such as
+            :class:`retrieval.engines.ray.RayEngine` (started), which loads
+            the saved models in its workers and returns every method's codes
+            and the novelty scores of each chunk in item order. The index is the
+            same.
 
     Returns:
         The manifest written.
@@ -673,15 +703,32 @@ def build_index(modality: Modality, source, name: str, config=None, *, store: St
         n = len(items)
         rows = training_rows(n, config)
         train = _stored_batch(modality, shards, rows, oov)
+        # The training items' scores are the novelty reference, so they are computed here, on the sample.
         scores = writer.fit(modality.encoders(config, train.inputs.shape), train, index_kind=config.index_kind,
                             items=n, progress=progress)
         del train
-        start = 0
-        for inputs in shards():
-            stop = start + inputs.shape[0]
-            writer.append(Batch(items[start:stop], inputs, None if oov is None else oov[start:stop]),
-                          scores=scores[start:stop] if rows is None else None, training=True, progress=progress)
-            start = stop
+
+        def chunked():  # the stored chunks as (first position, batch), in item order
+            start = 0
+            for inputs in shards():
+                stop = start + inputs.shape[0]
+                yield start, Batch(items[start:stop], inputs, None if oov is None else oov[start:stop])
+                start = stop
+
+        if engine is None:
+            for start, batch in chunked():
+                given = scores[start:start + len(batch.items)] if rows is None else None
+                writer.append(batch, scores=given, training=True, progress=progress)
+        else:
+            # The exact baseline indexes the inputs themselves: nothing to farm out.
+            models = {m: v for m, v in writer.save_models().items() if m != modality.exact}
+            # The engine ships every chunk to its object store first; the chunks are read again to append them.
+            answers = engine.encode_all(models, (batch for _, batch in chunked()), progress=progress)
+            encoded = None
+            for (_, batch), encoded in zip(chunked(), answers):
+                writer.append(batch, scores=encoded.scores, codes=encoded.codes, training=True, progress=progress)
+            if encoded is not None:
+                manifest["engine"] = {"name": engine.name, "encode_seconds": encoded.seconds, **encoded.info}
         writer.self_check(_Sample.of(modality, shards, n, config.seed), config.seed)
         modality.save_state(state, writer.folder)
         manifest["build_seconds"] = round(time.perf_counter() - started, 2)
