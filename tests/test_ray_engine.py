@@ -107,7 +107,7 @@ def test_encode_all_returns_each_batch_in_order(local_ray, built_docs):
     writer = IndexWriter.open(store.require(name))
     models = {m: (info["encoder"], writer.folder.method(m)) for m, info in writer.manifest["methods"].items()
               if m != DOCS.exact}
-    X, oov = writer.stored_inputs("the test"), writer.stored_oov()
+    X, oov = writer.modality.concat_all(list(writer.stored_inputs("the test").iter_inputs())), writer.stored_oov()
     cuts = [(0, 50), (50, 50), (50, X.shape[0])]
     answers = list(local_ray.encode_all(models, [Batch([], X[a:b], oov[a:b]) for a, b in cuts]))
     assert [len(answer.scores) for answer in answers] == [b - a for a, b in cuts]
