@@ -184,7 +184,8 @@ def test_build_option_defaults_are_the_configs(path, config_class):
         checked += 1
     assert checked >= 5
     # Every valued option of the command is one of the config's (or, for a URL source, the crawl's).
-    names = {f.name for f in dataclasses.fields(config_class)} | {"max_pages"}
+    # Run options, not the index's: the crawl's page limit and where a build encodes (config.ENGINES).
+    names = {f.name for f in dataclasses.fields(config_class)} | {"max_pages", "engine"}
     valued = {name for name, value in defaults.items() if value is not None and not isinstance(value, bool)}
     assert valued <= names
     if config_class is api.CrawlConfig:
@@ -192,6 +193,7 @@ def test_build_option_defaults_are_the_configs(path, config_class):
     else:
         assert defaults["labels_from_folders"] is reference.labels_from_folders
         assert defaults["keep_inputs"] is reference.keep_inputs
+        assert _plain(defaults["engine"]) == config.ENGINES[0] == "local"
 
 
 def test_query_time_defaults_are_the_config_constants():
