@@ -19,7 +19,6 @@ import numbers
 
 import numpy as np
 import scipy.sparse as sp
-from sklearn.decomposition import PCA, TruncatedSVD
 
 from ..errors import InputError
 from .base import Encoder
@@ -309,9 +308,13 @@ class ITQEncoder(BinaryEncoder):
             raise InputError(f"ITQ iterations must be an integer >= 0; got {self.iterations!r}")
         _check_components(n_bits, M.shape[0], M.shape[1])
         if sp.issparse(M):
+            from sklearn.decomposition import TruncatedSVD  # fitting only (see baselines._SKLEARN_LAZY)
+
             svd = TruncatedSVD(n_bits, algorithm="randomized", n_iter=7, random_state=self.seed).fit(M)
             components, input_mean = svd.components_, np.zeros(M.shape[1])
         else:
+            from sklearn.decomposition import PCA  # fitting only (see baselines._SKLEARN_LAZY)
+
             pca = PCA(n_bits, svd_solver="randomized", random_state=self.seed).fit(M)
             components, input_mean = pca.components_, pca.mean_
         self.components_ = np.ascontiguousarray(components, dtype=np.float32)
