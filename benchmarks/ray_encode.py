@@ -50,8 +50,8 @@ def load(home: str, name: str):
     writer = IndexWriter.open(Store(home).require(name))
     models = {m: (info["encoder"], writer.folder.method(m)) for m, info in writer.manifest["methods"].items()
               if m != writer.modality.exact}
-    inputs = writer.stored_inputs("the benchmark")
-    return writer, models, Batch([], inputs, writer._oov)
+    inputs = writer.modality.concat_all(list(writer.stored_inputs("the benchmark").iter_inputs()))
+    return writer, models, Batch([], inputs, writer.stored_oov())
 
 
 def tiled(batch: Batch, repeat: int, modality) -> Batch:
@@ -126,11 +126,16 @@ def compare(reference_index, codes, n: int, binary: bool, tie: float = 1e-5) -> 
     return row
 
 
+def _stored_scores(writer) -> np.ndarray:
+    """Every item's stored novelty score, position order."""
+    return writer.segments.per_item(lambda seg: np.load(seg.novelty, allow_pickle=False))
+
+
 def identity(writer, encoded, n: int) -> dict:
     """The Ray codes of the first ``n`` items against the index's own (the local engine's)."""
-    out = {method: compare(writer._index(method), codes, n, bool(writer.manifest["methods"][method]["binary"]))
+    out = {method: compare(writer.segments.index(method), codes, n, bool(writer.manifest["methods"][method]["binary"]))
            for method, codes in encoded.codes.items()}
-    out["novelty_max_abs_diff"] = float(np.abs(novelty.load(writer.folder)[0] - encoded.scores[:n]).max())
+    out["novelty_max_abs_diff"] = float(np.abs(_stored_scores(writer) - encoded.scores[:n]).max())
     return out
 
 
@@ -180,7 +185,7 @@ def local_thread_noise(writer, models, batch) -> dict:
     every = encoder.transform(batch.inputs)
     with threadpool_limits(1):
         one = encoder.transform(batch.inputs)
-    index = type(writer._index(method))(**writer._index(method)._params())
+    index = writer.segments.index(method).template()
     index.add(every)
     return {method: compare(index, one, batch.inputs.shape[0], encoder.binary)}
 

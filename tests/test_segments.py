@@ -179,12 +179,14 @@ def test_garbage_of_killed_writers_is_ignored_then_collected(built, tmp_path):
     (folder / "segments" / "g000002" / "methods" / "ae").mkdir(parents=True)
     (folder / "segments" / "g000002" / "items.sqlite").write_bytes(b"half written")
     (folder / FIRST_SEGMENT / "deleted-g000002.npy").write_bytes(b"never committed")
+    (folder / "manifest.json.tmp").write_text('{"half": ')  # killed while writing the manifest (kill test)
     with Retriever("seg", store) as r:  # nothing unlisted is read, so nothing of it matters
         assert [h.id for h in r.search(QUERIES[0], 5)] == hits
     with store.lock("seg"):  # the next writer deletes it
         pass
     assert not (folder / "segments" / "g000002").exists()
     assert not (folder / FIRST_SEGMENT / "deleted-g000002.npy").exists()
+    assert not (folder / "manifest.json.tmp").exists()
     # A listed segment file is verified as before.
     data = bytearray((folder / FIRST_SEGMENT / "novelty.npy").read_bytes())
     data[-1] ^= 0xFF

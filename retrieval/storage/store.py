@@ -717,6 +717,12 @@ def collect_garbage(folder: str | Path) -> list[str]:
     if not isinstance(listed, dict):
         return []
     deleted = []
+    # A writer killed while writing the new manifest left its temporary file
+    # (the live manifest is the old one, intact): under the lock it is garbage.
+    stale = folder / (MANIFEST + ".tmp")
+    if stale.is_file():
+        stale.unlink()
+        deleted.append(stale.name)
     for path in sorted(folder.rglob("*"), reverse=True):  # files before their folders
         rel = path.relative_to(folder).as_posix()
         if not is_collectable(rel):
