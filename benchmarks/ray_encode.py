@@ -89,13 +89,18 @@ def run_in_process(writer, models, batch) -> dict:
     from retrieval.encoders import load_encoder
 
     encoders = {m: load_encoder(name, folder) for m, (name, folder) in models.items()}
-    load_before = os.getloadavg()[0]
     with threadpool_limits(1):
-        started = time.perf_counter()
-        for encoder in encoders.values():
-            encoder.transform(batch.inputs)
-        novelty.item_novelty(encoders[novelty.METHOD], batch.inputs, batch.oov)
-        seconds = time.perf_counter() - started
+        return _timed_pass(encoders, batch)
+
+
+def _timed_pass(encoders, batch) -> dict:
+    """Encode ``batch`` with every encoder and score its novelty, timed, with the load around it."""
+    load_before = os.getloadavg()[0]
+    started = time.perf_counter()
+    for encoder in encoders.values():
+        encoder.transform(batch.inputs)
+    novelty.item_novelty(encoders[novelty.METHOD], batch.inputs, batch.oov)
+    seconds = time.perf_counter() - started
     n = batch.inputs.shape[0]
     return {"items": n, "seconds": round(seconds, 2), "items_per_s": round(n / seconds, 1),
             "load_before": round(load_before, 2), "load_after": round(os.getloadavg()[0], 2)}
@@ -159,16 +164,7 @@ def in_memory(models) -> dict:
 
 def local_engine(models, batch) -> dict:
     """The local engine's encode pass (every method and the novelty scores, all threads), timed."""
-    encoders = in_memory(models)
-    load_before = os.getloadavg()[0]
-    started = time.perf_counter()
-    for encoder in encoders.values():
-        encoder.transform(batch.inputs)
-    novelty.item_novelty(encoders[novelty.METHOD], batch.inputs, batch.oov)
-    seconds = time.perf_counter() - started
-    n = batch.inputs.shape[0]
-    return {"items": n, "seconds": round(seconds, 2), "items_per_s": round(n / seconds, 1),
-            "load_before": round(load_before, 2), "load_after": round(os.getloadavg()[0], 2)}
+    return _timed_pass(in_memory(models), batch)
 
 
 def local_thread_noise(writer, models, batch) -> dict:
