@@ -505,6 +505,8 @@ class Docs(Modality):
     def concat_all(self, parts):
         import scipy.sparse as sp
 
+        if len(parts) == 1 and sp.isspmatrix_csr(parts[0]):  # one query: no copy (vstack costs ~0.3 ms)
+            return parts[0]
         return sp.vstack(parts).tocsr()
 
     def empty(self, state, manifest):

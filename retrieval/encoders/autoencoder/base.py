@@ -158,7 +158,10 @@ class KerasAutoencoder(Encoder):
     def _predict(self, inputs, batch: int = 2048) -> np.ndarray:
         graph = self.__dict__.get("_encoder_graph")
         if graph is not None:  # a loaded encoder: NumPy, sparse rows kept sparse
-            parts = [inputs[start:start + batch] for start in range(0, inputs.shape[0], batch)] or [inputs[:0]]
+            if inputs.shape[0] <= batch:  # one part (a query): no slicing copy
+                parts = [inputs]
+            else:
+                parts = [inputs[start:start + batch] for start in range(0, inputs.shape[0], batch)]
             return np.concatenate([graph(p if sp.issparse(p) else self._prepare_input(p)) for p in parts])
         if self.__dict__.get("_call") is None:  # loaded, with a layer NumPy does not run
             self._compile_inference()
