@@ -8,6 +8,8 @@ with ``retrieval index docs ...``)::
         --skip 10000 --items 1000000 --chunk 100000 --compact
     # time `retrieval add` from the command line, one JSONL file of 1,000 documents after another
     python benchmarks/segments_bench.py cli-add --home H --name s1m add-1k-*.jsonl
+    # query p50 of one index as it is (e.g. 1M documents with 64-bit codes), in-process
+    python benchmarks/segments_bench.py latency --home H --name s1m64 --queries docs-20k.jsonl --methods ae
     # query p50 over SEGMENTS segments (the base and adds, automatic compaction off) against a compacted copy
     python benchmarks/segments_bench.py query --home H --base s10k --segments 10 --adds add-1k-*.jsonl \
         --queries docs-20k.jsonl
@@ -167,6 +169,38 @@ def query(args) -> None:
         store.remove(index)
 
 
+def latency(args) -> None:
+    """Query p50 of one index (in-process, the whole ``Retriever.search``, after 5 warm-up queries)."""
+    from retrieval import EmptyQueryError, Store
+    from retrieval.search import Retriever
+
+    store = Store(args.home)
+    started = time.perf_counter()
+    retriever = Retriever(args.name, store)
+    opened = time.perf_counter() - started
+    with open(args.queries) as f:
+        texts = [" ".join(json.loads(line)["text"].split()[:args.words]) for line in islice(f, args.n_queries)]
+    with retriever:
+        queries = []
+        for text in texts:
+            try:
+                retriever.query_inputs([text])
+            except EmptyQueryError:  # stop words only: no query
+                continue
+            queries.append(text)
+        for method in args.methods:
+            for query in queries[:5]:
+                _timed(retriever, query, method, args.k)
+            times = [_timed(retriever, query, method, args.k) for query in queries]
+            info = retriever.manifest["methods"][method]
+            _emit(step="latency", method=method, index=info.get("index"), k=args.k, queries=len(queries),
+                  items=len(retriever.metadata), segments=len(retriever.manifest["segments"]),
+                  p50_wall_ms=round(1000 * statistics.median(t[0] for t in times), 3),
+                  p99_wall_ms=round(1000 * float(sorted(t[0] for t in times)[int(0.99 * (len(times) - 1))]), 3),
+                  p50_cpu_ms=round(1000 * statistics.median(t[1] for t in times), 3),
+                  open_s=round(opened, 2), load=round(os.getloadavg()[0], 1))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
@@ -194,9 +228,17 @@ def main() -> None:
     q.add_argument("--words", type=int, default=8)
     q.add_argument("--k", type=int, default=10)
     q.add_argument("--methods", nargs="+", default=["ae", "lsa", "tfidf"])
+    lat = sub.add_parser("latency")
+    lat.add_argument("--home", type=Path, required=True)
+    lat.add_argument("--name", required=True)
+    lat.add_argument("--queries", type=Path, required=True, help="JSONL; the first --words words of each text")
+    lat.add_argument("--n-queries", type=int, default=500)
+    lat.add_argument("--words", type=int, default=8)
+    lat.add_argument("--k", type=int, default=10)
+    lat.add_argument("--methods", nargs="+", default=["ae"])
     args = parser.parse_args()
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    {"grow": grow, "cli-add": cli_add, "query": query}[args.command](args)
+    {"grow": grow, "cli-add": cli_add, "query": query, "latency": latency}[args.command](args)
 
 
 if __name__ == "__main__":

@@ -41,6 +41,8 @@ APPROX_THRESHOLD = 200_000
 #: Hamming scan to a binary IVF. Measured (BENCHMARKS.md, scale table): the
 #: exact scan of 64-bit codes costs ~1 ms per million items on one core.
 BINARY_APPROX_THRESHOLD = 1_000_000
+#: Cells of one block of the exact sparse search's similarities (queries x rows): about 64 MB dense.
+SPARSE_BLOCK_CELLS = 16_000_000
 #: Batches up to this size are searched on one thread (see FaissIndex.search).
 SINGLE_THREAD_QUERIES = 16
 METRICS = ("cosine", "l2", "hamming")
@@ -483,7 +485,10 @@ class SparseIndex(VectorIndex):
             self._transposed = matrix.T.tocsr()
         scores = np.empty((queries.shape[0], k), np.float32)
         positions = np.empty((queries.shape[0], k), np.int64)
-        step = 256  # bounds the dense (step x n) block of similarities
+        # Queries per block: the (step x n) similarities exist twice (sparse, then dense), so
+        # the block is capped near SPARSE_BLOCK_CELLS cells: 256 queries at 20NG size, 16 at
+        # a million rows (a fixed 256 there made a 6 GB spike).
+        step = max(1, min(256, SPARSE_BLOCK_CELLS // max(matrix.shape[0], 1)))
         for start in range(0, queries.shape[0], step):
             block = (queries[start:start + step] @ self._transposed).toarray()
             top = np.argpartition(-block, k - 1, axis=1)[:, :k] if k < block.shape[1] else \

@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import hashlib
 import itertools
+import shutil
+import tempfile
 from dataclasses import dataclass, fields
 from pathlib import Path
 from collections.abc import Iterable, Iterator
@@ -63,6 +65,12 @@ def _hashed(items: list[Item], contents) -> list[Item]:
         data = content.encode("utf-8", "surrogatepass") if isinstance(content, str) else content.tobytes()
         item.extra = {**item.extra, "sha256": hashlib.sha256(data).hexdigest()}
     return items
+
+
+def _save_counts(path: Path, counts) -> None:
+    import scipy.sparse as sp
+
+    sp.save_npz(path, counts, compressed=False)  # scratch, read back once: not worth compressing
 
 
 def _quietly(chunks: Iterator) -> Iterator:
@@ -416,20 +424,54 @@ class Docs(Modality):
                         for start in range(0, len(corpus.items), chunk_size))
 
     def prepare_chunks(self, source, config, *, chunk_size=None, progress=None):
-        """Documents: a first pass counts the terms (the vocabulary and idf); ``chunks`` is a second pass."""
+        """Documents: a first pass counts the terms (the vocabulary and idf); ``chunks`` is a second pass.
+
+        Each text is tokenised once: the first pass keeps every chunk's term
+        counts in a scratch folder, and the second reads the source again
+        only for its items, weighing the saved counts with the fitted idf.
+        """
         from .vectorize import TermCounts, TextVectorizer
 
         read = self._chunks(source, config, chunk_size or self.chunk_size)
         vectorizer = TextVectorizer(max_features=config.vocab_size)
         counts = TermCounts(vectorizer.stop_words)
-        for corpus in read():
-            counts.update(it.text for it in corpus.items)
-            report(progress, "vocabulary", 0, 1, items=counts.documents)
-        report(progress, "vocabulary", 1, 1, items=counts.documents)
-        vectorizer.fit_counts(counts)
+        scratch = Path(tempfile.mkdtemp(prefix="retrieval-counts-"))
+        try:
+            saved = []
+            for corpus in read():
+                path = scratch / f"{len(saved):06d}.npz"
+                _save_counts(path, counts.count(it.text for it in corpus.items))
+                saved.append(path)
+                report(progress, "vocabulary", 0, 1, items=counts.documents)
+            report(progress, "vocabulary", 1, 1, items=counts.documents)
+            vectorizer.fit_counts(counts)
+            columns = vectorizer.columns_of(counts)
+        except BaseException:
+            shutil.rmtree(scratch, ignore_errors=True)
+            raise
         del counts
-        chunks = (self._batch(vectorizer, corpus) for corpus in _quietly(read()))
-        return vectorizer, chunks, {"vectorizer": {"vocabulary": vectorizer.n_features}}
+        return vectorizer, self._counted(vectorizer, columns, read, saved, scratch), \
+            {"vectorizer": {"vocabulary": vectorizer.n_features}}
+
+    def _counted(self, vectorizer, columns, read, saved: list[Path], scratch: Path) -> Iterator[Batch]:
+        """The second pass: the source's chunks again, weighed from the first pass' counts; removes ``scratch``."""
+        import scipy.sparse as sp
+
+        try:
+            chunks = _quietly(read())
+            for path, corpus in itertools.zip_longest(saved, chunks):
+                if path is None or corpus is None:
+                    raise InputError("the source changed while it was read (its chunks differ between the two "
+                                     "passes); index it again once it stops changing")
+                counts = sp.load_npz(path)
+                if counts.shape[0] != len(corpus.items):
+                    raise InputError("the source changed while it was read (a chunk had "
+                                     f"{counts.shape[0]} documents, now {len(corpus.items)}); index it again "
+                                     "once it stops changing")
+                X, oov = vectorizer.transform_counts(counts, columns)
+                yield Batch(_hashed(corpus.items, [it.text for it in corpus.items]), X, oov, len(corpus.skipped))
+        finally:
+            shutil.rmtree(scratch, ignore_errors=True)
 
     def save_state(self, state, folder) -> None:
         state.save(folder.vectorizer)
@@ -463,6 +505,8 @@ class Docs(Modality):
     def concat_all(self, parts):
         import scipy.sparse as sp
 
+        if len(parts) == 1 and sp.isspmatrix_csr(parts[0]):  # one query: no copy (vstack costs ~0.3 ms)
+            return parts[0]
         return sp.vstack(parts).tocsr()
 
     def empty(self, state, manifest):

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import json
 import re
-from collections import Counter
+from collections import Counter, defaultdict
 from importlib import util as import_util
 from pathlib import Path
 
@@ -78,16 +78,19 @@ class TextVectorizer:
             raise InputError(f"vocabulary size must be >= 2; got {self.max_features}")
         if counts.stop_words != self.stop_words:
             raise ValueError(f"counts were taken with stop_words={counts.stop_words!r}, not {self.stop_words!r}")
-        if not counts.df:
+        if not counts.documents or not len(counts.df):
             raise InputError("cannot build a vocabulary: empty vocabulary; perhaps the documents only contain "
                              "stop words")
-        terms = sorted(counts.df)
-        df = np.fromiter((counts.df[t] for t in terms), np.int64, len(terms))
+        # scikit-learn orders its terms alphabetically before choosing: the same order here.
+        known = counts.terms
+        order = np.asarray(sorted(range(len(known)), key=known.__getitem__), np.int64)
+        terms = [known[i] for i in order]
+        df = counts.df[order]
         mask = df >= self.min_df
         if not mask.any():
             raise InputError(f"cannot build a vocabulary: no term is in {self.min_df} documents or more")
         if self.max_features is not None and mask.sum() > self.max_features:
-            totals = np.fromiter((counts.tf[t] for t in terms), np.float32, len(terms))
+            totals = counts.tf[order].astype(np.float32)
             best = (-totals[mask]).argsort()[:self.max_features]
             chosen = np.zeros(len(terms), bool)
             chosen[np.flatnonzero(mask)[best]] = True
@@ -123,17 +126,53 @@ class TextVectorizer:
             indices.extend(cols)
             counts.extend(row[c] for c in cols)
             indptr[i + 1] = len(indices)
-        data = np.asarray(counts, np.float32)
-        indices = np.asarray(indices, np.int32)
+        return self._weigh(np.asarray(counts, np.float32), np.asarray(indices, np.int32), indptr), oov
+
+    def _weigh(self, data: np.ndarray, indices: np.ndarray, indptr: np.ndarray) -> sp.csr_matrix:
+        """TF-IDF rows from term counts (float32 ``data``, columns sorted within each row): tf, idf, L2 norm."""
+        n = len(indptr) - 1
         if self.sublinear_tf:  # scikit-learn's arithmetic, in float32 as it does it
             np.log(data, out=data)
             data += 1.0
         data *= self.idf_[indices]
-        rows = np.repeat(np.arange(len(texts)), np.diff(indptr))
-        norms = np.sqrt(np.bincount(rows, weights=data.astype(np.float64) ** 2, minlength=len(texts)))
+        rows = np.repeat(np.arange(n), np.diff(indptr))
+        norms = np.sqrt(np.bincount(rows, weights=data.astype(np.float64) ** 2, minlength=n))
         norms[norms == 0] = 1.0  # a text without a known term stays an all-zero row
         data /= norms[rows].astype(np.float32)
-        return sp.csr_matrix((data, indices, indptr), shape=(len(texts), self.n_features)), oov
+        return sp.csr_matrix((data, indices, indptr), shape=(n, self.n_features))
+
+    def columns_of(self, counts: "TermCounts") -> np.ndarray:
+        """The column of each of ``counts``' term ids (``-1``: outside the vocabulary), for :meth:`transform_counts`."""
+        columns = self._columns
+        return np.fromiter((columns.get(term, -1) for term in counts.terms), np.int64, len(counts.terms))
+
+    def transform_counts(self, counts: sp.csr_matrix, columns: np.ndarray) -> tuple[sp.csr_matrix, np.ndarray]:
+        """:meth:`transform_oov` of texts already counted by :meth:`TermCounts.count`, without tokenising again.
+
+        Args:
+            counts: Token counts, one row per text, columns :class:`TermCounts` term ids.
+            columns: :meth:`columns_of` the counts that made them.
+
+        Returns:
+            The TF-IDF rows and each text's out-of-vocabulary fraction, equal to
+            :meth:`transform_oov`'s on the texts (a test compares them).
+        """
+        counts = sp.csr_matrix(counts)
+        n = counts.shape[0]
+        mapped = columns[counts.indices]
+        known = mapped >= 0
+        rows = np.repeat(np.arange(n), np.diff(counts.indptr))
+        tokens = np.bincount(rows, weights=counts.data, minlength=n)
+        inside = np.bincount(rows[known], weights=counts.data[known], minlength=n)
+        oov = np.ones(n, np.float32)
+        some = tokens > 0
+        oov[some] = ((tokens[some] - inside[some]) / tokens[some]).astype(np.float32)
+        indptr = np.zeros(n + 1, np.int64)
+        np.cumsum(np.bincount(rows[known], minlength=n), out=indptr[1:])
+        kept = sp.csr_matrix((counts.data[known].astype(np.float32), mapped[known].astype(np.int32), indptr),
+                             shape=(n, self.n_features))
+        kept.sort_indices()
+        return self._weigh(kept.data, kept.indices, kept.indptr), oov
 
     def transform(self, texts: list[str]) -> sp.csr_matrix:
         """Return L2-normalised TF-IDF rows, float32 CSR ``(n, vocabulary)``.
@@ -232,26 +271,59 @@ class TermCounts:
     Per term, the documents it occurs in (``df``) and its occurrences
     (``tf``), and the documents seen: all :meth:`TextVectorizer.fit_counts`
     needs, in memory proportional to the distinct terms rather than to the
-    corpus. Tokens are scikit-learn's (:func:`_word_analyzer`).
+    corpus. Terms get ids in the order first seen (:attr:`terms`);
+    :meth:`count` also returns a chunk's counts by id, so a build tokenises
+    every text once (:meth:`TextVectorizer.transform_counts`). Tokens are
+    scikit-learn's (:func:`_word_analyzer`).
 
     Args:
         stop_words: ``"english"`` or ``None``, as the vectorizer's.
+
+    Attributes:
+        df: Documents per term id, ``int64``.
+        tf: Occurrences per term id, ``int64``.
+        documents: Texts counted.
     """
 
     def __init__(self, stop_words: str | None = "english") -> None:
         self.stop_words = stop_words
         self._analyze = _word_analyzer(stop_words)
-        self.df: Counter = Counter()
-        self.tf: Counter = Counter()
+        self._ids: defaultdict = defaultdict()
+        self._ids.default_factory = self._ids.__len__  # a new term gets the next id, in one dict lookup
+        self.df = np.zeros(0, np.int64)
+        self.tf = np.zeros(0, np.int64)
         self.documents = 0
+
+    @property
+    def terms(self) -> list[str]:
+        """Every term counted, by id."""
+        return list(self._ids)
+
+    def count(self, texts) -> sp.csr_matrix:
+        """Count ``texts`` (an iterable of strings); returns their token counts, ``int32`` CSR ``(texts, term ids)``."""
+        ids, analyze = self._ids, self._analyze
+        flat: list[int] = []
+        indptr = [0]
+        for text in texts:
+            flat.extend(map(ids.__getitem__, analyze(text)))
+            indptr.append(len(flat))
+        n_terms = len(ids)
+        tokens = np.asarray(flat, np.int64)
+        rows = np.repeat(np.arange(len(indptr) - 1), np.diff(indptr))
+        counts = sp.csr_matrix((np.ones(len(tokens), np.int32), (rows, tokens)), shape=(len(indptr) - 1, n_terms))
+        counts.sum_duplicates()  # also sorts each row's columns
+        grow = n_terms - len(self.df)
+        if grow:
+            self.df = np.concatenate([self.df, np.zeros(grow, np.int64)])
+            self.tf = np.concatenate([self.tf, np.zeros(grow, np.int64)])
+        self.tf += np.bincount(tokens, minlength=n_terms)
+        self.df += np.bincount(counts.indices, minlength=n_terms)
+        self.documents += len(indptr) - 1
+        return counts
 
     def update(self, texts) -> None:
         """Count ``texts`` (an iterable of strings)."""
-        for text in texts:
-            tokens = self._analyze(text)
-            self.tf.update(tokens)
-            self.df.update(set(tokens))
-            self.documents += 1
+        self.count(texts)
 
 
 #: scikit-learn's default ``token_pattern`` (words of two or more characters).

@@ -127,6 +127,8 @@ class IndexWriter:
         self._fitted: set[str] = set()
         self._removed: np.ndarray | None = None  # positions keep() drops
         self._new_items: list = []
+        self._streamed: item_table.TableWriter | None = None  # a build's items, written as they come
+        self._streamed_labels: Counter = Counter()
         self._inputs = None  # the new segment's model inputs, novelty scores, OOV fractions
         self._scores: np.ndarray | None = None
         self._oov: np.ndarray | None = None
@@ -164,7 +166,8 @@ class IndexWriter:
             return len(self._carried)
         before = 0 if self._fitted else len(self.segments)  # a build starts from nothing
         removed = 0 if self._removed is None else len(self._removed)
-        return before - removed + len(self._new_items)
+        streamed = 0 if self._streamed is None else self._streamed.count
+        return before - removed + len(self._new_items) + streamed
 
     def _index(self, method: str):
         """The new segment's index of ``method`` (empty until :meth:`append`)."""
@@ -229,12 +232,34 @@ class IndexWriter:
                 rest of the segment around them). Else a spool, which
                 :meth:`save` deletes (``--no-keep-inputs``).
         """
+        self._target = self._fresh_segment(segment_name(1))
         if keep:
-            self._target = self._fresh_segment(segment_name(1))
             return self._target.inputs(self.modality)
         path = self.folder.root / SPOOL / self.modality.inputs_file
         path.parent.mkdir(exist_ok=True)
         return path
+
+    def stream_items(self) -> None:
+        """Write the items a build appends straight into the new segment's table (after :meth:`spool`).
+
+        A build of millions of documents then never holds their texts: each
+        chunk's rows are written as it is appended.
+        """
+        if self._target is None:
+            raise RuntimeError("stream_items() needs spool() first")
+        self._streamed = item_table.TableWriter(self._target.metadata)
+
+    def stream(self, items: list) -> None:
+        """Write ``items`` (a build's, in order, as read) into the new segment's table (:meth:`stream_items`).
+
+        :meth:`append` then takes their encoded batches with ``training=True``
+        and any sequence of the same length in place of the items.
+
+        Raises:
+            InputError: An item shares an id with one written before.
+        """
+        self._streamed.extend(items, [self.modality.snippet(it) for it in items])
+        self._streamed_labels.update(it.label for it in items if it.label is not None)
 
     def fit(self, encoders: dict, batch: Batch, *, index_kind: str, items: int | None = None,
             progress: Progress | None = None) -> np.ndarray:
@@ -364,11 +389,14 @@ class IndexWriter:
         if scores is None:
             scores = novelty.item_novelty(self._encoder("ae"), batch.inputs, batch.oov)
         scores = np.asarray(scores, np.float32)
-        first = not self._new_items
+        first = self._scores is None
         self._scores = scores if first else np.concatenate([self._scores, scores])
         if batch.oov is not None:
             self._oov = batch.oov if first else np.concatenate([self._oov, batch.oov])
-        self._new_items.extend(batch.items)
+        if self._streamed is None:
+            self._new_items.extend(batch.items)
+        elif not training:
+            raise RuntimeError("a build's writer streams its items (stream()); append them with training=True")
         if not training:  # a build stores the inputs of its chunks itself, as it reads them (spool())
             self._inputs = batch.inputs if first else self.modality.concat(self._inputs, batch.inputs)
             drift = self.manifest["drift"]
@@ -432,6 +460,8 @@ class IndexWriter:
         self.manifest["generation"] = 1
         self.manifest["segments"] = []
         shutil.rmtree(self.folder.root / SPOOL, ignore_errors=True)
+        if self._streamed is not None and not self.count:
+            self._streamed.close()
         if self.count:
             self.manifest["segments"].append(self._write_segment(segment_name(1), keep_inputs)[0])
         elif self._target is not None:
@@ -551,6 +581,11 @@ class IndexWriter:
             with closing(Items(self._carried)) as table:
                 labels = _sum_labels(self._label_counts(s, table, self._carried)
                                      for s in range(len(self._carried.folders)))
+        elif self._streamed is not None:
+            self._streamed.close()
+            if self._streamed.count != len(self._scores):
+                raise RuntimeError(f"{self._streamed.count} items streamed into the table, {len(self._scores)} encoded")
+            labels = dict(self._streamed_labels)
         else:
             item_table.write(target.metadata, self._new_items, [self.modality.snippet(it) for it in self._new_items])
             labels = dict(Counter(it.label for it in self._new_items if it.label is not None))
@@ -560,7 +595,10 @@ class IndexWriter:
         if keep_inputs and self._inputs is not None:
             self.modality.save_inputs(target.inputs(self.modality), self._inputs)
         files = [self._rel(p) for p in sorted(target.root.rglob("*")) if p.is_file()]
-        items = len(self._carried) if self._carried is not None else len(self._new_items)
+        if self._carried is not None:
+            items = len(self._carried)
+        else:
+            items = len(self._new_items) if self._streamed is None else self._streamed.count
         return _segment_entry(name, items, labels), files
 
     def _label_counts(self, s: int, table: Items, segments: Segments | None = None) -> dict[str, int]:
@@ -691,16 +729,18 @@ def build_index(modality: Modality, source, name: str, config=None, *, store: St
         # The inputs go where the index keeps them (its segment), or to a spool the encoding pass reads back.
         spool = writer.spool(config.keep_inputs)
         shards = lambda: modality.iter_inputs(spool)  # noqa: E731 - read again by each pass
-        items, oov = [], []
+        # The items go to the segment's table as they are read: a build never holds their texts.
+        writer.stream_items()
+        n, oov = 0, []
         for batch in chunks:
             modality.append_inputs(spool, batch.inputs)
-            items.extend(batch.items)
+            writer.stream(batch.items)
+            n += len(batch.items)
             oov.append(batch.oov)
             manifest["counts"]["skipped"] += batch.skipped
-            report(progress, "read", 0, 1, items=len(items))
-        report(progress, "read", 1, 1, items=len(items))
+            report(progress, "read", 0, 1, items=n)
+        report(progress, "read", 1, 1, items=n)
         oov = None if any(part is None for part in oov) else np.concatenate(oov)
-        n = len(items)
         rows = training_rows(n, config)
         train = _stored_batch(modality, shards, rows, oov)
         # The training items' scores are the novelty reference, so they are computed here, on the sample.
@@ -712,7 +752,7 @@ def build_index(modality: Modality, source, name: str, config=None, *, store: St
             start = 0
             for inputs in shards():
                 stop = start + inputs.shape[0]
-                yield start, Batch(items[start:stop], inputs, None if oov is None else oov[start:stop])
+                yield start, Batch(range(start, stop), inputs, None if oov is None else oov[start:stop])
                 start = stop
 
         if engine is None:

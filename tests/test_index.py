@@ -75,6 +75,19 @@ def test_sparse_equals_dense_cosine():
     assert (positions[:, 0] == np.arange(25)).all()
 
 
+def test_sparse_search_in_small_blocks_equals_one_block(monkeypatch):
+    import retrieval.ann as ann
+
+    X = sp.random(300, 50, density=0.2, random_state=3, format="csr", dtype=np.float32)
+    X = X[np.diff(X.indptr) > 0]
+    index = SparseIndex()
+    index.add(X)
+    whole = index.search(X[:40], 9)
+    monkeypatch.setattr(ann, "SPARSE_BLOCK_CELLS", 7 * X.shape[0])  # 7 queries a block
+    blocks = index.search(X[:40], 9)
+    assert np.array_equal(whole[1], blocks[1]) and np.array_equal(whole[0], blocks[0])
+
+
 def test_k_larger_than_index_is_clamped():
     index = FlatIndex()
     index.add(CODES[:5])

@@ -46,6 +46,23 @@ def test_streamed_vocabulary_and_idf_equal_the_batch_fit(cap):
     assert np.array_equal(oov, batch.oov_fraction(texts))
 
 
+@pytest.mark.parametrize("cap", [7, None])
+def test_counted_chunks_weigh_as_the_texts_tokenised_again(cap):
+    texts = _texts() + ["", "the", "unseenword unseenword other"]
+    counts = TermCounts()
+    chunks = [counts.count(texts[start:start + 13]) for start in range(0, len(texts), 13)]
+    assert counts.documents == len(texts)
+    vec = TextVectorizer(max_features=cap).fit_counts(counts)
+    columns = vec.columns_of(counts)
+    for start, chunk in zip(range(0, len(texts), 13), chunks):
+        rows, oov = vec.transform_counts(chunk, columns)
+        want, want_oov = vec.transform_oov(texts[start:start + 13])
+        assert rows.shape == want.shape
+        assert np.array_equal(rows.indptr, want.indptr) and np.array_equal(rows.indices, want.indices)
+        assert np.array_equal(rows.data, want.data)
+        assert np.array_equal(oov, want_oov)
+
+
 def test_streamed_vocabulary_of_stop_words_only_is_refused():
     counts = TermCounts()
     counts.update(["the and of", "it is"])

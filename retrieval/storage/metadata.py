@@ -58,6 +58,41 @@ def write(path: Path, items: Sequence[Item], snippets: Sequence[str]) -> None:
         con.close()
 
 
+class TableWriter:
+    """The table of a new segment, written a batch of items at a time (a build streams its items here).
+
+    Args:
+        path: The new ``items.sqlite`` (created now).
+
+    Attributes:
+        count: Items written so far (their positions are 0 .. count - 1).
+    """
+
+    def __init__(self, path: Path) -> None:
+        create(path)
+        self._con = sqlite3.connect(path)
+        self.count = 0
+
+    def extend(self, items: Sequence[Item], snippets: Sequence[str]) -> None:
+        """Append ``items`` at the next positions.
+
+        Raises:
+            InputError: An item shares an id with one written before.
+        """
+        try:
+            _insert(self._con, self.count, items, snippets)
+        except sqlite3.IntegrityError:
+            raise InputError("two items to add share an id; give every item a distinct id") from None
+        self.count += len(items)
+
+    def close(self) -> None:
+        """Commit and close (once the last batch is in)."""
+        if self._con is not None:
+            self._con.commit()
+            self._con.close()
+            self._con = None
+
+
 def copy_live(path: Path, sources: Sequence[tuple[Path, np.ndarray]]) -> None:
     """Create the table of a merged segment: the rows of ``sources`` not removed, renumbered densely.
 

@@ -158,7 +158,10 @@ class KerasAutoencoder(Encoder):
     def _predict(self, inputs, batch: int = 2048) -> np.ndarray:
         graph = self.__dict__.get("_encoder_graph")
         if graph is not None:  # a loaded encoder: NumPy, sparse rows kept sparse
-            parts = [inputs[start:start + batch] for start in range(0, inputs.shape[0], batch)] or [inputs[:0]]
+            if inputs.shape[0] <= batch:  # one part (a query): no slicing copy
+                parts = [inputs]
+            else:
+                parts = [inputs[start:start + batch] for start in range(0, inputs.shape[0], batch)]
             return np.concatenate([graph(p if sp.issparse(p) else self._prepare_input(p)) for p in parts])
         if self.__dict__.get("_call") is None:  # loaded, with a layer NumPy does not run
             self._compile_inference()
@@ -202,17 +205,17 @@ class KerasAutoencoder(Encoder):
             raise IndexFormatError("this autoencoder was saved without its decoder (an older index); "
                                    "rebuild the index to get reconstruction errors")
         inputs = self._input_matrix(X)
-        # The NumPy graph takes sparse rows as they are (a TF-IDF row has a few
-        # dozen terms; densified, the first layer would cost 10,000 x 500 products).
-        keep_sparse = sp.issparse(inputs) and self.__dict__.get("_encoder_graph") is not None
+        # Sparse rows stay sparse: the NumPy forward pass takes them as they are (a
+        # TF-IDF row has a few dozen terms; densified, the first layer would cost
+        # 10,000 x 500 products a row), and the loss reads only their terms.
+        keep_sparse = sp.issparse(inputs)
         out = []
         for start in range(0, inputs.shape[0], batch):
             part = inputs[start:start + batch] if keep_sparse else _rows(inputs, slice(start, start + batch))
             raw = self._predict(part)
             if self.binary:
                 raw = np.where(raw > 0, 1.0, -1.0).astype(np.float32)
-            decoded = np.asarray(self._decode(raw), dtype=np.float64)
-            out.append(self._item_loss(part, decoded))
+            out.append(self._item_loss(part, np.asarray(self._decode(raw))))
         return np.concatenate(out).astype(np.float32) if out else np.zeros(0, np.float32)
 
     def _decode(self, codes: np.ndarray) -> np.ndarray:

@@ -80,7 +80,7 @@ class ConvAutoencoder(KerasAutoencoder):
 
     def _item_loss(self, part, decoded: np.ndarray) -> np.ndarray:
         x = np.asarray(part, dtype=np.float64).reshape(len(part), -1) / 255
-        p = np.clip(decoded.reshape(len(part), -1), 1e-7, 1 - 1e-7)
+        p = np.clip(np.asarray(decoded, dtype=np.float64).reshape(len(part), -1), 1e-7, 1 - 1e-7)
         return -(x * np.log(p) + (1 - x) * np.log(1 - p)).mean(axis=1)
 
     def _build(self, shape: tuple[int, int, int]):

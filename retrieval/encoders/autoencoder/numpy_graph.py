@@ -58,13 +58,18 @@ class Graph:
         touches only their non-zero terms.
         """
         n = X.shape[0]
+        if 0 < n <= self.batch:  # one batch (a query): no slicing copy
+            return self._run(X)
         parts = [self._run(X[start:start + self.batch]) for start in range(0, n, self.batch)]
         if not parts:
             return self._run(X[:0])
         return parts[0] if len(parts) == 1 else np.concatenate(parts)
 
     def _run(self, h) -> np.ndarray:
-        h = h.astype(np.float32) if sp.issparse(h) else np.asarray(h, dtype=np.float32)
+        if sp.issparse(h):
+            h = h if h.dtype == np.float32 else h.astype(np.float32)
+        else:
+            h = np.asarray(h, dtype=np.float32)
         for _, op in self.ops:
             h = op(h)
         return _dense(h)

@@ -154,7 +154,8 @@ class TextAutoencoder(KerasAutoencoder):
         sums = np.bincount(rows, weights=X.data, minlength=X.shape[0])
         sums[sums == 0] = 1.0
         target = X.data * (1.0 / sums).astype(np.float32)[rows]
-        logs = -np.log(np.maximum(decoded[rows, X.indices], 1e-12))
+        # Only the row's own terms are read (float64 from here, as the sums need).
+        logs = -np.log(np.maximum(decoded[rows, X.indices].astype(np.float64), 1e-12))
         loss = np.bincount(rows, weights=target * logs, minlength=decoded.shape[0])
         # A row without a known word has no distribution to reconstruct: it
         # costs as much as a uniform guess over the vocabulary.

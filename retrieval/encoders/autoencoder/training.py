@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 from dataclasses import dataclass
 
 from . import _import_tensorflow_quietly
@@ -277,19 +278,29 @@ def _neighbour_targets(X: sp.csr_matrix, targets: sp.csr_matrix, k: int, weight:
 
     Neighbours by TF-IDF cosine within ``X`` (rows are L2-normalised), the
     document itself excluded: the semantic-hashing trick that pulls codes of
-    related documents together without labels.
+    related documents together without labels. Exact: every row is compared
+    with every row, in blocks on a thread pool (SciPy's sparse product and
+    NumPy's argpartition release the GIL, so threads use every core).
     """
     n = X.shape[0]
     k = min(k, n - 1)
     if k < 1 or weight <= 0:
         return targets
+    # A block's dense similarity matrix is rows x n float64: cap it near 128 MB so a
+    # 50,000-document sample on several threads stays far below the build's memory budget.
+    block = max(64, min(block, 16_000_000 // max(n, 1)))
     XT = X.T.tocsr()
     cols = np.empty((n, k), np.int64)
-    for start in range(0, n, block):
+
+    def fill(start: int) -> None:
         sims = (X[start:start + block] @ XT).toarray()
         rows = np.arange(sims.shape[0])
         sims[rows, rows + start] = -np.inf
         cols[start:start + block] = np.argpartition(-sims, k - 1, axis=1)[:, :k]
+
+    from concurrent.futures import ThreadPoolExecutor
+    with ThreadPoolExecutor(max_workers=os.cpu_count() or 1) as pool:
+        list(pool.map(fill, range(0, n, block)))  # list(): re-raise a worker's exception here
     adjacency = sp.csr_matrix((np.full(n * k, 1.0 / k, np.float32), cols.ravel(),
                                np.arange(0, n * k + 1, k)), shape=(n, n))
     return ((1 - weight) * targets + weight * (adjacency @ targets)).astype(np.float32).tocsr()
