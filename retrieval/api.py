@@ -21,6 +21,7 @@ from pathlib import Path
 from urllib.parse import urlparse
 
 from .config import DEFAULT_K, EVALUATE_K, OUTLIERS_K, QUERY_FIELDS, SHORTLIST_RANGE, DocsConfig, ImagesConfig, Range
+from .config import EXPLAIN_HIT_WORDS, GENERATE_MAPS, MAP_EPOCHS, MAP_MAX_ITEMS, TOP_WORDS
 from .engines import open_engine
 from .errors import HomeNotWritable, InputError, RetrievalError, RetrievalWarning
 from .modality import DOCS, IMAGES, Modality
@@ -76,11 +77,14 @@ class QueryResult:
 
     hits: list[Hit]
     novelty: dict | None
+    #: ``query --explain``: per hit, the words the decoder favours for both codes (:func:`retrieval.generate.explain`).
+    why: list[dict] | None = None
 
 
 def search(store: Store, name: str, query=None, *, file: Path | None = None, like: str | None = None,
            k: int = DEFAULT_K, method: str | None = None, show: Path | None = None, strip: str | None = None,
-           rerank: str | None = None, shortlist: int | None = None, radius: int | None = None) -> QueryResult:
+           rerank: str | None = None, shortlist: int | None = None, radius: int | None = None,
+           explain: bool = False) -> QueryResult:
     """Answer one query given exactly one of ``query`` (text or image), ``file`` or ``like``.
 
     For image indexes ``query`` is a path or http(s) URL; ``show`` writes a
@@ -92,8 +96,15 @@ def search(store: Store, name: str, query=None, *, file: Path | None = None, lik
     if len(given) != 1:
         raise InputError("give exactly one query: QUERY (text, image path or URL), --file PATH or --like ID")
     with Retriever(name, store) as retriever:
-        return _answer(retriever, query, file=file, like=like, k=k, method=method, show=show, strip=strip,
-                       rerank=rerank, shortlist=shortlist, radius=radius)
+        result = _answer(retriever, query, file=file, like=like, k=k, method=method, show=show, strip=strip,
+                         rerank=rerank, shortlist=shortlist, radius=radius)
+        if explain:
+            from . import generate as gen
+
+            text = _read_query_file(retriever.modality, file, strip) if file is not None else query
+            result.why = gen.explain(retriever, [h.id for h in result.hits], query=None if like else text, like=like,
+                                     k=EXPLAIN_HIT_WORDS)
+        return result
 
 
 def _answer(retriever: Retriever, query=None, *, file=None, like=None, k=DEFAULT_K, method=None, show=None, strip=None,
@@ -285,6 +296,46 @@ def corpus_map(retriever: Retriever, out: Path, **options) -> Path:
     Range("--max-items", 4).check(options.get("max_items", 4))
     Range("--epochs", 1).check(options.get("epochs", 1))
     return draw(retriever, out, **options)
+
+
+def generate(store: Store, name: str, query: str | None = None, *, grid: bool = False,
+             between: tuple[str, str] | None = None, sample: int | None = None, like: str | None = None,
+             out: Path | None = None, steps: int | None = None, k: int = TOP_WORDS, map: str = GENERATE_MAPS[0],
+             max_items: int = MAP_MAX_ITEMS, epochs: int = MAP_EPOCHS, seed: int = 0):
+    """The decoder as a generator (:mod:`retrieval.generate`), given exactly one of ``grid``,
+    ``between``, ``sample``, ``like`` or ``query`` (a text: its top words)."""
+    from . import generate as gen
+
+    given = [opt for opt, value in (("--grid", grid or None), ("--between", between), ("--sample", sample),
+                                    ("--like", like), ("QUERY", query)) if value is not None]
+    if len(given) != 1:
+        raise InputError("give exactly one of --grid, --between ID1 ID2, --sample N, --like ID or a query text"
+                         + (f"; got {' and '.join(given)}" if given else ""))
+    with Retriever(name, store) as retriever:
+        if grid:
+            if out is None:
+                raise InputError("--grid draws a picture; pass --out FILE.png")
+            return gen.grid(retriever, out, steps=steps or gen.GENERATE_GRID_STEPS, map=map, max_items=max_items,
+                            epochs=epochs, seed=seed)
+        if between is not None:
+            return gen.between(retriever, *between, steps=steps or gen.GENERATE_PATH_STEPS, out=out, k=k)
+        if sample is not None:
+            if out is None:
+                raise InputError("--sample draws pictures; pass --out FILE.png")
+            return gen.sample(retriever, sample, out, max_items=max_items, seed=seed)
+        return gen.words(retriever, query=query, like=like, k=k)
+
+
+def explain(store: Store, name: str, query: str | None = None, *, hits: list[str], query_item: str | None = None,
+            k: int = TOP_WORDS) -> list[dict]:
+    """Why ``query`` (a text, or the indexed item ``query_item``) matches each of ``hits``
+    (item ids): see :func:`retrieval.generate.explain`."""
+    from . import generate as gen
+
+    if not hits:
+        raise InputError("name the hit to explain: --like ID (repeatable)")
+    with Retriever(name, store) as retriever:
+        return gen.explain(retriever, hits, query=query, like=query_item, k=k)
 
 
 def list_indexes(store: Store) -> list[dict]:

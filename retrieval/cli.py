@@ -271,18 +271,23 @@ def query(
     rerank: Annotated[Optional[RerankChoice], typer.Option("--rerank", help=f"Binary index: re-rank a Hamming shortlist by {'|'.join(config.RERANKERS_DOCS[:-1])} (documents), {'|'.join(config.RERANKERS_IMAGES[:-1])} (images) or none.")] = None,
     shortlist: Shortlist = config.DEFAULT_SHORTLIST,
     radius: Annotated[Optional[int], typer.Option("--radius", help="Binary index: shortlist every item within this Hamming distance.")] = None,
+    explain: Annotated[bool, typer.Option("--explain", help="Document index: print, for each hit, the words the decoder favours for both the query's and the hit's code.")] = False,
     index_dir: IndexDir = None,
     as_json: JsonOut = False,
 ) -> None:
     """Find the items most similar to a text, an image, or an indexed item."""
     if batch is not None:
-        if query_ is not None or file is not None or like is not None or show is not None:
-            raise typer.BadParameter("--batch takes the queries from its file; drop QUERY, --file, --like and --show")
+        if query_ is not None or file is not None or like is not None or show is not None or explain:
+            raise typer.BadParameter("--batch takes the queries from its file; drop QUERY, --file, --like, --show and --explain")
         _query_batch(name, batch, index_dir, k=k, method=method, rerank=_value(rerank), shortlist=shortlist,
                      radius=radius)
         return
     result = api.search(api.Store(index_dir), name, query_, file=file, like=like, k=k, method=method,
-                        show=show, strip=_value(strip), rerank=_value(rerank), shortlist=shortlist, radius=radius)
+                        show=show, strip=_value(strip), rerank=_value(rerank), shortlist=shortlist, radius=radius,
+                        explain=explain)
+    if result.why is not None:
+        _print_explained(result.hits, result.why, as_json)
+        return
     _print_hits(result.hits, as_json)
     if result.novelty is not None:
         from retrieval.novelty import describe  # NumPy: loaded by the search already
@@ -290,6 +295,21 @@ def query(
         err.print(describe(result.novelty))
     if show and not as_json:
         err.print(f"contact sheet written to {show}")
+
+
+def _print_explained(hits, why: list[dict], as_json: bool) -> None:
+    """Hits with the words that explain each (``query --explain``)."""
+    if as_json:
+        print(json.dumps([{**{k: h.to_dict()[k] for k in ("rank", "id", "score", "title", "label", "path", "url")},
+                           "why": w["words"]} for h, w in zip(hits, why)], indent=2))
+        return
+    table = Table(show_lines=False)
+    for col in ("rank", "score", "title", "label", "words of both codes"):
+        table.add_column(col, overflow="fold")
+    for h, w in zip(hits, why):
+        table.add_row(str(h.rank), f"{h.score:.3f}", h.title[:50], h.label or "",
+                      ", ".join(x["word"] for x in w["words"]))
+    out.print(table)
 
 
 def _query_batch(name: str, batch: str, index_dir: Path | None, **options) -> None:
@@ -582,6 +602,72 @@ def plot(
     """Draw the 2-D map: a 2-d autoencoder code beside 2-d LSA/PCA, coloured by label."""
     path = api.corpus_map(api.Retriever(name, api.Store(index_dir)), out_file, max_items=max_items, epochs=epochs)
     err.print(f"map written to {path}")
+
+
+MapChoice = _choices("MapChoice", config.GENERATE_MAPS)
+
+
+@app.command()
+def generate(
+    name: Annotated[str, typer.Argument(help="Index name.")],
+    query_: Annotated[Optional[str], typer.Argument(metavar="QUERY", help="Document index: a text whose code's top words to print.")] = None,
+    grid: Annotated[bool, typer.Option("--grid", help="Image index: decode an evenly spaced grid over the 2-d map of the codes (one PNG with the items' positions).")] = False,
+    between: Annotated[Optional[tuple[str, str]], typer.Option("--between", metavar="ID1 ID2", help="Decode the straight path between two items' codes (images: a strip PNG; documents: top words per step).")] = None,
+    sample: Annotated[Optional[int], typer.Option("--sample", metavar="N", help="Image index: decode N codes drawn from a Gaussian fitted to the codes.")] = None,
+    like: Annotated[Optional[str], typer.Option("--like", help="Document index: the top words of this item's code.")] = None,
+    out_file: Annotated[Optional[Path], typer.Option("--out", help="PNG to write (images).")] = None,
+    steps: Annotated[Optional[int], typer.Option("--steps", help=f"Grid tiles per side (default {config.GENERATE_GRID_STEPS}) or points of --between (default {config.GENERATE_PATH_STEPS}).")] = None,
+    k: Annotated[int, typer.Option("-k", help="Top words per code.")] = config.TOP_WORDS,
+    map_: Annotated[MapChoice, typer.Option("--map", help="--grid over the codes' first two principal directions (NumPy) or a 2-d autoencoder trained as 'plot' trains it.")] = MapChoice(config.GENERATE_MAPS[0]),
+    max_items: Annotated[int, typer.Option(help="Items sampled for the map, the Gaussian and the drawn positions.")] = config.MAP_MAX_ITEMS,
+    epochs: Annotated[int, typer.Option(help="Epochs of the 2-d autoencoder (--map autoencoder).")] = config.MAP_EPOCHS,
+    seed: Seed = 0,
+    index_dir: IndexDir = None,
+    as_json: JsonOut = False,
+) -> None:
+    """The decoder as a generator: pictures of codes no item has, or the words a code stands for."""
+    result = api.generate(api.Store(index_dir), name, query_, grid=grid, between=between, sample=sample, like=like,
+                          out=out_file, steps=steps, k=k, map=_value(map_), max_items=max_items, epochs=epochs,
+                          seed=seed)
+    for note in result.notes:
+        err.print(f"note: {note}", highlight=False, soft_wrap=True)
+    if as_json:
+        print(json.dumps(result.to_dict(), indent=2))
+        return
+    if result.words is not None:
+        t_values = result.info.get("t")
+        for i, row in enumerate(result.words):
+            head = f"t={t_values[i]:.2f}  " if t_values else ""
+            out.print(head + ", ".join(word for word, _ in row), highlight=False, soft_wrap=True)
+    if result.out is not None:
+        what = {"grid": "grid", "between": "path", "sample": "samples"}[result.kind]
+        extra = (f" (principal plane: {result.info['explained_variance']:.0%} of the code variance)"
+                 if "explained_variance" in result.info else "")
+        err.print(f"{what} written to {result.out}{extra}", highlight=False)
+
+
+@app.command()
+def explain(
+    name: Annotated[str, typer.Argument(help="Index name (documents).")],
+    query_: Annotated[Optional[str], typer.Argument(metavar="QUERY", help="The query text.")] = None,
+    like: Annotated[Optional[list[str]], typer.Option("--like", help="The hit to explain (an item id; repeatable).")] = None,
+    item: Annotated[Optional[str], typer.Option("--item", help="Instead of QUERY: an indexed item as the query.")] = None,
+    k: Annotated[int, typer.Option("-k", help="Words per hit.")] = config.TOP_WORDS,
+    index_dir: IndexDir = None,
+    as_json: JsonOut = False,
+) -> None:
+    """Why a query matched a hit: the words the decoder gives high probability for both codes."""
+    found = api.explain(api.Store(index_dir), name, query_, hits=like or [], query_item=item, k=k)
+    if as_json:
+        print(json.dumps(found, indent=2))
+        return
+    for entry in found:
+        table = Table(title=f"query ~ {entry['id']}", show_lines=False)
+        for col in ("word", "both", "p(query)", "p(hit)"):
+            table.add_column(col)
+        for w in entry["words"]:
+            table.add_row(w["word"], f"{w['score']:.4f}", f"{w['query']:.4f}", f"{w['hit']:.4f}")
+        out.print(table)
 
 
 @app.command()

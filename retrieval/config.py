@@ -99,6 +99,22 @@ MAP_EPOCHS = 10
 #: browser scatter stays responsive at this size.
 SERVER_MAP_ITEMS = 2000
 
+# -- the decoder as a generator (retrieval generate / explain) ------------------
+#: Tiles per side of ``generate --grid``.
+GENERATE_GRID_STEPS = 10
+#: Points of ``generate --between`` (both items' own reconstructions included).
+GENERATE_PATH_STEPS = 8
+#: The 2-d map a grid is laid over: the first two principal directions of the
+#: codes (NumPy only) or a 2-d autoencoder trained as ``plot`` trains it (TensorFlow).
+GENERATE_MAPS = ("pca", "autoencoder")
+#: The grid spans these percentiles of the items' 2-d positions on each axis:
+#: the full range would spend its edge tiles on a handful of outliers.
+GENERATE_GRID_PERCENTILES = (2.0, 98.0)
+#: Words printed per code by ``generate --like/--between`` and ``explain``.
+TOP_WORDS = 10
+#: Words shown per hit by ``query --explain``.
+EXPLAIN_HIT_WORDS = 5
+
 # -- segments: automatic compaction after add / remove-items / sync ------------------
 #: Segments whose item counts have the same number of digits (a tier: 1,000 to
 #: 9,999 items, 10,000 to 99,999, ...) are merged once a tier holds this many:

@@ -249,3 +249,122 @@ def make_contact_sheet(
     out.parent.mkdir(parents=True, exist_ok=True)
     sheet.save(out, format="PNG")
     return out
+
+
+# --------------------------------------------------------------------------
+# The decoder as a generator (retrieval/generate.py)
+# --------------------------------------------------------------------------
+
+
+def mosaic(images: np.ndarray, columns: int, gap: int = 1) -> np.ndarray:
+    """Tile ``uint8`` images ``(n, s, s, c)`` row by row into one ``uint8`` array, ``gap`` white pixels apart."""
+    images = np.asarray(images)
+    if images.ndim != 4 or images.dtype != np.uint8:
+        raise InputError(f"mosaic: expected uint8 images (n, s, s, c); got {images.dtype} {images.shape}")
+    n, h, w, c = images.shape
+    rows = max(1, math.ceil(n / columns))
+    sheet = np.full((rows * (h + gap) - gap, columns * (w + gap) - gap, c), 255, np.uint8)
+    for i, img in enumerate(images):
+        r, col = divmod(i, columns)
+        sheet[r * (h + gap):r * (h + gap) + h, col * (w + gap):col * (w + gap) + w] = img
+    return sheet
+
+
+def plot_generated_grid(tiles: np.ndarray, steps: int, coords: np.ndarray, labels: np.ndarray, xs: np.ndarray,
+                        ys: np.ndarray, out: str | Path, title: str = "",
+                        axis_names: tuple[str, str] = ("x", "y")) -> Path:
+    """The decoder's images over a grid of the 2-d map, beside the items' positions on that map.
+
+    Left: the ``steps x steps`` decoded tiles, the top-left tile decoded at
+    ``(xs[0], ys[0])``. Right: the items' 2-d positions coloured by label
+    (each label's name at its items' median), with the grid's extent and
+    points drawn, on the same axes range: a tile and the items around its
+    point line up.
+
+    Args:
+        tiles: ``(steps * steps, s, s, c)`` uint8 images, row by row.
+        steps: Tiles per side.
+        coords: ``(n, 2)`` positions of the items.
+        labels: Label per item (``None`` allowed).
+        xs, ys: The grid's x values (increasing) and y values (decreasing).
+        out: Image file to write.
+        title: Figure title.
+        axis_names: Names of the two map axes.
+    """
+    out = _check_png(out)
+    sheet = mosaic(tiles, steps, gap=1)
+    from matplotlib import colormaps
+    from matplotlib.patches import Rectangle
+
+    names = sorted({str(label) for label in labels})
+    colour = {name: i for i, name in enumerate(names)}
+    cmap = colormaps["tab10" if len(names) <= 10 else "tab20"].resampled(max(len(names), 1))
+    fig, (left, right) = _figure(nrows=1, ncols=2, figsize=(12, 6.4))
+    # Each tile is centred on its grid point: the image spans half a step beyond the outer points.
+    dx, dy = (xs[1] - xs[0]) / 2, (ys[0] - ys[1]) / 2
+    extent = (xs[0] - dx, xs[-1] + dx, ys[-1] - dy, ys[0] + dy)
+    left.imshow(sheet[..., 0] if sheet.shape[2] == 1 else sheet, cmap="gray" if sheet.shape[2] == 1 else None,
+                vmin=0, vmax=255, extent=extent, interpolation="nearest", aspect="auto")
+    left.set_title(f"decoded at {steps}x{steps} grid points")
+    c = np.array([colour[str(label)] for label in labels])
+    right.scatter(coords[:, 0], coords[:, 1], c=c, cmap=cmap, s=4, alpha=0.5, vmin=-0.5, vmax=len(names) - 0.5)
+    gx, gy = np.meshgrid(xs, ys)
+    right.plot(gx.ravel(), gy.ravel(), "k+", markersize=4, alpha=0.5)
+    right.add_patch(Rectangle((extent[0], extent[2]), extent[1] - extent[0], extent[3] - extent[2],
+                              fill=False, edgecolor="black", linewidth=0.8))
+    if 1 < len(names) <= 20:
+        for name, i in colour.items():
+            mine = coords[c == i]
+            if len(mine):
+                x, y = np.median(mine, axis=0)
+                right.annotate(name, (x, y), fontsize=8, ha="center", va="center", color="black",
+                               bbox={"boxstyle": "round,pad=0.2", "fc": cmap(i), "alpha": 0.8, "lw": 0})
+    right.set_xlim(extent[0], extent[1])
+    right.set_ylim(extent[2], extent[3])
+    right.set_title(f"{len(coords)} items at their positions (+: grid points)")
+    for ax in (left, right):
+        ax.set_xlabel(axis_names[0])
+        ax.set_ylabel(axis_names[1])
+        ax.tick_params(labelsize=7)
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+    fig.savefig(out, dpi=90)
+    return out
+
+
+def make_tile_sheet(images: list[np.ndarray], captions: list[str], out: str | Path, *, columns: int,
+                    thumb: int = 64) -> Path:
+    """Images in rows of ``columns`` cells, each over up to two caption lines (split at ``"\\n"``).
+
+    Args:
+        images: ``uint8`` ``(s, s, 1)`` or ``(s, s, 3)`` arrays.
+        captions: One per image (``""`` for none).
+        out: The PNG to write.
+        columns: Cells per row.
+        thumb: Side of each cell's image in pixels (small images enlarged with crisp pixels).
+    """
+    if len(captions) != len(images):
+        raise InputError(f"make_tile_sheet: {len(images)} images but {len(captions)} captions")
+    thumbs = [_thumbnail(img, thumb, f"image {i}") for i, img in enumerate(images)]
+    font = ImageFont.load_default()
+    bbox = font.getbbox("Ag|")
+    line_h = int(bbox[3] - bbox[1]) + 3
+    lines = max((len(str(c).split("\n")[:_CAPTION_LINES]) for c in captions if c), default=0)
+    cell_w, cell_h = thumb + 2 * _SHEET_PAD, thumb + 2 * _SHEET_PAD + lines * line_h
+    columns = max(1, min(columns, len(images)))
+    rows = max(1, math.ceil(len(images) / columns))
+    sheet = Image.new("RGB", (cell_w * columns, cell_h * rows), "white")
+    draw = ImageDraw.Draw(sheet)
+    for i, (img, text) in enumerate(zip(thumbs, captions)):
+        r, col = divmod(i, columns)
+        x, y = col * cell_w, r * cell_h
+        sheet.paste(img, (x + _SHEET_PAD + (thumb - img.width) // 2, y + _SHEET_PAD + (thumb - img.height) // 2))
+        ty = y + _SHEET_PAD + thumb + 2
+        for line in str(text).split("\n")[:_CAPTION_LINES] if text else []:
+            draw.text((x + _SHEET_PAD, ty), _fit_text(draw, line, font, thumb), fill=(0, 0, 0), font=font)
+            ty += line_h
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    sheet.save(out, format="PNG")
+    return out

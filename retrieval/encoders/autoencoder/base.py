@@ -218,6 +218,39 @@ class KerasAutoencoder(Encoder):
             out.append(self._item_loss(part, np.asarray(self._decode(raw))))
         return np.concatenate(out).astype(np.float32) if out else np.zeros(0, np.float32)
 
+    # -- the decoder as a generator (retrieval/generate.py) -------------------------
+    @property
+    def has_decoder(self) -> bool:
+        """True when the decoder was saved (indexes built before novelty scores have none)."""
+        return self.__dict__.get("_decoder_graph") is not None or getattr(self, "decoder_", None) is not None
+
+    def decoder_codes(self, X) -> np.ndarray:
+        """The codes the decoder reads for ``X``: float32 ``(n, code_dim)``.
+
+        These are the encoder's raw outputs, before the centring and whitening
+        of :meth:`transform` (the decoder was trained on them); for binary
+        codes the +-1 bits the decoder was trained on in the binary phase.
+        """
+        raw = self._predict(self._input_matrix(X))
+        return np.where(raw > 0, 1.0, -1.0).astype(np.float32) if self.binary else raw.astype(np.float32)
+
+    def decode(self, codes) -> np.ndarray:
+        """The decoder's output for codes of :meth:`decoder_codes`'s kind (any real vectors).
+
+        Documents: a word distribution over the vocabulary ``(n, vocabulary)``;
+        images: pixels in [0, 1] ``(n, size, size, channels)``.
+
+        Raises:
+            IndexFormatError: The autoencoder was saved without its decoder.
+        """
+        if not self.has_decoder:
+            raise IndexFormatError("this autoencoder was saved without its decoder (an older index); "
+                                   "rebuild the index to decode codes")
+        codes = np.asarray(codes, dtype=np.float32)
+        if codes.ndim != 2 or codes.shape[1] != self.code_dim:
+            raise InputError(f"codes must be (n, {self.code_dim}); got shape {codes.shape}")
+        return np.asarray(self._decode(codes), dtype=np.float32)
+
     def _decode(self, codes: np.ndarray) -> np.ndarray:
         graph = self.__dict__.get("_decoder_graph")
         if graph is not None:
