@@ -440,6 +440,11 @@ class FaissIndex(_FaissBacked):
 
     def score_rows(self, queries, rows) -> np.ndarray:
         queries = self._prepare(queries)
+        matrix = self._matrix()
+        if self.metric == "cosine" and matrix is not None and len(rows) > len(matrix) // 4:
+            # Many rows: one product over every row read in place (a sequential
+            # scan, as the unfiltered search) costs less than gathering them.
+            return (queries @ matrix.T)[:, np.asarray(rows, dtype=np.int64)]
         stored = self.vectors(rows)
         if self.metric == "cosine":
             return queries @ stored.T
