@@ -31,7 +31,7 @@ _LAZY = {
     "run_evaluation": "api", "list_indexes": "api", "index_info": "api", "outliers": "api",
     "upgrade_index": "api", "corpus_map": "api",
     "DocsConfig": "config", "ImagesConfig": "config",
-    "Retriever": "search", "Hit": "search",
+    "Retriever": "search", "Hit": "search", "Filter": "search.filters", "NoMatchingItems": "search.filters",
     "Store": "storage",
     "UpdateReport": "writer", "add_items": "writer", "remove_items": "writer", "sync_items": "writer",
     "retrain": "writer",

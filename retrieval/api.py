@@ -27,11 +27,12 @@ from .errors import HomeNotWritable, InputError, RetrievalError, RetrievalWarnin
 from .modality import DOCS, IMAGES, Modality
 from .progress import Progress, RichProgress
 from .search import Hit, Retriever, check_k
+from .search.filters import Filter, NoMatchingItems
 from .sources.files import json_line
 from .storage import Store
 from .writer import CompactReport, UpdateReport, add_items, build_index, compact, remove_items, retrain, sync_items
 
-__all__ = ["CompactReport", "DocsConfig", "ImagesConfig", "Index", "QueryResult", "Retriever", "RichProgress", "Store",
+__all__ = ["CompactReport", "DocsConfig", "Filter", "ImagesConfig", "Index", "NoMatchingItems", "QueryResult", "Retriever", "RichProgress", "Store",
            "UpdateReport", "add_items", "build_docs_index", "compact", "build_images_index", "corpus_map", "crawl",
            "crawl_cache_folder", "index_info", "list_indexes", "number_records", "open_engine", "outliers", "outlier_sheet",
            "remove_items", "retrain", "run_demo", "run_evaluation", "search", "search_batch", "self_check_summary",
@@ -84,20 +85,27 @@ class QueryResult:
 def search(store: Store, name: str, query=None, *, file: Path | None = None, like: str | None = None,
            k: int = DEFAULT_K, method: str | None = None, show: Path | None = None, strip: str | None = None,
            rerank: str | None = None, shortlist: int | None = None, radius: int | None = None,
-           explain: bool = False) -> QueryResult:
+           explain: bool = False, label=None, path_prefix=None, where: str | None = None,
+           params=None) -> QueryResult:
     """Answer one query given exactly one of ``query`` (text or image), ``file`` or ``like``.
 
     For image indexes ``query`` is a path or http(s) URL; ``show`` writes a
     contact sheet of the query and its hits. ``rerank``, ``shortlist`` and
     ``radius`` drive two-stage search on binary codes (see
-    :meth:`Retriever.rank`). The result also says how novel the query is.
+    :meth:`Retriever.rank`). ``label``, ``path_prefix``, ``where`` and
+    ``params`` restrict the hits to the items they keep, before the search
+    (see :meth:`Filter.make`). The result also says how novel the query is.
+
+    Raises:
+        NoMatchingItems: The filter keeps no item.
     """
     given = [x for x in (query, file, like) if x is not None]
     if len(given) != 1:
         raise InputError("give exactly one query: QUERY (text, image path or URL), --file PATH or --like ID")
+    flt = Filter.make(label, path_prefix, where, params)
     with Retriever(name, store) as retriever:
         result = _answer(retriever, query, file=file, like=like, k=k, method=method, show=show, strip=strip,
-                         rerank=rerank, shortlist=shortlist, radius=radius)
+                         rerank=rerank, shortlist=shortlist, radius=radius, filter=flt)
         if explain:
             from . import generate as gen
 
@@ -108,8 +116,8 @@ def search(store: Store, name: str, query=None, *, file: Path | None = None, lik
 
 
 def _answer(retriever: Retriever, query=None, *, file=None, like=None, k=DEFAULT_K, method=None, show=None, strip=None,
-            rerank=None, shortlist=None, radius=None, novelty: bool = True) -> QueryResult:
-    two_stage = {"rerank": rerank, "shortlist": shortlist, "radius": radius}
+            rerank=None, shortlist=None, radius=None, novelty: bool = True, filter: Filter | None = None) -> QueryResult:
+    two_stage = {"rerank": rerank, "shortlist": shortlist, "radius": radius, "filter": filter}
     if show is not None and retriever.modality is not IMAGES:
         raise InputError(f"--show draws images; index {retriever.name!r} holds {retriever.modality.noun}")
     if like is not None:
@@ -146,22 +154,29 @@ def _read_query_file(modality: Modality, file, strip):
 HIT_FIELDS = ("rank", "id", "score", "label", "title", "snippet", "url", "path")
 #: The keys a ``query --batch`` line may hold: one query kind, and per-query options.
 _BATCH_KINDS, _BATCH_OPTIONS = ("text", "image", "like"), ("k", "method")
+#: The filter keys of a ``query --batch`` line (they replace the command's own filter options).
+_BATCH_FILTER = ("label", "path_prefix", "where", "params")
 
 
 def search_batch(store: Store, name: str, lines: Iterable[str], *, k: int = DEFAULT_K, method: str | None = None,
                  rerank: str | None = None, shortlist: int | None = None,
-                 radius: int | None = None) -> Iterator[dict]:
+                 radius: int | None = None, label=None, path_prefix=None, where: str | None = None,
+                 params=None) -> Iterator[dict]:
     """Answer JSON-lines queries with the index loaded once.
 
     Each non-blank line is a JSON object with exactly one of ``"text"`` (a
     document index), ``"image"`` (a path or http(s) URL; an image index) or
     ``"like"`` (an indexed item id), and optionally ``"k"`` and ``"method"``
-    overriding the arguments. A bad line does not stop the others.
+    overriding the arguments, and a filter: ``"label"``, ``"path_prefix"``
+    (a string or a list), ``"where"`` and ``"params"`` (an object); a line
+    with any of them has that filter instead of the arguments' one. A bad
+    line, or one whose filter keeps nothing, does not stop the others.
 
     Yields:
         Per non-blank line, ``{"line": n, "hits": [...], "novelty": {...} or None}``
         (hits with :data:`HIT_FIELDS`), or ``{"line": n, "error": message}``.
     """
+    default_filter = Filter.make(label, path_prefix, where, params)
     with Retriever(name, store) as retriever:
         for number, line in enumerate(lines, 1):
             if not line.strip():
@@ -169,9 +184,12 @@ def search_batch(store: Store, name: str, lines: Iterable[str], *, k: int = DEFA
             try:
                 spec = _batch_line(line, retriever.modality)
                 kind = next(key for key in _BATCH_KINDS if key in spec)
+                flt = default_filter
+                if any(key in spec for key in _BATCH_FILTER):
+                    flt = Filter.make(*(spec.get(key) for key in _BATCH_FILTER))
                 result = _answer(retriever, None if kind == "like" else spec[kind], like=spec.get("like"),
                                  k=spec.get("k", k), method=spec.get("method", method), rerank=rerank,
-                                 shortlist=shortlist, radius=radius)
+                                 shortlist=shortlist, radius=radius, filter=flt)
             except RetrievalError as exc:
                 yield {"line": number, "error": f"line {number}: {exc}"}
                 continue
@@ -189,10 +207,12 @@ def _batch_line(line: str, modality: Modality) -> dict:
         raise InputError(f"not JSON ({exc.msg})") from None
     if not isinstance(spec, dict):
         raise InputError(f"expected a JSON object such as {{\"text\": \"...\"}}")
-    unknown = sorted(set(spec) - set(_BATCH_KINDS) - set(_BATCH_OPTIONS))
+    unknown = sorted(set(spec) - set(_BATCH_KINDS) - set(_BATCH_OPTIONS) - set(_BATCH_FILTER))
     if unknown:
         raise InputError(f"unknown key {unknown[0]!r}; use one of "
-                         f"{', '.join(_BATCH_KINDS + _BATCH_OPTIONS)}")
+                         f"{', '.join(_BATCH_KINDS + _BATCH_OPTIONS + _BATCH_FILTER)}")
+    if "params" in spec and spec["params"] is not None and not isinstance(spec["params"], dict):
+        raise InputError("\"params\" must be an object such as {\"n\": 100}")
     kinds = [key for key in _BATCH_KINDS if key in spec]
     if len(kinds) != 1:
         raise InputError("give exactly one of \"text\", \"image\" or \"like\"")
@@ -540,14 +560,27 @@ class Index:
         return self._retriever.methods
 
     def search(self, query, k: int = DEFAULT_K, *, method: str | None = None, rerank: str | None = None,
-               shortlist: int | None = None, radius: int | None = None) -> list[Hit]:
-        """The ``k`` items most similar to ``query`` (a text; an image array, path, URL or bytes)."""
-        return _answer(self._retriever, query, k=k, method=method, rerank=rerank, shortlist=shortlist,
-                       radius=radius, novelty=False).hits
+               shortlist: int | None = None, radius: int | None = None, label=None, path_prefix=None,
+               where: str | None = None, params=None) -> list[Hit]:
+        """The ``k`` items most similar to ``query`` (a text; an image array, path, URL or bytes).
 
-    def like(self, item_id: str, k: int = DEFAULT_K, *, method: str | None = None) -> list[Hit]:
-        """The ``k`` items most similar to an indexed item (the item itself left out)."""
-        return self._retriever.like(item_id, k, method)
+        ``label`` / ``path_prefix`` (a string or a list: any of them), ``where``
+        (an SQL condition on the item table's columns) and its ``params``
+        (``{name: value}`` for ``:name``) keep only the items they match,
+        before the search: ``idx.search("orbit", label="space")``,
+        ``idx.search("orbit", where="length > :n", params={"n": 500})``.
+
+        Raises:
+            NoMatchingItems: The filter keeps no item.
+        """
+        flt = Filter.make(label, path_prefix, where, params)
+        return _answer(self._retriever, query, k=k, method=method, rerank=rerank, shortlist=shortlist,
+                       radius=radius, novelty=False, filter=flt).hits
+
+    def like(self, item_id: str, k: int = DEFAULT_K, *, method: str | None = None, label=None, path_prefix=None,
+             where: str | None = None, params=None) -> list[Hit]:
+        """The ``k`` items most similar to an indexed item (the item itself left out); filters as :meth:`search`."""
+        return self._retriever.like(item_id, k, method, filter=Filter.make(label, path_prefix, where, params))
 
     def novelty(self, query) -> dict | None:
         """How unlike the indexed items ``query`` is: reconstruction error and its percentile."""

@@ -263,7 +263,7 @@ def query(
     query_: Annotated[Optional[str], typer.Argument(metavar="QUERY", help="Text (document index), or image path / URL (image index).")] = None,
     file: Annotated[Optional[Path], typer.Option("--file", help="Read the query text from a file.")] = None,
     like: Annotated[Optional[str], typer.Option("--like", help="Find items similar to this indexed item id.")] = None,
-    batch: Annotated[Optional[str], typer.Option("--batch", metavar="JSONL", help='Answer many queries, one JSON object a line ({"text": ...}, {"image": path or URL} or {"like": id}; optional "k", "method"; "-" reads stdin): one JSON result line each.')] = None,
+    batch: Annotated[Optional[str], typer.Option("--batch", metavar="JSONL", help='Answer many queries, one JSON object a line ({"text": ...}, {"image": path or URL} or {"like": id}; optional "k", "method", "label", "path_prefix", "where", "params"; "-" reads stdin): one JSON result line each.')] = None,
     k: Annotated[int, typer.Option("-k", help="Number of results.")] = config.DEFAULT_K,
     method: Annotated[Optional[str], typer.Option(help="ae (default) or a baseline of the index.")] = None,
     show: Annotated[Optional[Path], typer.Option("--show", help="Image index: write a contact sheet PNG.")] = None,
@@ -272,19 +272,24 @@ def query(
     shortlist: Shortlist = config.DEFAULT_SHORTLIST,
     radius: Annotated[Optional[int], typer.Option("--radius", help="Binary index: shortlist every item within this Hamming distance.")] = None,
     explain: Annotated[bool, typer.Option("--explain", help="Document index: print, for each hit, the words the decoder favours for both the query's and the hit's code.")] = False,
+    label: Annotated[Optional[list[str]], typer.Option("--label", help="Only items with this label (repeat: any of them). Filters apply before the search.")] = None,
+    path_prefix: Annotated[Optional[list[str]], typer.Option("--path-prefix", help="Only items whose path starts with this (repeat: any of them).")] = None,
+    where: Annotated[Optional[str], typer.Option("--where", help="Only items for which this SQL condition on the item table holds (columns id, title, label, path, url, length, snippet, extra); values as :name parameters.")] = None,
+    param: Annotated[Optional[list[str]], typer.Option("--param", metavar="NAME=VALUE", help="A value of --where's :NAME (repeatable).")] = None,
     index_dir: IndexDir = None,
     as_json: JsonOut = False,
 ) -> None:
     """Find the items most similar to a text, an image, or an indexed item."""
+    filters = {"label": label or None, "path_prefix": path_prefix or None, "where": where, "params": param or None}
     if batch is not None:
         if query_ is not None or file is not None or like is not None or show is not None or explain:
             raise typer.BadParameter("--batch takes the queries from its file; drop QUERY, --file, --like, --show and --explain")
         _query_batch(name, batch, index_dir, k=k, method=method, rerank=_value(rerank), shortlist=shortlist,
-                     radius=radius)
+                     radius=radius, **filters)
         return
     result = api.search(api.Store(index_dir), name, query_, file=file, like=like, k=k, method=method,
                         show=show, strip=_value(strip), rerank=_value(rerank), shortlist=shortlist, radius=radius,
-                        explain=explain)
+                        explain=explain, **filters)
     if result.why is not None:
         _print_explained(result.hits, result.why, as_json)
         return

@@ -21,21 +21,33 @@ PRF_DOCUMENTS = 50
 PRF_WEIGHT = 2.0
 
 
-def shortlist(index, codes: np.ndarray, size: int, radius: int | None) -> list[np.ndarray]:
-    """Candidate positions per query: the ``size`` nearest codes, or every code within ``radius``."""
+def _nearest(index, codes: np.ndarray, size: int, allowed: np.ndarray | None) -> np.ndarray:
+    if allowed is None:
+        return index.search(codes, size)[1]
+    return index.search_rows(codes, size, allowed)[1]
+
+
+def shortlist(index, codes: np.ndarray, size: int, radius: int | None,
+              allowed: np.ndarray | None = None) -> list[np.ndarray]:
+    """Candidate positions per query: the ``size`` nearest codes, or every code within ``radius``.
+
+    ``allowed``: the sorted positions a filter keeps (``None``: every item);
+    the shortlist is drawn from them only.
+    """
     if radius is None:
-        _, positions = index.search(codes, size)
-        return [row[row >= 0] for row in positions]
+        return [row[row >= 0] for row in _nearest(index, codes, size, allowed)]
     out = []
     for code in codes:
         _, positions = index.within(code[None], radius)
+        if allowed is not None:
+            positions = positions[np.isin(positions, allowed)]
         if not len(positions):
             # An empty answer would look like "nothing similar exists";
             # the nearest codes are the honest fallback, said out loud.
             warnings.warn(f"no item within Hamming radius {radius} of the query; "
                           f"using the {size} nearest codes instead", RetrievalWarning, stacklevel=4)
-            _, positions = index.search(code[None], size)
-            positions = positions[0][positions[0] >= 0]
+            positions = _nearest(index, code[None], size, allowed)[0]
+            positions = positions[positions >= 0]
         out.append(positions)
     return out
 

@@ -13,6 +13,7 @@ from ..modality import Modality, modality_of
 from ..storage import IndexFolder, Store, migrate, read_raw_manifest, verify_index
 from ..storage.segments import Items, Segments
 from . import rerank as two_stage
+from .filters import Filter, FilterResolver
 from .hits import Hit, to_hits
 
 
@@ -59,6 +60,7 @@ class Retriever:
         #: The segments of the index as opened (positions map to them).
         self.segments = Segments(self.folder, self.manifest, self.modality)
         self.metadata = Items(self.segments)
+        self._filters = FilterResolver(self.metadata)  # its cache belongs to this version of the index
 
     def _manifest_stamp(self) -> tuple[int, int] | None:
         try:
@@ -159,8 +161,24 @@ class Retriever:
             return base or None, rerank
         return method, None
 
+    def allowed(self, filter: Filter | None) -> np.ndarray | None:
+        """Sorted positions of the items ``filter`` keeps (``None`` for no filter).
+
+        Raises:
+            NoMatchingItems: The filter keeps no item (an :class:`InputError`).
+            InputError: A bad ``where`` condition.
+        """
+        if filter is None:
+            return None
+        self.refresh()
+        positions = self._filters.positions(filter)
+        if not len(positions):
+            raise self._filters.no_match(filter, self.name)
+        return positions
+
     def rank(self, inputs, k: int, method: str | None = None, rerank: str | None = None,
-             shortlist: int | None = None, radius: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+             shortlist: int | None = None, radius: int | None = None,
+             filter: Filter | None = None) -> tuple[np.ndarray, np.ndarray]:
         """Encode model inputs and search: ``(scores, positions)``, best first.
 
         Args:
@@ -172,6 +190,8 @@ class Retriever:
                 ``None`` keeps the Hamming order.
             shortlist: Shortlist size (default :data:`~retrieval.search.rerank.DEFAULT_SHORTLIST`).
             radius: Shortlist every item within this Hamming distance instead.
+            filter: Rank only the items it keeps (:class:`~retrieval.search.filters.Filter`),
+                chosen before the search: every item it keeps can be returned.
         """
         k = check_k(k)
         check_two_stage(shortlist, radius)  # before the float-code path, which ignores them
@@ -180,13 +200,15 @@ class Retriever:
         method = method or self.default_method
         rerank = rerank or named
         encoder, index = self.method(method)
-        codes = encoder.transform(inputs)
         if not len(index):  # every item was removed (sync --allow-empty)
             warnings.warn(f"index {self.name!r} holds no items (every item was removed); add some with "
                           f"'retrieval add {self.name} SOURCE'", RetrievalWarning, stacklevel=2)
-            return np.zeros((codes.shape[0], 0), np.float32), np.zeros((codes.shape[0], 0), np.int64)
+            n = inputs.shape[0] if hasattr(inputs, "shape") else len(inputs)
+            return np.zeros((n, 0), np.float32), np.zeros((n, 0), np.int64)
+        allowed = self.allowed(filter)  # before encoding: a filter that keeps nothing costs no forward pass
+        codes = encoder.transform(inputs)
         if rerank in (None, "none") and radius is None:
-            return index.search(codes, k)
+            return index.search(codes, k) if allowed is None else index.search_rows(codes, k, allowed)
         if not index.binary:
             raise InputError(f"--rerank and --radius need binary codes; method {method!r} of {self.name!r} "
                              "has float codes (build the index with --bits 64)")
@@ -195,7 +217,7 @@ class Retriever:
             raise InputError(f"--rerank {rerank!r} does not apply to {self.modality.noun}; use one of "
                              f"{', '.join(self.modality.rerankers)}")
         size = max(k, shortlist or two_stage.DEFAULT_SHORTLIST)
-        candidates = two_stage.shortlist(index, codes, size, radius)
+        candidates = two_stage.shortlist(index, codes, size, radius, allowed)
         score = two_stage.scorer(rerank, inputs, stored=self.inputs, float_method=lambda: self._float_codes(method))
         return two_stage.rerank(candidates, k, score)
 
@@ -208,7 +230,8 @@ class Retriever:
 
     def search_inputs(self, inputs, k: int, method: str | None = None, *,
                       exclude: np.ndarray | None = None, rerank: str | None = None,
-                      shortlist: int | None = None, radius: int | None = None) -> list[list[Hit]]:
+                      shortlist: int | None = None, radius: int | None = None,
+                      filter: Filter | None = None) -> list[list[Hit]]:
         """Encode model inputs and search; one list of hits per input row.
 
         Args:
@@ -219,10 +242,11 @@ class Retriever:
             rerank: Two-stage search; see :meth:`rank`.
             shortlist: Hamming shortlist size for ``rerank``.
             radius: Hamming radius of the shortlist instead of a size.
+            filter: Return only items this filter keeps (see :meth:`rank`).
         """
         k = check_k(k)
         extra = 0 if exclude is None else 1
-        scores, positions = self.rank(inputs, k + extra, method, rerank, shortlist, radius)
+        scores, positions = self.rank(inputs, k + extra, method, rerank, shortlist, radius, filter)
         return to_hits(self.metadata, scores, positions, k, exclude)
 
     def search(self, query, k: int = DEFAULT_K, method: str | None = None, **two_stage_options) -> list[Hit]:

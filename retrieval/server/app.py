@@ -23,6 +23,7 @@ origin is given.
 from __future__ import annotations
 
 import hmac
+import json
 import logging
 import threading
 import time
@@ -40,11 +41,12 @@ from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
 
 from .. import __version__
-from ..config import (DEFAULT_K, MAP_EPOCHS, SERVER_HOST, SERVER_MAP_ITEMS, SERVER_MAX_K, SERVER_MAX_QUERY_CHARS,
+from ..config import (DEFAULT_K, FILTER_WHERE_MAX_CHARS, MAP_EPOCHS, SERVER_HOST, SERVER_MAP_ITEMS, SERVER_MAX_K, SERVER_MAX_QUERY_CHARS,
                       Range, SERVER_MAX_UPLOAD_MB, SERVER_PORT)
 from ..errors import (FetchError, IndexExists, IndexFormatError, IndexLocked, IndexNotFound, InputError,
                       ItemNotFound, RetrievalError, RetrievalWarning)
 from ..search import Retriever
+from ..search.filters import Filter, NoMatchingItems
 from ..storage import Store
 from ..storage.segments import open_items
 
@@ -74,6 +76,12 @@ class SearchRequest(BaseModel):
     rerank: str | None = Field(None, max_length=100)
     shortlist: int | None = Field(None, ge=1, le=100_000)
     novelty: bool = True
+    #: Filters, applied before the search (see retrieval.search.filters): any of the labels, any of the
+    #: path prefixes, an SQL condition on the item table and its named parameters; all given must hold.
+    label: str | list[str] | None = Field(None, max_length=1000)
+    path_prefix: str | list[str] | None = Field(None, max_length=1000)
+    where: str | None = Field(None, max_length=FILTER_WHERE_MAX_CHARS)
+    params: dict[str, str | int | float | bool | None] | None = Field(None, max_length=100)
 
 
 class NewDocument(BaseModel):
@@ -432,9 +440,21 @@ def create_app(store: Store | None = None, names: list[str] | None = None, *, to
             raise InputError('give exactly one query: "text", "like" (an item id) or "url", or upload an image '
                              f"(multipart field 'image'); got {len(given)}")
         r.refresh()
-        two_stage = {"rerank": body.rerank, "shortlist": body.shortlist}
+        flt = Filter.make(body.label, body.path_prefix, body.where, body.params)
+        two_stage = {"rerank": body.rerank, "shortlist": body.shortlist, "filter": flt}
+        filtered: dict = {"filter": None if flt is None else flt.to_dict()}
+        if flt is not None:
+            try:
+                filtered["matches"] = int(len(r.allowed(flt)))  # resolved once: the search reuses it
+            except NoMatchingItems as exc:
+                # A valid request whose filter keeps nothing: no hits, and the reason.
+                filtered |= {"matches": 0, "message": str(exc)}
         query: dict
-        if body.like is not None:
+        if filtered.get("matches") == 0:
+            query = {"kind": "like" if body.like is not None else "text" if body.text is not None else
+                     "url" if body.url is not None else "image"}
+            hits, novelty = [], None
+        elif body.like is not None:
             query = {"kind": "like", "like": body.like}
             hits = r.like(body.like, body.k, body.method, **two_stage)
             novelty = r.stored_novelty(body.like) if body.novelty else None
@@ -462,7 +482,7 @@ def create_app(store: Store | None = None, names: list[str] | None = None, *, to
             "metric": r.manifest["methods"].get(method, {}).get("metric", ""), "k": body.k,
             "hits": [{"rank": h.rank, "id": h.id, "score": h.score, "label": h.label, "title": h.title,
                       "snippet": h.snippet, "url": h.url, "thumbnail": s.thumbnail_url(h.id)} for h in hits],
-            "novelty": novelty, "took_ms": round((time.perf_counter() - started) * 1000, 3)})
+            "novelty": novelty, **filtered, "took_ms": round((time.perf_counter() - started) * 1000, 3)})
 
     @app.get("/api/indexes/{name}/items/{item_id:path}/thumbnail", tags=["items"],
              responses={200: {"content": {"image/png": {}}}})
@@ -550,6 +570,14 @@ async def _search_form(request: Request) -> tuple[SearchRequest, bytes]:
         fields = {k: v for k, v in form.items() if k != "image"}
         if any(not isinstance(v, str) for v in fields.values()):
             raise InputError("send one image file, in the field 'image'; other fields are text")
+        for key in ("label", "path_prefix"):  # repeatable form fields: any of the values
+            if len(form.getlist(key)) > 1:
+                fields[key] = form.getlist(key)
+        if "params" in fields:  # an object: JSON text in a form
+            try:
+                fields["params"] = json.loads(fields["params"])
+            except ValueError:
+                raise InputError("the form field 'params' must be a JSON object such as {\"n\": 100}") from None
         try:
             body = SearchRequest.model_validate(fields)
         except ValidationError as exc:
@@ -583,7 +611,9 @@ _SEARCH_BODY = {"requestBody": {"required": True, "content": {
     "application/json": {"schema": SearchRequest.model_json_schema()},
     "multipart/form-data": {"schema": {"type": "object", "required": ["image"], "properties": {
         "image": {"type": "string", "format": "binary"}, "k": {"type": "integer"}, "method": {"type": "string"},
-        "rerank": {"type": "string"}, "shortlist": {"type": "integer"}}}}}}}
+        "rerank": {"type": "string"}, "shortlist": {"type": "integer"}, "label": {"type": "string"},
+        "path_prefix": {"type": "string"}, "where": {"type": "string"},
+        "params": {"type": "string", "description": "a JSON object"}}}}}}}
 _ADD_BODY = {"requestBody": {"required": True, "content": {
     "application/json": {"schema": NewDocuments.model_json_schema()},
     "multipart/form-data": {"schema": {"type": "object", "properties": {

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import sqlite3
+import time
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -137,6 +138,30 @@ def copy_live(path: Path, sources: Sequence[tuple[Path, np.ndarray]]) -> None:
 _CHUNK = 500
 
 
+#: SQL functions a user's filter condition may not call (Python's sqlite3 keeps
+#: extension loading off; refused here too, should a build turn it on).
+_DENIED_FUNCTIONS = frozenset({"load_extension"})
+#: Longest string or blob a filter condition may build (``zeroblob(1e9)``, ``printf('%.*c', ...)``).
+_FILTER_MAX_LENGTH = 1_000_000
+
+
+def _authorize_filter(action: int, arg1, arg2, database, source) -> int:
+    """SQLite authorizer of filter conditions: read the ``items`` table and call functions, nothing else.
+
+    Every other action (a write, ``ATTACH``, ``PRAGMA``, another table such as
+    ``sqlite_master``, a recursive query, a transaction) is refused when the
+    statement is prepared, before it runs.
+    """
+    if action == sqlite3.SQLITE_SELECT:
+        return sqlite3.SQLITE_OK
+    # SQLite names no database when it reads a table for a constant subexpression (count(*), zeroblob()).
+    if action == sqlite3.SQLITE_READ and arg1 == "items" and database in ("main", None):
+        return sqlite3.SQLITE_OK
+    if action == sqlite3.SQLITE_FUNCTION and str(arg2).lower() not in _DENIED_FUNCTIONS:
+        return sqlite3.SQLITE_OK
+    return sqlite3.SQLITE_DENY
+
+
 class Metadata:
     """Read access to ``items.sqlite`` (one read-only connection, kept open)."""
 
@@ -145,6 +170,7 @@ class Metadata:
             raise IndexFormatError(f"{path} is missing; rebuild the index")
         # Read-only URI: a query must never modify an index.
         self._con = sqlite3.connect(f"file:{path}?mode=ro", uri=True, check_same_thread=False)
+        self._filter_con: sqlite3.Connection | None = None
         self.path = path
 
     def __len__(self) -> int:
@@ -231,6 +257,44 @@ class Metadata:
         """Labels of all items in position order (``None`` where unknown)."""
         return np.array([r[0] for r in self._con.execute("SELECT label FROM items ORDER BY pos")], dtype=object)
 
+    def _guarded(self) -> sqlite3.Connection:
+        """The connection of user filter conditions: read-only, ``query_only``, limits, :func:`_authorize_filter`."""
+        if self._filter_con is None:
+            con = sqlite3.connect(f"file:{self.path}?mode=ro", uri=True, check_same_thread=False)
+            con.execute("PRAGMA query_only = ON")  # before the authorizer, which refuses pragmas
+            con.setlimit(sqlite3.SQLITE_LIMIT_ATTACHED, 0)
+            con.setlimit(sqlite3.SQLITE_LIMIT_LENGTH, _FILTER_MAX_LENGTH)
+            con.set_authorizer(_authorize_filter)
+            self._filter_con = con
+        return self._filter_con
+
+    def matching(self, condition: str, params: dict, seconds: float) -> np.ndarray:
+        """Positions of the rows for which the SQL boolean ``condition`` holds, sorted.
+
+        ``condition`` may come from a user: it runs on its own read-only
+        connection whose authorizer lets a statement read the ``items`` table
+        and call functions only, and it is stopped after ``seconds``.
+
+        Args:
+            condition: An SQL expression over the columns of ``items`` (:data:`COLUMNS`).
+            params: Its named parameters (``:name``).
+            seconds: Time limit.
+
+        Raises:
+            sqlite3.Error: The condition is not valid SQL, reads something else,
+                misses a parameter or ran out of time (``interrupted``).
+        """
+        con = self._guarded()
+        deadline = time.monotonic() + seconds
+        con.set_progress_handler(lambda: time.monotonic() > deadline, 10_000)
+        try:
+            rows = con.execute(f"SELECT pos FROM items WHERE ({condition}) ORDER BY pos", params).fetchall()
+        finally:
+            con.set_progress_handler(None, 0)
+        return np.fromiter((r[0] for r in rows), dtype=np.int64, count=len(rows))
+
     def close(self) -> None:
         """Close the connection (``with contextlib.closing(Metadata(path))``)."""
         self._con.close()
+        if self._filter_con is not None:
+            self._filter_con.close()

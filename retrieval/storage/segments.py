@@ -284,6 +284,16 @@ class Items:
         found = np.concatenate(parts) if parts else np.zeros(0, np.int64)
         return np.sort(found[found >= 0])
 
+    def matching(self, condition: str, params: dict, seconds: float) -> np.ndarray:
+        """Positions of the items (removed ones left out) for which an SQL condition holds, sorted.
+
+        See :meth:`Metadata.matching`; ``seconds`` limits each segment's table.
+        """
+        parts = [self.segments.to_positions(s, table.matching(condition, params, seconds))
+                 for s, table in enumerate(self._tables)]
+        found = np.concatenate(parts) if parts else np.zeros(0, np.int64)
+        return found[found >= 0]  # segments in order: positions stay sorted
+
     def ids(self) -> list[str]:
         """Every item id, in position order."""
         out: list[str] = []

@@ -223,18 +223,30 @@ function currentK() {
   return Number.isFinite(k) ? k : 10;
 }
 
+/** The filters typed in the form: {label?, where?} (empty fields left out). */
+function currentFilters() {
+  const filters = {};
+  const label = $("label-filter").value.trim();
+  const where = $("where-filter").value.trim();
+  if (label) filters.label = label;
+  if (where) filters.where = where;
+  return filters;
+}
+
 /** POST one search; `query` is {kind, text|like|file}. */
 async function searchOnce(name, query, method) {
   const url = `${indexUrl(name)}/search`;
   const k = currentK();
+  const filters = currentFilters();
   if (query.kind === "image") {
     const form = new FormData();
     form.append("image", query.file, query.file.name || "query.png");
     form.append("k", String(k));
     if (method) form.append("method", method);
+    for (const [key, value] of Object.entries(filters)) form.append(key, value);
     return (await api(url, {method: "POST", body: form})).body;
   }
-  const payload = {k};
+  const payload = {k, ...filters};
   if (method) payload.method = method;
   if (query.kind === "text") payload.text = query.text;
   else payload.like = query.like;
@@ -320,7 +332,7 @@ function hitCard(hit, {shared = null} = {}) {
 
 function hitList(answer, sharedWith = null, otherIds = new Set()) {
   const images = state.index.modality === "images";
-  if (!answer.hits.length) return el("p", {class: "empty", text: "No hits."});
+  if (!answer.hits.length) return el("p", {class: "empty", text: answer.message || "No hits."});
   return el("ol", {class: images ? "grid images" : "grid docs"},
     answer.hits.map((hit) => hitCard(hit, {shared: otherIds.has(hit.id) ? sharedWith : null})));
 }
@@ -557,6 +569,8 @@ function wire() {
   });
   $("method-select").addEventListener("change", rerun);
   $("k-input").addEventListener("change", rerun);
+  $("label-filter").addEventListener("change", rerun);
+  $("where-filter").addEventListener("change", rerun);
   $("compare-toggle").addEventListener("change", (event) => {
     $("method-select").disabled = event.target.checked;
     rerun();
