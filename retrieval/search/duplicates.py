@@ -9,8 +9,10 @@ way near-duplicate detectors usually split it:
 
 1. **Candidates**: the ``candidates`` nearest stored codes of each item
    (FAISS search of the index's own codes), or every item within
-   ``radius`` of it (code distance, FAISS range search). Cheap, and the
-   only step whose cost grows with the collection.
+   ``radius`` of it (code distance, FAISS range search); for images also
+   the ``candidates`` nearest plain signatures (a FAISS flat index of them,
+   built in memory on first use): the codes move with brightness, the
+   signatures do not.
 2. **Verification** of each candidate pair by its *signature*, computed from
    the stored model inputs (the index keeps them; no new per-item file):
 
@@ -368,9 +370,26 @@ class DuplicateFinder:
             _, positions = index.search(codes, min(k + 1, n))
             rows = np.repeat(np.arange(n), positions.shape[1])
             cols = positions.reshape(-1)
+        if self.pictures:
+            # the codes move with brightness (measured on the planted photo test set: with code candidates
+            # alone 58 % of the brightened copies were found, 94 % with these); the plain signatures do not
+            _, near = self._signature_index().search(self.plain(), min(k + 1, n))
+            rows = np.concatenate([rows, np.repeat(np.arange(n), near.shape[1])])
+            cols = np.concatenate([cols, near.reshape(-1)])
         keep = (cols >= 0) & (rows != cols)
         a, b = np.minimum(rows[keep], cols[keep]), np.maximum(rows[keep], cols[keep])
         return np.unique(np.stack([a, b], axis=1), axis=0)
+
+    def _signature_index(self):
+        """A FAISS inner-product index of every plain signature, built once per opened index version."""
+        import faiss
+
+        plain = self.plain()
+        if getattr(self, "_sig_index", None) is None or self._sig_index[0] is not plain:
+            index = faiss.IndexFlatIP(plain.shape[1])
+            index.add(np.ascontiguousarray(plain))
+            self._sig_index = (plain, index)
+        return self._sig_index[1]
 
     @staticmethod
     def _within(index, codes, radius: float) -> tuple[np.ndarray, np.ndarray]:
@@ -441,7 +460,11 @@ class DuplicateFinder:
         if not len(index):
             return CheckResult(name or str(query), [], threshold, time.perf_counter() - started)
         _, positions = index.search(encoder.transform(inputs), min(candidates, len(index)))
-        positions = positions[0][positions[0] >= 0]
+        positions = positions[0]
+        if self.pictures:
+            _, near = self._signature_index().search(image_signatures(inputs)[:, 0], min(candidates, len(index)))
+            positions = np.unique(np.concatenate([positions, near[0]]))
+        positions = positions[positions >= 0]
         scores = self.check_scores(inputs, positions)
         keep = scores >= threshold
         positions, scores = positions[keep], scores[keep]
