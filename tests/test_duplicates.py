@@ -11,7 +11,7 @@ from PIL import Image, ImageEnhance
 
 from retrieval import Index, Store, build_docs_index, build_images_index
 from retrieval.errors import InputError
-from retrieval.search.duplicates import (ALIGNMENTS, DuplicateFinder, aligned_scores, check_threshold, components,
+from retrieval.search.duplicates import (ALIGNMENTS, aligned_scores, check_threshold, components,
                                          image_signatures, photometric_ok, image_stats)
 from conftest import TINY_DOCS, TINY_IMAGES, synthetic_docs, write_corpus
 from test_cli import run
@@ -136,7 +136,7 @@ def test_cli_json_show_and_check(planted, monkeypatch, capsys, tmp_path):
     (["--threshold", "1.5"], "--threshold must be in (0, 1]"),
     (["--threshold", "0"], "--threshold must be in (0, 1]"),
     (["--radius", "-1"], "--radius must be positive"),
-    (["--candidates", "0"], "k"),
+    (["--candidates", "0"], "--candidates must be a positive number"),
     (["--check", "missing.png"], "does not exist"),
     (["--check", "x.png", "--radius", "0.2"], "--radius applies to whole-index groups"),
 ])

@@ -71,6 +71,13 @@ def check_threshold(threshold: float) -> float:
     return value
 
 
+def check_candidates(candidates) -> int:
+    """Candidates per item: a positive whole number."""
+    if isinstance(candidates, bool) or not isinstance(candidates, (int, np.integer)) or candidates < 1:
+        raise InputError(f"--candidates must be a positive number of nearest codes per item; got {candidates!r}")
+    return int(candidates)
+
+
 def check_radius(radius) -> float | None:
     """A code radius is positive (cosine distance ``1 - cos`` for float codes, bits for binary codes)."""
     if radius is None:
@@ -421,12 +428,10 @@ class DuplicateFinder:
         """Every group of near-duplicate items of the index."""
         import time
 
-        from ..ann import check_k
-
         started = time.perf_counter()
         threshold = check_threshold(threshold)
         radius = check_radius(radius)
-        candidates = check_k(candidates)
+        candidates = check_candidates(candidates)
         self._fresh()
         pairs = self.candidate_pairs(candidates, radius)
         scores = self.verify(pairs)
@@ -449,11 +454,9 @@ class DuplicateFinder:
         """Stored near-duplicates of one new item (an image path, URL, bytes or array; a text)."""
         import time
 
-        from ..ann import check_k
-
         started = time.perf_counter()
         threshold = check_threshold(threshold)
-        candidates = check_k(candidates)
+        candidates = check_candidates(candidates)
         inputs = self.retriever.query_inputs([query])
         self._fresh()
         encoder, index = self.retriever.method(self.method_name)
