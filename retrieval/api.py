@@ -32,7 +32,8 @@ from .storage import Store
 from .writer import CompactReport, UpdateReport, add_items, build_index, compact, remove_items, retrain, sync_items
 
 __all__ = ["CompactReport", "DocsConfig", "ImagesConfig", "Index", "QueryResult", "Retriever", "RichProgress", "Store",
-           "UpdateReport", "add_items", "build_docs_index", "compact", "build_images_index", "check_duplicate", "corpus_map", "crawl", "duplicates",
+           "UpdateReport", "add_items", "build_docs_index", "compact", "build_images_index", "corpus_map", "crawl",
+           "check_duplicate", "duplicates",
            "crawl_cache_folder", "index_info", "list_indexes", "number_records", "open_engine", "outliers", "outlier_sheet",
            "remove_items", "retrain", "run_demo", "run_evaluation", "search", "search_batch", "self_check_summary",
            "sync_items", "upgrade_index"]
