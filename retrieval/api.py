@@ -20,6 +20,7 @@ from dataclasses import dataclass, fields, replace
 from pathlib import Path
 from urllib.parse import urlparse
 
+from .config import DUPLICATES_CANDIDATES, DUPLICATES_SHEET_GROUPS, DUPLICATES_THRESHOLD
 from .config import DEFAULT_K, EVALUATE_K, OUTLIERS_K, QUERY_FIELDS, SHORTLIST_RANGE, DocsConfig, ImagesConfig, Range
 from .config import EXPLAIN_HIT_WORDS, GENERATE_MAPS, MAP_EPOCHS, MAP_MAX_ITEMS, TOP_WORDS
 from .engines import open_engine
@@ -34,6 +35,7 @@ from .writer import CompactReport, UpdateReport, add_items, build_index, compact
 
 __all__ = ["CompactReport", "DocsConfig", "Filter", "ImagesConfig", "Index", "NoMatchingItems", "QueryResult", "Retriever", "RichProgress", "Store",
            "UpdateReport", "add_items", "build_docs_index", "compact", "build_images_index", "corpus_map", "crawl",
+           "check_duplicate", "duplicates",
            "crawl_cache_folder", "index_info", "list_indexes", "number_records", "open_engine", "outliers", "outlier_sheet",
            "remove_items", "retrain", "run_demo", "run_evaluation", "search", "search_batch", "self_check_summary",
            "sync_items", "upgrade_index"]
@@ -252,6 +254,53 @@ def outlier_sheet(store: Store, name: str, rows: list[dict], out: Path) -> Path:
         tiles += [original, rebuilt]
         captions += [f"#{row['rank']} {row['percentile']:.0f}%\n{row['label'] or ''}", "reconstruction"]
     return make_contact_sheet(pixels[0], tiles, captions, Path(out).expanduser(), query_caption="most novel")
+
+
+def duplicates(store: Store, name: str, *, threshold: float | None = None, candidates: int | None = None,
+               radius: float | None = None, method: str | None = None, show: Path | None = None,
+               max_groups: int = DUPLICATES_SHEET_GROUPS):
+    """Groups of near-duplicate items of an index (:class:`~retrieval.search.duplicates.DuplicateFinder`).
+
+    ``show`` writes a contact sheet of the first ``max_groups`` groups (image indexes).
+    """
+    from .search.duplicates import DuplicateFinder
+
+    with Retriever(name, store) as retriever:
+        if show is not None and retriever.modality is not IMAGES:
+            raise InputError(f"--show draws images; index {name!r} holds {retriever.modality.noun}")
+        found = DuplicateFinder(retriever, method).groups(
+            DUPLICATES_THRESHOLD if threshold is None else threshold,
+            DUPLICATES_CANDIDATES if candidates is None else candidates, radius)
+        if show is not None:
+            from .plots import make_group_sheet
+
+            pixels = retriever.inputs("--show")
+            shown = found.groups[:max_groups]
+            make_group_sheet([[pixels[d.position] for d in g] for g in shown],
+                             [[f"{d.score:.3f} {d.id}" for d in g] for g in shown], Path(show).expanduser())
+        return found
+
+
+def check_duplicate(store: Store, name: str, file, *, threshold: float | None = None,
+                    candidates: int | None = None, method: str | None = None, show: Path | None = None):
+    """The stored near-duplicates of one new file (an image path or URL; a text file for documents)."""
+    from .search.duplicates import DuplicateFinder
+
+    with Retriever(name, store) as retriever:
+        if show is not None and retriever.modality is not IMAGES:
+            raise InputError(f"--show draws images; index {name!r} holds {retriever.modality.noun}")
+        query = _read_query_file(retriever.modality, Path(file).expanduser(), None)
+        result = DuplicateFinder(retriever, method).check(
+            query, DUPLICATES_THRESHOLD if threshold is None else threshold,
+            DUPLICATES_CANDIDATES if candidates is None else candidates, name=str(file))
+        if show is not None:
+            from .plots import make_contact_sheet
+
+            pixels = retriever.inputs("--show")
+            make_contact_sheet(retriever.query_inputs([query])[0], [pixels[m.position] for m in result.matches],
+                               [f"{m.score:.3f} {m.id}" for m in result.matches], Path(show).expanduser(),
+                               query_caption="checked file")
+        return result
 
 
 def run_evaluation(store: Store, name: str, queries, *, labels_from_folders: bool = False,
@@ -590,6 +639,24 @@ class Index:
     def outliers(self, k: int = OUTLIERS_K) -> list[dict]:
         """The ``k`` least typical items (see :meth:`Retriever.outliers`)."""
         return self._retriever.outliers(k)
+
+    def duplicates(self, *, threshold: float = DUPLICATES_THRESHOLD, candidates: int = DUPLICATES_CANDIDATES,
+                   radius: float | None = None):
+        """Groups of near-duplicate items (see :mod:`retrieval.search.duplicates`)."""
+        return self._finder().groups(threshold, candidates, radius)
+
+    def check_duplicate(self, query, *, threshold: float = DUPLICATES_THRESHOLD,
+                        candidates: int = DUPLICATES_CANDIDATES):
+        """The stored near-duplicates of one new item (an image path, URL, bytes or array; a text)."""
+        return self._finder().check(query, threshold, candidates)
+
+    def _finder(self):
+        # kept: repeated checks reuse the loaded codes and stored inputs
+        if getattr(self, "_duplicate_finder", None) is None:
+            from .search.duplicates import DuplicateFinder
+
+            self._duplicate_finder = DuplicateFinder(self._retriever)
+        return self._duplicate_finder
 
     def evaluate(self, queries, *, labels=None, titles=None, k: int = EVALUATE_K, methods: list[str] | None = None,
                  query_field: str = QUERY_FIELDS[0]) -> dict:

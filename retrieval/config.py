@@ -60,6 +60,14 @@ DEFAULT_K = 10
 EVALUATE_K = 100
 #: Items listed by ``outliers -k``.
 OUTLIERS_K = 20
+#: ``duplicates``: a candidate pair is a near-duplicate when its aligned signature correlation
+#: (images) or TF-IDF cosine (documents) is at least this; chosen on the validation planted set of
+#: ``benchmarks/duplicates_bench.py`` (BENCHMARKS.md: best F1 on the photo half's validation split, 0.9861).
+DUPLICATES_THRESHOLD = 0.986
+#: ``duplicates``: nearest stored codes of each item verified as candidates (``--candidates``).
+DUPLICATES_CANDIDATES = 20
+#: ``duplicates --show``: groups drawn on the contact sheet (one row each).
+DUPLICATES_SHEET_GROUPS = 30
 #: A ``sync`` that would remove more than this share of an index's items
 #: refuses without ``--allow-removals``: a wrong folder or a half-mounted
 #: drive looks like mass deletion.

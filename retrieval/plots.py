@@ -364,6 +364,34 @@ def make_tile_sheet(images: list[np.ndarray], captions: list[str], out: str | Pa
         for line in str(text).split("\n")[:_CAPTION_LINES] if text else []:
             draw.text((x + _SHEET_PAD, ty), _fit_text(draw, line, font, thumb), fill=(0, 0, 0), font=font)
             ty += line_h
+
+
+def make_group_sheet(groups: list[list[np.ndarray]], captions: list[list[str]], out: Path, thumb: int = 64) -> Path:
+    """Draw groups of images, one group per row (``duplicates --show``), and save the sheet as PNG.
+
+    Args:
+        groups: Each group's images, ``uint8`` ``(s, s, 1)`` or ``(s, s, 3)``.
+        captions: One caption per image, in the same nesting.
+        out: Where to write the PNG; parent folders are created.
+        thumb: Side of each thumbnail in pixels.
+    """
+    if not groups:
+        raise InputError("no groups to draw: nothing was found at this threshold, so --show has no sheet to write")
+    font = ImageFont.load_default()
+    bbox = font.getbbox("Ag|")
+    line_h = int(bbox[3] - bbox[1]) + 3
+    cell_w, cell_h = thumb + 2 * _SHEET_PAD, thumb + 2 * _SHEET_PAD + line_h
+    cols = max(len(g) for g in groups)
+    sheet = Image.new("RGB", (cell_w * cols, cell_h * len(groups)), "white")
+    draw = ImageDraw.Draw(sheet)
+    for r, (images, texts) in enumerate(zip(groups, captions)):
+        for c, (arr, text) in enumerate(zip(images, texts)):
+            img = _thumbnail(arr, thumb, f"group {r + 1} image {c + 1}")
+            x, y = c * cell_w, r * cell_h
+            sheet.paste(img, (x + _SHEET_PAD + (thumb - img.width) // 2, y + _SHEET_PAD + (thumb - img.height) // 2))
+            draw.text((x + _SHEET_PAD, y + _SHEET_PAD + thumb + 2), _fit_text(draw, text, font, thumb),
+                      fill=(0, 0, 0), font=font)
+        draw.line([(0, (r + 1) * cell_h - 1), (sheet.width, (r + 1) * cell_h - 1)], fill=(200, 200, 200))
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     sheet.save(out, format="PNG")
