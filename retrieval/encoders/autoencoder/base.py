@@ -149,7 +149,7 @@ class KerasAutoencoder(Encoder):
         return np.asarray(self.encoder_.predict(inputs, batch_size=1024, verbose=0), dtype=np.float32)
 
     def derive(self, binarize: str, X) -> "KerasAutoencoder":
-        """An encoder from the float phase of a ``learned`` binary fit.
+        """An encoder from the float phase of a ``learned`` binary fit or a ``vq`` fit.
 
         Args:
             binarize: ``"none"`` (the float codes) or ``"median"`` (the float
