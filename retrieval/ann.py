@@ -10,7 +10,9 @@ Every backend answers ``search(queries, k) -> (scores, positions)`` with
 *higher scores better*: cosine similarity for ``metric="cosine"`` (vectors are
 L2-normalised, then FAISS inner product), minus the Euclidean distance for
 ``metric="l2"``, minus the Hamming distance for ``metric="hamming"`` (packed
-binary codes). Positions index the rows added, in order; the store maps them
+binary codes). :class:`PQIndex` stores ``groups`` bytes per item (product
+quantisation: the VQ autoencoder's learned codebook or FAISS' own k-means)
+and compares the float query with them (asymmetric distance). Positions index the rows added, in order; the store maps them
 to item ids.
 
 An index made of segments (:mod:`retrieval.storage.segments`) has one backend
@@ -782,12 +784,110 @@ class BinaryIVFIndex(BinaryIndex):
         return base
 
 
+class PQIndex(FaissIndex):
+    """Product quantisation (``IndexPQ``): ``groups`` bytes per item, searched with the query kept float.
+
+    Each item is stored as the indices of the nearest of 256 centroids in
+    each of ``groups`` slices of its vector; a query's distance to an item
+    is the sum of per-slice table look-ups (asymmetric distance). The
+    centroids are either learned here by k-means of the training codes (the
+    PQ baselines ``pq-ae``, ``pq-lsa``, ``pq-pca``) or given: the codebook a
+    VQ autoencoder learned (:meth:`train` with ``codebook``). Distances are
+    squared L2; for ``metric="cosine"`` vectors and queries are normalised
+    and the score is ``1 - d / 2`` (the cosine for an exact reconstruction).
+
+    Args:
+        metric: ``"cosine"`` or ``"l2"``.
+        groups: Slices (bytes per item); must divide the dimension.
+    """
+
+    kind = "pq"
+    trained = True
+
+    def __init__(self, metric: str = "l2", groups: int = 8) -> None:
+        super().__init__(metric)
+        self.groups = groups
+
+    def _params(self) -> dict:
+        return {"metric": self.metric, "groups": self.groups}
+
+    def _faiss_metric(self) -> int:
+        return faiss.METRIC_L2  # the codes are nearest centroids in L2; cosine comes from normalising
+
+    def _factory_string(self, n, d):
+        return f"PQ{self.groups}x8"
+
+    def _empty(self, d: int):
+        if d % self.groups:
+            raise InputError(f"a {d}-d code does not split into {self.groups} groups; "
+                             f"use a dimension that is a multiple of {self.groups}")
+        self.factory_ = self._factory_string(0, d)
+        index = faiss.IndexPQ(d, self.groups, 8, faiss.METRIC_L2)
+        # Few training rows are fine (tests, small collections): no FAISS warning on stderr.
+        index.pq.cp.min_points_per_centroid = 1
+        return index
+
+    def _from_factory(self, factory, codes):
+        index = self._empty(codes.shape[1])
+        if len(codes) < index.pq.ksub:  # k-means needs a point per centroid: repeat the rows
+            codes = np.resize(codes, (index.pq.ksub, codes.shape[1]))
+        index.train(codes)
+        return index
+
+    def train(self, codes, n_items: int, codebook=None) -> None:
+        """Learn the centroids from ``codes`` (k-means per slice), or take a learned ``codebook``.
+
+        Args:
+            codes: Training vectors ``(n, d)``.
+            n_items: Items the index will hold (unused: PQ's size does not depend on it).
+            codebook: ``(groups, K, d / groups)`` centroids, ``K <= 256``
+                (a VQ autoencoder's); padded to 256 with far-away entries
+                that no vector is ever nearest to.
+        """
+        if codebook is None:
+            return super().train(codes, n_items)
+        codebook = np.asarray(codebook, dtype=np.float32)
+        groups, size, width = codebook.shape
+        if groups != self.groups:
+            raise InputError(f"the codebook has {groups} groups but the index {self.groups}")
+        index = self._empty(groups * width)
+        far = np.full((groups, index.pq.ksub - size, width), 1e6, dtype=np.float32)
+        full = np.concatenate([codebook, far], axis=1)
+        faiss.copy_array_to_vector(np.ascontiguousarray(full).ravel(), index.pq.centroids)
+        index.is_trained = True
+        self.index_ = index
+
+    def search(self, queries, k: int, params=None) -> tuple[np.ndarray, np.ndarray]:
+        k = min(check_k(k), len(self))
+        distances, positions = _faiss_search(self.index_, self._prepare(queries), k, params)
+        if self.metric == "cosine":
+            return (1 - distances / 2).astype(np.float32), positions
+        return -np.sqrt(np.maximum(distances, 0)), positions
+
+    def _search_parameters(self, selector):
+        return None  # FAISS 1.15: IndexPQ's search takes no IDSelector
+
+    def codes(self) -> np.ndarray:
+        """The stored codes: ``(n, groups)`` uint8 centroid indices."""
+        if self.index_ is None:
+            return np.zeros((0, self.groups), np.uint8)
+        return faiss.vector_to_array(self.index_.codes).reshape(-1, self.index_.code_size)
+
+    @classmethod
+    def combine(cls, parts):
+        base = parts[0]
+        for part in parts[1:]:
+            base.index_.merge_from(part.index_, 0)  # a flat code array: positions follow
+        return base
+
+
 BACKENDS: dict[str, type[VectorIndex]] = {
-    cls.kind: cls for cls in (FlatIndex, IVFIndex, HNSWIndex, SparseIndex, BinaryFlatIndex, BinaryIVFIndex)
+    cls.kind: cls for cls in (FlatIndex, IVFIndex, HNSWIndex, SparseIndex, BinaryFlatIndex, BinaryIVFIndex, PQIndex)
 }
 
 
-def make_index(kind: str, metric: str, n_items: int, sparse: bool = False) -> VectorIndex:
+def make_index(kind: str, metric: str, n_items: int, sparse: bool = False,
+               pq_groups: int | None = None) -> VectorIndex:
     """Choose a backend.
 
     Args:
@@ -798,6 +898,8 @@ def make_index(kind: str, metric: str, n_items: int, sparse: bool = False) -> Ve
         metric: ``"cosine"``, ``"l2"`` or ``"hamming"`` (packed binary codes).
         n_items: Number of items that will be added.
         sparse: The codes are sparse (TF-IDF): always the exact sparse index.
+        pq_groups: Bytes per item of a product-quantisation index
+            (:class:`PQIndex`; VQ codes and the PQ baselines), whatever ``kind``.
 
     Returns:
         An empty index.
@@ -806,6 +908,8 @@ def make_index(kind: str, metric: str, n_items: int, sparse: bool = False) -> Ve
         raise InputError(f"unknown index kind {kind!r}; use one of {', '.join(INDEX_KINDS)}")
     if sparse:
         return SparseIndex(metric)
+    if pq_groups:
+        return PQIndex(metric, pq_groups)
     if metric == "hamming":
         if kind == "hnsw":
             raise InputError("--index hnsw is for float codes; binary codes use flat, ivf or auto")

@@ -52,6 +52,10 @@ Force = Annotated[bool, typer.Option("--force", help="Replace an existing index 
 Labels = Annotated[bool, typer.Option("--labels-from-folders", help="Label = first-level sub-folder name.")]
 Bits = Annotated[Optional[int], typer.Option("--bits", help="Learn binary codes of this many bits (multiple of 8; semantic hashing) instead of float codes.")]
 BinaryEpochs = Annotated[int, typer.Option("--binary-epochs", help="Epochs of binarised training after the float phase.")]
+Quantize = Annotated[str, typer.Option("--quantize", help="vq: VQ-VAE codes, --groups bytes per item (each group one of --codebook learned vectors), searched with the query float; adds pq-ae and the PQ linear baseline at equal bytes. none: float codes.")]
+Groups = Annotated[int, typer.Option("--groups", help="--quantize vq: groups of the code (bytes per item); divides --code-dim.")]
+Codebook = Annotated[int, typer.Option("--codebook", help="--quantize vq: learned vectors per group (2-256).")]
+VqEpochs = Annotated[int, typer.Option("--vq-epochs", help="--quantize vq: epochs of training through the quantiser after the float phase.")]
 KeepInputs = Annotated[bool, typer.Option("--keep-inputs/--no-keep-inputs", help="Keep the TF-IDF matrix / pixels (for --like, --rerank, plot).")]
 Shortlist = Annotated[int, typer.Option("--shortlist", help="Two-stage: Hamming shortlist size re-ranked.")]
 Seed = Annotated[int, typer.Option("--seed", help="Random seed of everything.")]
@@ -157,6 +161,10 @@ def index_docs(
     baselines: Annotated[Optional[str], typer.Option(help=f"Comma-separated: {_csv(config.DOC_BASELINES)} (and {_csv(config.HASH_BASELINES)} with --bits) or none; default all.")] = DocsConfig.baselines,
     bits: Bits = DocsConfig.bits,
     binary_epochs: BinaryEpochs = DocsConfig.binary_epochs,
+    quantize: Quantize = DocsConfig.quantize,
+    groups: Groups = DocsConfig.groups,
+    codebook: Codebook = DocsConfig.codebook,
+    vq_epochs: VqEpochs = DocsConfig.vq_epochs,
     keep_inputs: KeepInputs = DocsConfig.keep_inputs,
     baseline_dim: Annotated[Optional[int], typer.Option(help="LSA dimension (default: --code-dim).")] = DocsConfig.baseline_dim,
     index_kind: IndexKind = IndexKindChoice(DocsConfig.index_kind),
@@ -174,7 +182,8 @@ def index_docs(
                          code_dim=code_dim, hidden=_csv_ints(hidden, "--hidden"), epochs=epochs, noise=noise,
                          short_views=short_views, neighbours=neighbours, neighbour_weight=neighbour_weight, pretrain=_value(pretrain),
                          baselines=baselines, baseline_dim=baseline_dim, index_kind=_value(index_kind), seed=seed,
-                         bits=bits, binary_epochs=binary_epochs, keep_inputs=keep_inputs, train_sample=train_sample)
+                         bits=bits, binary_epochs=binary_epochs, keep_inputs=keep_inputs, train_sample=train_sample,
+                         quantize=quantize, groups=groups, codebook=codebook, vq_epochs=vq_epochs)
     store = api.Store(index_dir)
     with _engine(store, name, force, engine, address, workers) as runner, api.RichProgress(err) as progress:
         manifest = api.build_docs_index(source, name, options, store=store, force=force, progress=progress,
@@ -202,6 +211,10 @@ def index_images(
     baselines: Annotated[Optional[str], typer.Option(help=f"Comma-separated: {_csv(config.IMAGE_BASELINES)} (and {_csv(config.HASH_BASELINES)} with --bits) or none; default all.")] = ImagesConfig.baselines,
     bits: Bits = ImagesConfig.bits,
     binary_epochs: BinaryEpochs = ImagesConfig.binary_epochs,
+    quantize: Quantize = ImagesConfig.quantize,
+    groups: Groups = ImagesConfig.groups,
+    codebook: Codebook = ImagesConfig.codebook,
+    vq_epochs: VqEpochs = ImagesConfig.vq_epochs,
     keep_inputs: KeepInputs = ImagesConfig.keep_inputs,
     baseline_dim: Annotated[Optional[int], typer.Option(help="PCA dimension (default: --code-dim).")] = ImagesConfig.baseline_dim,
     index_kind: IndexKind = IndexKindChoice(ImagesConfig.index_kind),
@@ -222,7 +235,8 @@ def index_images(
                            whiten=whiten, augment=augment, mirror=mirror, epochs=epochs, patience=patience,
                            noise=noise, baselines=baselines, baseline_dim=baseline_dim,
                            index_kind=_value(index_kind), limit=limit, seed=seed, bits=bits, binary_epochs=binary_epochs,
-                           keep_inputs=keep_inputs, train_sample=train_sample)
+                           keep_inputs=keep_inputs, train_sample=train_sample,
+                           quantize=quantize, groups=groups, codebook=codebook, vq_epochs=vq_epochs)
     store = api.Store(index_dir)
     with _engine(store, name, force, engine, address, workers) as runner, api.RichProgress(err) as progress:
         if source.startswith(("http://", "https://")):

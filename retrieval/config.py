@@ -183,6 +183,34 @@ DEFAULT_IMAGE_SIZE = 32
 #: documents or 60,000 images cost.
 TRAIN_SAMPLE_DOCS = 50_000
 TRAIN_SAMPLE_IMAGES = 60_000
+
+# -- VQ codes (issue 14) -----------------------------------------------------------
+#: Training rows whose codes seed the VQ codebook (k-means) and find its dead
+#: entries after every epoch (a fixed sample: cheap next to an epoch).
+VQ_SAMPLE = 10_000
+#: Default groups (bytes per item) and codebook entries per group of ``--quantize vq``.
+VQ_GROUPS = 8
+VQ_CODEBOOK = 256
+#: ``--quantize``: float codes, or VQ-VAE codes (groups quantised to a learned codebook).
+QUANTIZE_MODES = ("none", "vq")
+
+
+def check_vq_options(config) -> None:
+    """Validate the ``--quantize`` options of a build config (the encoder checks them again when fitted)."""
+    _check_choice("--quantize", config.quantize, QUANTIZE_MODES)
+    if config.quantize != "vq":
+        return
+    from .encoders.vq import check_quantizer
+
+    if config.bits:
+        raise InputError("--quantize vq and --bits exclude each other: VQ codes are --groups bytes, not bits")
+    check_quantizer(config.groups, config.codebook, config.code_dim)
+    dim = config.baseline_dim or config.code_dim
+    if dim % config.groups:
+        raise InputError(f"--baseline-dim {dim} must be a multiple of --groups {config.groups} "
+                         "(the PQ baseline splits it into groups)")
+    Range("--vq-epochs", 1).check(config.vq_epochs)
+    Range("commitment", 0, integer=False).check(config.commitment)
 #: Items read, vectorised and encoded at a time by a build: what bounds its
 #: memory (besides what the indexes themselves hold).
 BUILD_CHUNK_DOCS = 10_000
@@ -333,6 +361,13 @@ class DocsConfig(_Config):
         neighbours: Neighbours mixed into the reconstruction target (0: off).
         neighbour_weight: Their weight in the target.
         pretrain: ``"none"`` or ``"layerwise"``.
+        quantize: ``"vq"``: VQ-VAE codes of ``groups`` bytes per item (each
+            group one of ``codebook`` learned vectors, ``vq_epochs`` of
+            training through the quantiser, commitment weight
+            ``commitment``, unit-length groups with ``unit_groups``),
+            searched with the query float; the build adds ``pq-ae`` and the
+            linear baseline in FAISS' product quantiser at the same bytes.
+        groups, codebook, commitment, unit_groups, vq_epochs: See ``quantize``.
         bits: Learn binary codes of this many bits (semantic hashing) instead
             of float codes; ``None`` for float codes.
         binary_epochs: Epochs of binarised training after the float phase.
@@ -365,6 +400,12 @@ class DocsConfig(_Config):
     pretrain: str = "none"
     bits: int | None = None
     binary_epochs: int = 5
+    quantize: str = "none"
+    groups: int = VQ_GROUPS
+    codebook: int = VQ_CODEBOOK
+    commitment: float = 0.25
+    unit_groups: bool = True
+    vq_epochs: int = 5
     keep_inputs: bool = True
     baselines: tuple[str, ...] | None = None
     baseline_dim: int | None = None
@@ -375,6 +416,7 @@ class DocsConfig(_Config):
     def __post_init__(self):
         _resolve_baselines(self, DOC_BASELINES)
         _check_ranges(self, _DOCS_RANGES)
+        check_vq_options(self)
         check_widths("--hidden", self.hidden)
         check_widths("decoder_hidden", self.decoder_hidden, allow_empty=True)
         if self.strip not in (None, "", "none") + STRIP_MODES:
@@ -437,6 +479,12 @@ class ImagesConfig(_Config):
     mirror: bool = True
     bits: int | None = None
     binary_epochs: int = 4
+    quantize: str = "none"
+    groups: int = VQ_GROUPS
+    codebook: int = VQ_CODEBOOK
+    commitment: float = 0.25
+    unit_groups: bool = True
+    vq_epochs: int = 4
     keep_inputs: bool = True
     baselines: tuple[str, ...] | None = None
     baseline_dim: int | None = None
@@ -448,6 +496,7 @@ class ImagesConfig(_Config):
     def __post_init__(self):
         _resolve_baselines(self, IMAGE_BASELINES)
         _check_ranges(self, _IMAGES_RANGES)
+        check_vq_options(self)
         check_widths("--filters", self.filters)
         if self.patience < 1:
             raise InputError(f"--patience must be >= 1 epoch; got {self.patience}")

@@ -299,6 +299,11 @@ class Modality:
                 dim = limit
         encoders = {"ae": self.autoencoder(config)}
         encoders.update(self.baseline_encoders(config, dim))
+        if getattr(config, "quantize", "none") == "vq" and self.linear in config.baselines:
+            # The linear baseline in FAISS' product quantiser, at the VQ codes' bytes (pq-lsa, pq-pca).
+            pq = self.linear_baseline(dim, config.seed)[1]
+            pq.pq_groups = config.groups
+            encoders[f"pq-{self.linear}"] = pq
         if "itq" in config.baselines:
             encoders["itq"] = ITQEncoder(config.bits, seed=config.seed)
         if "lsh" in config.baselines:

@@ -130,7 +130,7 @@ def map_codes(retriever, *, max_items: int = MAP_MAX_ITEMS, epochs: int = MAP_EP
     inputs, labels = inputs[take], labels[take]
     modality = retriever.modality
     config = modality.config_class.from_dict(retriever.manifest.get("config", {}))
-    ae = modality.autoencoder(config, code_dim=2, epochs=epochs, binarize="none", pretrain="none", seed=seed)
+    ae = modality.autoencoder(config, code_dim=2, epochs=epochs, binarize="none", quantize="none", pretrain="none", seed=seed)
     panels = {"autoencoder": ae.fit(inputs).transform(inputs)}
     if linear:
         linear_name, baseline = modality.linear_baseline(2, seed)

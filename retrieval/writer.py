@@ -295,10 +295,15 @@ class IndexWriter:
                 # The float phase's codes and their median thresholding, at no extra training.
                 family.update({f"{method}-{suffix}": timed(lambda mode=mode: encoder.derive(mode, X))
                                for suffix, mode in DERIVED})
+            vq = getattr(encoder, "quantized", False)
+            if vq:  # the float phase's codes in FAISS' product quantiser: VQ's baseline at equal bytes
+                family[f"pq-{method}"] = timed(lambda: _pq(encoder.derive("none", X), encoder.groups))
             for name, (enc, seconds) in family.items():
-                index = make_index(index_kind, enc.metric, items, sparse=enc.sparse)
-                if index.trained:  # IVF cells: from the training items, before the first chunk is added
-                    index.train(enc.transform(X), items)
+                codebook = {"codebook": enc.codebook_} if name == method and vq else {}
+                index = make_index(index_kind, enc.metric, items, sparse=enc.sparse,
+                                   pq_groups=enc.groups if codebook else enc.pq_groups)
+                if index.trained:  # IVF cells, PQ centroids: from the training items, before the first chunk
+                    index.train(enc.transform(X), items, **codebook)
                 self._encoders[name], self._indexes[name] = enc, index
                 self._fitted.add(name)
                 methods[name] = _method_entry(enc, seconds)
@@ -658,6 +663,12 @@ def _in_segment(rel: str, name: str) -> bool:
     return rel.startswith(f"{SEGMENTS}/{name}/")
 
 
+def _pq(encoder, groups: int):
+    """``encoder`` marked for a product-quantisation index of ``groups`` bytes per item."""
+    encoder.pq_groups = groups
+    return encoder
+
+
 def _method_entry(encoder, fit_seconds: float) -> dict:
     entry = {"encoder": encoder.name, "params": encoder.get_params(), "dim": int(encoder.dim),
              "metric": encoder.metric, "binary": bool(encoder.binary), "fit_seconds": fit_seconds}
@@ -668,6 +679,9 @@ def _method_entry(encoder, fit_seconds: float) -> dict:
             "val_loss": history.get("val_loss", [None])[-1],
             "pretrain_layers": len(history.get("pretrain", [])),
             "binary_epochs": len(history.get("binary", {}).get("loss", []))}
+        if "vq" in history:
+            entry["training"].update(vq_epochs=len(history["vq"].get("loss", [])),
+                                     vq_restarted=history["vq"].get("restarted", []))
     return entry
 
 

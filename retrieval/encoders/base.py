@@ -35,6 +35,10 @@ class Encoder:
     binary: ClassVar[bool] = False
     #: Learned arrays saved as ``<attr>.npy`` (without the trailing ``_``).
     _arrays: ClassVar[tuple[str, ...]] = ()
+    #: Bytes per item of a product-quantisation index of the codes (the PQ
+    #: baselines ``pq-<method>``: set on the instance by whoever builds them);
+    #: ``None``: the index kind of the build.
+    pq_groups: int | None = None
 
     def _set_params(self, params: dict[str, Any]) -> None:
         """Store the constructor's arguments (``locals()``) as attributes of the same names.

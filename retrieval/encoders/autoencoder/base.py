@@ -22,6 +22,7 @@ from ...errors import IndexFormatError, InputError, RetrievalWarning
 from ...progress import Progress
 from ..base import Encoder
 from . import _lazy_keras as keras
+from ..vq import QUANTIZE_MODES, assign, check_quantizer, decode, kmeans_codebook, split_groups
 from . import numpy_forward, numpy_graph
 
 #: ``none``: float codes; ``learned``: binary codes trained as such (a float
@@ -48,6 +49,13 @@ class KerasAutoencoder(Encoder):
     lr_decay: bool = False
     #: Share of training rows replaced by short views of themselves (text only).
     short_views: float = 0.0
+    #: ``none`` or ``vq``: the code's groups quantised to a learned codebook (see :mod:`..vq`).
+    quantize: str = "none"
+    groups: int = 8
+    codebook: int = 256
+    commitment: float = 0.25
+    unit_groups: bool = True
+    vq_epochs: int = 0
 
     @property
     def binary(self) -> bool:
@@ -55,13 +63,19 @@ class KerasAutoencoder(Encoder):
         return self.binarize != "none"
 
     @property
+    def quantized(self) -> bool:
+        """True when the codes are quantised to a learned codebook (``quantize="vq"``)."""
+        return self.quantize == "vq"
+
+    @property
     def metric(self) -> str:
-        """``hamming`` for binary codes, else ``cosine``."""
-        return "hamming" if self.binary else "cosine"
+        """``hamming`` for binary codes, ``l2`` for VQ codes (the codebook's distance), else ``cosine``."""
+        return "hamming" if self.binary else "l2" if self.quantized else "cosine"
 
     @property
     def _arrays(self) -> tuple[str, ...]:
-        return ("code_mean", "code_projection") + (("thresholds",) if self.binary else ())
+        return (("code_mean", "code_projection") + (("thresholds",) if self.binary else ())
+                + (("codebook",) if self.quantized else ()))
 
     def _check_binarize(self) -> None:
         if self.binarize not in BINARIZE_MODES:
@@ -70,6 +84,14 @@ class KerasAutoencoder(Encoder):
             from ..hashing import check_bits
 
             check_bits(self.code_dim)
+        if self.quantize not in QUANTIZE_MODES:
+            raise InputError(f"--quantize must be one of {', '.join(QUANTIZE_MODES)}; got {self.quantize!r}")
+        if self.quantized:
+            if self.binary:
+                raise InputError("--quantize vq and --bits exclude each other: VQ codes are G bytes, not bits")
+            check_quantizer(self.groups, self.codebook, self.code_dim)
+            if not (isinstance(self.commitment, (int, float)) and self.commitment >= 0):
+                raise InputError(f"the commitment weight must be a number >= 0; got {self.commitment!r}")
 
     # -- training ---------------------------------------------------------
     def _schedule(self):
@@ -95,8 +117,39 @@ class KerasAutoencoder(Encoder):
         return binary_phase(self.encoder_, self.decoder_, inputs, targets, loss, self._schedule(),
                             self.binary_epochs, progress, sparse_input=sparse_input)
 
+    def _vq_phase(self, inputs, targets, loss, progress: Progress | None, sparse_input: bool = False) -> dict:
+        """Keep the float phase's weights (for :meth:`derive`), then train through the quantiser.
+
+        The codebook starts as k-means of each group of the float codes (a
+        product quantiser of them, so training starts from PQ's codes) and
+        is restarted where entries die.
+        """
+        from ...config import VQ_SAMPLE
+        from .training import vq_phase
+
+        self.phase_one_ = self.encoder_.get_weights()
+        rng = np.random.default_rng(self.seed)
+        n = inputs.shape[0]
+        rows = np.sort(rng.choice(n, min(n, VQ_SAMPLE), replace=False))
+        sample = inputs[rows]
+
+        def sample_codes():
+            return self._training_codes(sample)
+
+        parts = split_groups(sample_codes(), self.groups, self.unit_groups)
+        start = kmeans_codebook(parts, self.codebook, seed=self.seed, unit=self.unit_groups)
+        history, self.codebook_ = vq_phase(self.encoder_, self.decoder_, inputs, targets, loss, self._schedule(),
+                                           self.vq_epochs, progress, codebook=start, beta=self.commitment,
+                                           unit=self.unit_groups, sample_codes=sample_codes,
+                                           sparse_input=sparse_input)
+        return history
+
+    def _training_codes(self, inputs) -> np.ndarray:
+        """Codes of training inputs (as the training graph takes them) under the encoder being trained."""
+        return np.asarray(self.encoder_.predict(inputs, batch_size=1024, verbose=0), dtype=np.float32)
+
     def derive(self, binarize: str, X) -> "KerasAutoencoder":
-        """An encoder from the float phase of a ``learned`` binary fit.
+        """An encoder from the float phase of a ``learned`` binary fit or a ``vq`` fit.
 
         Args:
             binarize: ``"none"`` (the float codes) or ``"median"`` (the float
@@ -107,8 +160,8 @@ class KerasAutoencoder(Encoder):
             A fitted encoder of the same class sharing no state with self.
         """
         if not hasattr(self, "phase_one_"):
-            raise RuntimeError("derive() needs an encoder fitted with binarize='learned'")
-        other = type(self)(**{**self.get_params(), "binarize": binarize})
+            raise RuntimeError("derive() needs an encoder fitted with binarize='learned' or quantize='vq'")
+        other = type(self)(**{**self.get_params(), "binarize": binarize, "quantize": "none"})
         other.encoder_ = keras.models.clone_model(self.encoder_)
         other.encoder_.set_weights(self.phase_one_)
         other.decoder_ = None  # the decoder went on to learn from bits; it no longer matches these codes
@@ -184,7 +237,18 @@ class KerasAutoencoder(Encoder):
         raw = self._predict(self._input_matrix(X))
         if self.binary:
             return np.packbits(raw > self.thresholds_, axis=1)
+        if self.quantized:
+            # Float, as the quantiser sees them: the PQ index stores each
+            # item's nearest codebook entries and keeps a query as it is.
+            return split_groups(raw, self.groups, self.unit_groups).reshape(len(raw), -1)
         return (raw - self.code_mean_) @ self.code_projection_
+
+    def codes(self, X) -> np.ndarray:
+        """The stored form of VQ codes: ``(n, groups)`` uint8 codebook indices."""
+        if not self.quantized:
+            raise RuntimeError("codes() is for quantize='vq' encoders")
+        return assign(split_groups(self._predict(self._input_matrix(X)), self.groups, self.unit_groups),
+                      self.codebook_)
 
     def _input_matrix(self, X):
         return X
@@ -215,6 +279,8 @@ class KerasAutoencoder(Encoder):
             raw = self._predict(part)
             if self.binary:
                 raw = np.where(raw > 0, 1.0, -1.0).astype(np.float32)
+            if self.quantized:  # decoded from the codebook entries, as in training
+                raw = decode(assign(split_groups(raw, self.groups, self.unit_groups), self.codebook_), self.codebook_)
             out.append(self._item_loss(part, np.asarray(self._decode(raw))))
         return np.concatenate(out).astype(np.float32) if out else np.zeros(0, np.float32)
 

@@ -9,6 +9,7 @@ from ...config import DECODERS, ImagesConfig
 from ...errors import InputError
 from ...progress import Progress
 from . import _lazy_keras as keras
+from ..vq import assign, decode, split_groups
 from .base import KerasAutoencoder
 
 #: The defaults of the options ``retrieval index images`` shares with the encoder.
@@ -49,6 +50,8 @@ class ConvAutoencoder(KerasAutoencoder):
         binarize: ``"none"`` (float codes), ``"learned"`` (``code_dim`` bits
             trained as bits) or ``"median"`` (float codes thresholded).
         binary_epochs: Epochs of binarised training after the float phase.
+        quantize, groups, codebook, commitment, unit_groups, vq_epochs: VQ
+            codes, as for :class:`~.text.TextAutoencoder`.
         seed: Seed of weights, noise and shuffling.
 
     Attributes:
@@ -64,7 +67,9 @@ class ConvAutoencoder(KerasAutoencoder):
                  learning_rate: float = _I.learning_rate, noise: float = _I.noise, patience: int = _I.patience,
                  validation_fraction: float = 0.05, center: bool = True, whiten: float = _I.whiten,
                  augment: float = _I.augment, mirror: bool = _I.mirror, lr_decay: bool = True, binarize: str = "none",
-                 binary_epochs: int = _I.binary_epochs, seed: int = _I.seed) -> None:
+                 binary_epochs: int = _I.binary_epochs, quantize: str = "none", groups: int = _I.groups,
+                 codebook: int = _I.codebook, commitment: float = _I.commitment, unit_groups: bool = _I.unit_groups,
+                 vq_epochs: int = _I.vq_epochs, seed: int = _I.seed) -> None:
         self._set_params(locals())
 
     def _prepare_input(self, part):
@@ -75,6 +80,8 @@ class ConvAutoencoder(KerasAutoencoder):
         raw = self._predict(np.asarray(X))
         if self.binary:
             raw = np.where(raw > 0, 1.0, -1.0).astype(np.float32)
+        if self.quantized:
+            raw = decode(assign(split_groups(raw, self.groups, self.unit_groups), self.codebook_), self.codebook_)
         decoded = np.asarray(self._decode(raw)).reshape(np.shape(X))
         return np.clip(np.rint(decoded * 255), 0, 255).astype(np.uint8)
 
@@ -87,7 +94,7 @@ class ConvAutoencoder(KerasAutoencoder):
         from .models import build_conv  # Keras: imported to train only
 
         return build_conv(shape, filters=self.filters, code_dim=self.code_dim, decoder=self.decoder,
-                          noise=self.noise, augment=self.augment, code_norm=self.binary, seed=self.seed, mirror=self.mirror)
+                          noise=self.noise, augment=self.augment, code_norm=self.binary or self.quantized, seed=self.seed, mirror=self.mirror)
 
     def fit(self, X, progress: Progress | None = None, **kwargs) -> "ConvAutoencoder":
         """Train on uint8 images ``(n, size, size, channels)``; returns self."""
@@ -107,5 +114,7 @@ class ConvAutoencoder(KerasAutoencoder):
         history = self._train(autoencoder, scaled, scaled, loss, self.epochs, "ae: epoch", progress)
         if self.binarize == "learned":
             history["binary"] = self._binary_phase(scaled, scaled, loss, progress)
+        if self.quantized:
+            history["vq"] = self._vq_phase(scaled, scaled, loss, progress)
         self._finish(X, time.perf_counter() - started, history)
         return self

@@ -2,7 +2,8 @@
 
 Only standard Keras layers end up in the saved ``encoder.keras`` and
 ``decoder.keras`` (they load in safe mode); :class:`_StochasticSign` lives
-in the binary training graph only.
+in the binary training graph only, :class:`VectorQuantizer` in the VQ
+training graph only (its codebook is saved as an array and applied in NumPy).
 """
 from __future__ import annotations
 
@@ -38,6 +39,51 @@ class _StochasticSign(layers.Layer):
         else:
             b = keras.ops.where(z > 0, 1.0, -1.0)
         return t + keras.ops.stop_gradient(b - t)
+
+
+class VectorQuantizer(layers.Layer):
+    """Quantise each of ``groups`` slices of the code to the nearest of ``size`` codebook vectors (VQ-VAE).
+
+    The forward pass outputs the codebook vectors; the backward pass copies
+    the decoder's gradient onto the encoder's output unchanged (straight
+    through). Two added losses (van den Oord et al., 2017): the codebook
+    loss ``||sg(z) - e||^2`` pulls the chosen entries towards the encodings
+    (the codebook learns by its own loss) and the commitment loss
+    ``beta ||z - sg(e)||^2`` keeps the encodings near their entries. With
+    ``unit`` every group and entry is scaled to unit length first, so the
+    squared distance is ``2 - 2 cos``. Dead entries are restarted from
+    outside (:class:`~.training.CodebookRestarts`).
+    """
+
+    def __init__(self, groups: int, size: int, beta: float = 0.25, unit: bool = False, **kwargs) -> None:
+        super().__init__(**kwargs)
+        self.groups, self.size, self.beta, self.unit = groups, size, beta, unit
+
+    def build(self, input_shape) -> None:
+        self.width = int(input_shape[-1]) // self.groups
+        self.codebook = self.add_weight(shape=(self.groups, self.size, self.width), initializer="random_normal",
+                                        trainable=True, name="codebook")
+
+    def entries(self):
+        """The codebook as the distances see it (unit length with ``unit``)."""
+        e = self.codebook
+        if self.unit:
+            e = e / keras.ops.maximum(keras.ops.norm(e, axis=-1, keepdims=True), 1e-12)
+        return e
+
+    def call(self, z):
+        ops = keras.ops
+        zg = ops.reshape(z, (-1, self.groups, self.width))
+        if self.unit:
+            zg = zg / ops.maximum(ops.norm(zg, axis=-1, keepdims=True), 1e-12)
+        e = self.entries()
+        # ||z - e||^2 less ||z||^2, which is the same for every entry.
+        dist = ops.sum(ops.square(e), axis=-1)[None] - 2 * ops.einsum("ngd,gkd->ngk", zg, e)
+        chosen = ops.one_hot(ops.argmin(dist, axis=-1), self.size)
+        q = ops.einsum("ngk,gkd->ngd", chosen, e)
+        self.add_loss(ops.mean(ops.square(ops.stop_gradient(zg) - q))
+                      + self.beta * ops.mean(ops.square(zg - ops.stop_gradient(q))))
+        return ops.reshape(zg + ops.stop_gradient(q - zg), (-1, self.groups * self.width))
 
 
 def build_text(n_words: int, *, hidden: list[int], code_dim: int, noise: float, decoder_hidden: list[int],
@@ -114,6 +160,14 @@ def build_binary(encoder, decoder, seed: int):
     inp = keras.Input(batch_shape=spec.shape, sparse=spec.sparse)
     bits = _StochasticSign(seed=seed, name="binarize")(encoder(inp))
     return keras.Model(inp, decoder(bits), name="binary_autoencoder")
+
+
+def build_vq(encoder, decoder, *, groups: int, size: int, beta: float, unit: bool):
+    """The VQ-VAE training graph: encoder, :class:`VectorQuantizer`, decoder; returns ``(model, quantizer)``."""
+    spec = encoder.inputs[0]
+    inp = keras.Input(batch_shape=spec.shape, sparse=spec.sparse)
+    quantizer = VectorQuantizer(groups, size, beta, unit, name="quantize")
+    return keras.Model(inp, decoder(quantizer(encoder(inp))), name="vq_autoencoder"), quantizer
 
 
 def build_shallow(n_inputs: int, units: int, *, level: int, last: bool, sparse: bool):

@@ -61,6 +61,16 @@ class TextAutoencoder(KerasAutoencoder):
         binarize: ``"none"`` (float codes), ``"learned"`` (``code_dim`` bits
             trained as bits) or ``"median"`` (float codes thresholded).
         binary_epochs: Epochs of binarised training after the float phase.
+        quantize: ``"none"`` or ``"vq"``: after the float phase, ``vq_epochs``
+            of training through a vector quantiser (VQ-VAE) of ``groups``
+            slices of the code, each to one of ``codebook`` learned entries;
+            ``transform`` then gives the float vectors the product-quantisation
+            index stores as ``groups`` bytes (see :mod:`retrieval.encoders.vq`).
+        groups: Groups of the VQ code (bytes per item); divides ``code_dim``.
+        codebook: Entries per group (2 to 256).
+        commitment: Weight of the commitment loss.
+        unit_groups: Quantise unit-length groups (distances are then cosines).
+        vq_epochs: Epochs of VQ training after the float phase.
         seed: Seed of weights, noise and shuffling.
 
     Attributes:
@@ -78,7 +88,9 @@ class TextAutoencoder(KerasAutoencoder):
                  neighbour_weight: float = _D.neighbour_weight, pretrain: str = _D.pretrain,
                  pretrain_epochs: int = 3, patience: int = 2, validation_fraction: float = 0.05,
                  center: bool = True, binarize: str = "none", binary_epochs: int = _D.binary_epochs,
-                 seed: int = _D.seed) -> None:
+                 quantize: str = "none", groups: int = _D.groups, codebook: int = _D.codebook,
+                 commitment: float = _D.commitment, unit_groups: bool = _D.unit_groups,
+                 vq_epochs: int = _D.vq_epochs, seed: int = _D.seed) -> None:
         self._set_params(locals())
 
     def _check(self, X) -> None:
@@ -133,6 +145,8 @@ class TextAutoencoder(KerasAutoencoder):
                                    sparse_input=sparse))
         if self.binarize == "learned":
             history["binary"] = self._binary_phase(X, targets, loss, progress, sparse_input=sparse)
+        if self.quantized:
+            history["vq"] = self._vq_phase(X, targets, loss, progress, sparse_input=sparse)
         if sparse:  # the saved encoder takes dense rows, like every Keras model users know
             dense_encoder, _, _ = self._build(X.shape[1], sparse=False)
             dense_encoder.set_weights(self.encoder_.get_weights())
@@ -142,6 +156,12 @@ class TextAutoencoder(KerasAutoencoder):
 
     def _fit_input(self, X):
         return sp.csr_matrix(X, dtype=np.float32)
+
+    def _training_codes(self, inputs) -> np.ndarray:
+        # The training encoder may take sparse rows; its weights run in NumPy on them as they are.
+        from . import numpy_forward
+
+        return numpy_forward.forward(numpy_forward.dense_stack(self.encoder_), inputs)
 
     def _item_loss(self, part, decoded: np.ndarray) -> np.ndarray:
         # Cross-entropy of the item's own word distribution (not the

@@ -15,7 +15,7 @@ import numpy as np  # noqa: E402
 import scipy.sparse as sp
 
 from ...progress import Progress, report
-from .models import build_binary, build_shallow
+from .models import build_binary, build_shallow, build_vq
 
 
 class _Batches(keras.utils.PyDataset):
@@ -182,7 +182,7 @@ def split(n: int, seed: int, validation_fraction: float) -> tuple[np.ndarray, np
 
 
 def train(model, inputs, targets, loss, schedule: Schedule, epochs: int, task: str, progress: Progress | None,
-          sparse_input: bool = False, decay: bool | None = None) -> dict:
+          sparse_input: bool = False, decay: bool | None = None, callbacks: list | None = None) -> dict:
     """Fit ``model`` with early stopping on a held-out slice; returns the history (floats).
 
     With sparse inputs, ``schedule.views`` of the training rows are replaced
@@ -196,7 +196,7 @@ def train(model, inputs, targets, loss, schedule: Schedule, epochs: int, task: s
         steps = epochs * -(-len(train_rows) // schedule.batch_size)
         rate = keras.optimizers.schedules.CosineDecay(schedule.learning_rate, steps, alpha=0.05)
     model.compile(optimizer=keras.optimizers.Adam(rate), loss=loss)
-    callbacks = [_EpochProgress(progress, task, epochs)]
+    callbacks = [_EpochProgress(progress, task, epochs)] + list(callbacks or [])
     data = _sparse_dataset if sparse_input else _Batches
     val_data = None
     if len(val):
@@ -223,6 +223,57 @@ def binary_phase(encoder, decoder, inputs, targets, loss, schedule: Schedule, ep
     model = build_binary(encoder, decoder, schedule.seed)
     return train(model, inputs, targets, loss, schedule, epochs, "ae: binary epoch", progress,
                  sparse_input=sparse_input, decay=True)
+
+
+class CodebookRestarts(keras.callbacks.Callback):
+    """After every epoch, move the codebook entries no sampled training row uses onto sampled encodings.
+
+    Args:
+        quantizer: The :class:`~.models.VectorQuantizer` of the training graph.
+        sample_codes: ``() -> (n, D)`` float32 codes of a fixed sample of
+            training rows under the current encoder.
+        seed: Seed of the draws.
+    """
+
+    def __init__(self, quantizer, sample_codes, seed: int) -> None:
+        super().__init__()
+        self.quantizer, self.sample_codes = quantizer, sample_codes
+        self.rng = np.random.default_rng(seed)
+        self.restarted: list[int] = []
+
+    def on_epoch_end(self, epoch, logs=None):
+        from ..vq import restart_dead, split_groups
+
+        q = self.quantizer
+        parts = split_groups(self.sample_codes(), q.groups, q.unit)
+        codebook, n = restart_dead(np.asarray(keras.ops.convert_to_numpy(q.entries())), parts, self.rng)
+        q.codebook.assign(codebook)
+        self.restarted.append(n)
+
+
+def vq_phase(encoder, decoder, inputs, targets, loss, schedule: Schedule, epochs: int, progress: Progress | None,
+             *, codebook: np.ndarray, beta: float, unit: bool, sample_codes, sparse_input: bool = False
+             ) -> tuple[dict, np.ndarray]:
+    """Train ``encoder`` and ``decoder`` further through a :class:`~.models.VectorQuantizer`.
+
+    Args:
+        codebook: ``(G, K, d)`` start of the codebook (k-means of the float codes).
+        beta: Weight of the commitment loss.
+        unit: Quantise unit-length groups.
+        sample_codes: See :class:`CodebookRestarts`.
+
+    Returns:
+        ``(history, the learned codebook as the distances see it)``; the
+        history's ``restarted`` counts dead entries restarted per epoch.
+    """
+    groups, size, _ = codebook.shape
+    model, quantizer = build_vq(encoder, decoder, groups=groups, size=size, beta=beta, unit=unit)
+    quantizer.codebook.assign(codebook)
+    restarts = CodebookRestarts(quantizer, sample_codes, schedule.seed)
+    history = train(model, inputs, targets, loss, schedule, epochs, "ae: vq epoch", progress,
+                    sparse_input=sparse_input, decay=True, callbacks=[restarts])
+    history["restarted"] = restarts.restarted
+    return history, np.asarray(keras.ops.convert_to_numpy(quantizer.entries()), dtype=np.float32)
 
 
 def pretrain_layerwise(encoder, X, targets, widths: list[int], schedule: Schedule, epochs: int,

@@ -1,0 +1,290 @@
+"""VQ-VAE codes and product quantisation (issue 14): NumPy quantiser, PQ index, encoder, builds, CLI."""
+import json
+import subprocess
+import sys
+from dataclasses import replace
+
+import numpy as np
+import pytest
+
+from retrieval import Store, build_docs_index
+from retrieval.ann import PQIndex, load_index, make_index
+from retrieval.config import DocsConfig, ImagesConfig
+from retrieval.encoders import load_encoder
+from retrieval.encoders.vq import assign, check_quantizer, decode, kmeans_codebook, restart_dead, split_groups, usage
+from retrieval.errors import InputError
+from retrieval.evaluate import evaluate_index, load_queries
+from retrieval.search import Retriever
+from conftest import TINY_DOCS, synthetic_docs, write_corpus
+from test_cli import run
+
+rng = np.random.default_rng(0)
+# 16-d vectors around 40 centres: 4 groups of 4 dimensions.
+CENTRES = rng.standard_normal((40, 16)).astype(np.float32)
+VECTORS = (CENTRES[rng.integers(0, 40, 3000)] + 0.1 * rng.standard_normal((3000, 16))).astype(np.float32)
+CODEBOOK = kmeans_codebook(split_groups(VECTORS, 4, False), 32, iterations=10)
+
+
+def _brute_assign(parts, codebook):
+    d = ((parts[:, :, None, :] - codebook[None]) ** 2).sum(axis=3)
+    return d.argmin(axis=2)
+
+
+# -- the NumPy quantiser ---------------------------------------------------------------
+def test_assign_is_the_nearest_entry_and_decode_inverts_it():
+    parts = split_groups(VECTORS[:500], 4, False)
+    codes = assign(parts, CODEBOOK, batch=64)  # several blocks
+    assert codes.dtype == np.uint8 and codes.shape == (500, 4)
+    assert np.array_equal(codes, _brute_assign(parts, CODEBOOK))
+    # An entry's nearest entry is itself: decoding then re-assigning changes nothing.
+    again = assign(split_groups(decode(codes, CODEBOOK), 4, False), CODEBOOK)
+    assert np.array_equal(again, codes)
+    # Quantisation error is far below the spread of the data.
+    assert np.mean((decode(codes, CODEBOOK) - VECTORS[:500]) ** 2) < 0.2 * VECTORS.var()
+
+
+def test_unit_groups_have_unit_length():
+    parts = split_groups(VECTORS, 4, True)
+    assert np.allclose(np.linalg.norm(parts, axis=2), 1, atol=1e-5)
+    unit = kmeans_codebook(parts, 16, unit=True, iterations=5)
+    assert unit.shape == (4, 16, 4) and np.allclose(np.linalg.norm(unit, axis=2), 1, atol=1e-5)
+    # A zero group stays finite (no division by zero).
+    assert np.isfinite(split_groups(np.zeros((2, 16)), 4, True)).all()
+
+
+def test_kmeans_codebook_with_fewer_rows_than_entries():
+    codebook = kmeans_codebook(split_groups(VECTORS[:10], 4, False), 32, iterations=2)
+    assert codebook.shape == (4, 32, 4) and np.isfinite(codebook).all()
+
+
+def test_restart_moves_only_dead_entries_onto_encodings():
+    parts = split_groups(VECTORS[:1000], 4, False)
+    dead = CODEBOOK.copy()
+    dead[:, :5] = 1e3  # far from every row: never chosen
+    fixed, n = restart_dead(dead, parts, np.random.default_rng(0))
+    assert n == 4 * 5
+    assert np.array_equal(fixed[:, 5:], dead[:, 5:])  # live entries untouched
+    assert np.abs(fixed[:, :5]).max() < 10  # moved onto the data
+    assert usage(assign(parts, fixed), 32).min() > usage(assign(parts, dead), 32).max() - 1e-9
+    assert restart_dead(fixed, parts[:0], np.random.default_rng(0))[1] == 0  # no rows: nothing to move to
+
+
+@pytest.mark.parametrize("groups, codebook, dim, message", [
+    (3, 256, 32, "multiple of --groups"), (0, 256, 32, "--groups must be"), (8, 300, 32, "--codebook must be"),
+    (8, 1, 32, "got 1"), (True, 256, 32, "--groups must be")])
+def test_check_quantizer_names_the_bad_value(groups, codebook, dim, message):
+    with pytest.raises(InputError, match=message):
+        check_quantizer(groups, codebook, dim)
+
+
+# -- the PQ index ------------------------------------------------------------------------
+def _adc(queries, codes, codebook):
+    return ((queries[:, None, :] - decode(codes, codebook)[None]) ** 2).sum(axis=2)
+
+
+def test_pq_index_with_a_learned_codebook_is_exact_adc(tmp_path):
+    index = make_index("auto", "l2", 3000, pq_groups=4)
+    assert isinstance(index, PQIndex) and index.trained
+    index.train(None, 3000, codebook=CODEBOOK)  # 32 entries, padded to 256 for FAISS
+    index.add(VECTORS)
+    codes = index.codes()
+    assert codes.shape == (3000, 4) and codes.max() < 32
+    assert np.array_equal(codes, assign(split_groups(VECTORS, 4, False), CODEBOOK))
+    queries = VECTORS[:20] + 0.3
+    scores, positions = index.search(queries, 10)
+    exact = _adc(queries, codes, CODEBOOK)
+    assert np.allclose(-scores ** 2, -np.sort(exact, axis=1)[:, :10], rtol=1e-3, atol=1e-3)
+    assert np.allclose(np.take_along_axis(exact, positions, 1), scores ** 2, rtol=1e-3, atol=1e-3)
+    index.save(tmp_path)
+    index.save_template(tmp_path)
+    loaded = load_index("pq", tmp_path, "l2", index.search_params())
+    assert np.array_equal(loaded.search(queries, 10)[1], positions) and loaded.groups == 4
+    # A new segment's empty index keeps the codebook (the template).
+    from retrieval.ann import empty_index
+
+    fresh = empty_index("pq", tmp_path, "l2", index.search_params())
+    fresh.add(VECTORS[:50])
+    assert np.array_equal(fresh.codes(), codes[:50])
+
+
+def test_pq_baseline_learns_its_centroids_and_scores_cosines():
+    index = PQIndex("cosine", 4)
+    index.train(VECTORS, len(VECTORS))
+    index.add(VECTORS)
+    scores, positions = index.search(VECTORS[:30], 5)
+    assert (positions[:, 0] == np.arange(30)).mean() > 0.5 or (scores[:, 0] > 0.95).all()
+    assert (scores <= 1.01).all() and (scores[:, 0] > 0.9).all()
+    # Fewer rows than centroids still train (tests, tiny collections).
+    small = PQIndex("l2", 4)
+    small.train(VECTORS[:20], 20)
+    small.add(VECTORS[:20])
+    assert small.search(VECTORS[:3], 1)[1].ravel().tolist() == [0, 1, 2]
+    with pytest.raises(InputError, match="multiple of 3"):
+        PQIndex("l2", 3).train(VECTORS, 3000)
+
+
+def test_pq_index_deletions_and_combine():
+    from retrieval.ann import Deletions
+
+    a, b = PQIndex("l2", 4), None
+    a.train(None, 0, codebook=CODEBOOK)
+    b = a.template()
+    a.add(VECTORS[:100])
+    b.add(VECTORS[100:200])
+    gone = Deletions(np.arange(0, 100, 2), 100)
+    _, positions = a.search_live(VECTORS[:10], 5, gone)
+    assert not np.isin(positions, gone.positions).any()
+    both = PQIndex.combine([a, b])
+    assert len(both) == 200 and np.array_equal(both.codes()[100:], assign(split_groups(VECTORS[100:200], 4, False),
+                                                                          CODEBOOK))
+
+
+# -- the VQ autoencoder ------------------------------------------------------------------
+DOCS = synthetic_docs(20)
+
+
+@pytest.fixture(scope="module")
+def text_vq():
+    from retrieval.encoders.autoencoder import TextAutoencoder
+    from retrieval.vectorize import TextVectorizer
+
+    X = TextVectorizer().fit_transform([t for _, t in DOCS])
+    enc = TextAutoencoder(hidden=(16,), code_dim=8, epochs=3, batch_size=32, neighbours=0, quantize="vq",
+                          groups=4, codebook=16, vq_epochs=2)
+    return enc, enc.fit(X), X
+
+
+def test_vq_encoder_contract(text_vq):
+    enc, returned, X = text_vq
+    assert returned is enc and enc.metric == "l2" and not enc.binary and enc.dim == 8
+    assert enc.codebook_.shape == (4, 16, 2)
+    assert np.allclose(np.linalg.norm(enc.codebook_, axis=2), 1, atol=1e-5)  # unit groups by default
+    vectors = enc.transform(X)
+    assert vectors.dtype == np.float32 and vectors.shape == (X.shape[0], 8)
+    assert np.allclose(np.linalg.norm(vectors.reshape(-1, 4, 2), axis=2), 1, atol=1e-5)
+    codes = enc.codes(X)
+    assert codes.dtype == np.uint8 and codes.shape == (X.shape[0], 4) and codes.max() < 16
+    history = enc.history_["vq"]
+    assert len(history["loss"]) >= 1 and len(history["restarted"]) == len(history["loss"])
+    # Same-topic documents share codes more often than different topics do.
+    labels = np.array([label for label, _ in DOCS])
+    same = (labels[:, None] == labels[None]) & ~np.eye(len(labels), dtype=bool)
+    agree = (codes[:, None, :] == codes[None]).mean(axis=2)
+    assert agree[same].mean() > 1.5 * agree[~same & ~np.eye(len(labels), dtype=bool)].mean()
+
+
+def test_vq_encoder_persists_and_loads_without_keras(text_vq, tmp_path):
+    enc, _, X = text_vq
+    enc.save(tmp_path)
+    assert (tmp_path / "codebook.npy").exists()
+    loaded = load_encoder("text_autoencoder", tmp_path)
+    assert np.array_equal(loaded.codes(X), enc.codes(X))
+    assert np.allclose(loaded.transform(X), enc.transform(X), atol=1e-5)
+    assert np.isfinite(loaded.reconstruction_error(X[:5])).all()
+
+
+def test_vq_float_phase_and_errors(text_vq):
+    enc, _, X = text_vq
+    flt = enc.derive("none", X)
+    assert flt.quantize == "none" and flt.metric == "cosine" and flt.transform(X).shape == (X.shape[0], 8)
+    from retrieval.encoders.autoencoder import TextAutoencoder
+
+    with pytest.raises(RuntimeError, match="quantize='vq'"):
+        flt.codes(X)
+    with pytest.raises(InputError, match="--quantize must be"):
+        TextAutoencoder(code_dim=8, quantize="pq").fit(X)
+    with pytest.raises(InputError, match="exclude each other"):
+        TextAutoencoder(code_dim=8, quantize="vq", binarize="learned").fit(X)
+
+
+# -- builds, evaluation, the command line ---------------------------------------------------
+@pytest.fixture(scope="module")
+def vq_docs(tmp_path_factory):
+    base = tmp_path_factory.mktemp("vq_docs")
+    write_corpus(base / "corpus", synthetic_docs())
+    write_corpus(base / "queries", synthetic_docs(n_per_topic=5, seed=1), prefix="q")
+    store = Store(base / "home")
+    config = replace(TINY_DOCS, code_dim=8, baseline_dim=8, quantize="vq", groups=4, codebook=16, vq_epochs=2)
+    manifest = build_docs_index(base / "corpus", "vq", config, store=store)
+    return store, manifest, base
+
+
+def test_build_with_vq_has_pq_methods_at_equal_bytes(vq_docs):
+    store, manifest, _ = vq_docs
+    methods = manifest["methods"]
+    assert {"ae", "pq-ae", "lsa", "pq-lsa", "tfidf"} == set(methods)
+    for name in ("ae", "pq-ae", "pq-lsa"):
+        assert methods[name]["index"] == "pq" and methods[name]["search"] == {"groups": 4}
+    assert methods["ae"]["metric"] == "l2" and methods["ae"]["training"]["vq_epochs"] >= 1
+    assert methods["pq-ae"]["derived_from"] == "ae"
+    # The same file for the three: 4 bytes of code per item plus FAISS' header and
+    # 256 centroids per group (which dominate on 120 items, not on 11,000).
+    sizes = {methods[name]["bytes_per_item"] for name in ("ae", "pq-ae", "pq-lsa")}
+    assert len(sizes) == 1
+    n = manifest["counts"]["items"]
+    assert sizes.pop() * n < 4 * n + 4 * 256 * 2 * 4 + 1024
+
+
+def test_vq_index_searches_and_evaluates(vq_docs):
+    store, _, base = vq_docs
+    retriever = Retriever("vq", store)
+    hits = retriever.search("rocket orbit launch", 5)
+    assert len(hits) == 5
+    report = evaluate_index(retriever, load_queries(retriever, base / "queries", labels_from_folders=True),
+                            k=10, latency_samples=2)
+    rows = report["methods"]
+    assert {"ae", "pq-ae", "pq-lsa"} <= set(rows)
+    assert rows["ae"]["precision@10"] > 0.5 and rows["pq-lsa"]["precision@10"] > 0.5  # 4 topics: chance 0.25
+
+
+def test_vq_index_grows_with_the_same_codebook(vq_docs):
+    from retrieval.api import Index
+
+    store, manifest, _ = vq_docs
+    index = Index.open("vq", store)
+    before = len(index)
+    index.add(["rocket launch orbit satellite"], labels=["space"], ids=["new-space"])
+    assert len(index) == before + 1
+    # The new segment quantises with the same codebook: the new item's score for
+    # its own text is the distance of that text's float code to its decoded code.
+    text = "rocket launch orbit satellite"
+    hits = index.search(text, len(index))
+    score = {h.id: h.score for h in hits}["new-space"]
+    retriever = index.retriever
+    encoder, _ = retriever.method("ae")
+    X = retriever.query_inputs([text])
+    own = decode(encoder.codes(X), encoder.codebook_)
+    assert score == pytest.approx(-np.linalg.norm(encoder.transform(X) - own), abs=1e-3)
+
+
+def test_vq_query_imports_no_tensorflow(vq_docs):
+    store, _, _ = vq_docs
+    code = ("import sys\nfrom retrieval import Store\nfrom retrieval.search import Retriever\n"
+            f"r = Retriever('vq', Store({str(store.root)!r}))\n"
+            "assert len(r.search('rocket orbit', 3)) == 3\n"
+            "print(sorted(m for m in ('tensorflow', 'keras') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip().splitlines()[-1] == "[]"
+
+
+def test_config_and_cli_errors(monkeypatch, capsys, docs_dir):
+    with pytest.raises(InputError, match="--quantize must be one of"):
+        DocsConfig(quantize="pq")
+    with pytest.raises(InputError, match="exclude each other"):
+        DocsConfig(quantize="vq", bits=64)
+    with pytest.raises(InputError, match="--baseline-dim 12"):
+        ImagesConfig(quantize="vq", code_dim=32, baseline_dim=12)
+    assert DocsConfig(quantize="vq").groups == 8 and ImagesConfig(quantize="vq").codebook == 256
+    code, _, err = run(monkeypatch, capsys, "index", "docs", docs_dir, "--name", "x", "--quantize", "vq",
+                       "--groups", "5")
+    assert code == 1 and err.startswith("error:") and "multiple of --groups (5)" in err
+
+
+def test_cli_quantize_builds(monkeypatch, capsys, docs_dir):
+    code, out, err = run(monkeypatch, capsys, "index", "docs", docs_dir, "--name", "v", "--code-dim", "8",
+                         "--hidden", "16", "--epochs", "1", "--neighbours", "0", "--baselines", "lsa",
+                         "--baseline-dim", "8", "--quantize", "vq", "--groups", "2", "--codebook", "8",
+                         "--vq-epochs", "1", "--json")
+    assert code == 0, err
+    methods = json.loads(out)["methods"]
+    assert methods["ae"]["index"] == "pq" and set(methods) == {"ae", "pq-ae", "lsa", "pq-lsa"}
