@@ -208,23 +208,28 @@ class KerasAutoencoder(Encoder):
         out = []
         for start in range(0, inputs.shape[0], batch):
             part = inputs[start:start + batch] if keep_sparse else _rows(inputs, slice(start, start + batch))
-            raw = self._predict(part)
-            if self.binary:
-                raw = np.where(raw > 0, 1.0, -1.0).astype(np.float32)
-            decoded = np.asarray(self._decode(raw), dtype=np.float64)
+            decoded = np.asarray(self._autoencode(part), dtype=np.float64)
             out.append(self._item_loss(part, decoded))
         return np.concatenate(out).astype(np.float32) if out else np.zeros(0, np.float32)
 
-    def _decode(self, codes: np.ndarray) -> np.ndarray:
+    def _autoencode(self, part) -> np.ndarray:
+        """Encoder then decoder on a batch of inputs: the reconstructions novelty is measured on."""
+        raw = self._predict(part)
+        if self.binary:
+            raw = np.where(raw > 0, 1.0, -1.0).astype(np.float32)
+        return self._decode(raw)
+
+    def _decode(self, codes: np.ndarray, *extra: np.ndarray) -> np.ndarray:
+        """The decoder on ``codes`` (and its further inputs ``extra``, if it takes any)."""
         graph = self.__dict__.get("_decoder_graph")
         if graph is not None:
-            return graph(codes)
+            return graph(codes, *extra)
         if getattr(self, "_decode_call", None) is None:
             import tensorflow as tf
 
             # A partial, not a lambda: one retracing counter per decoder (see _compile_inference).
             self._decode_call = tf.function(functools.partial(self.decoder_, training=False), reduce_retracing=True)
-        return self._decode_call(codes).numpy()
+        return self._decode_call([codes, *extra] if extra else codes).numpy()
 
     def _item_loss(self, part, decoded: np.ndarray) -> np.ndarray:  # pragma: no cover - abstract
         raise NotImplementedError
@@ -287,6 +292,8 @@ def _read_graph(path: Path) -> numpy_graph.Graph | None:
 
 
 def _load_model(path: Path):
+    from . import models  # noqa: F401  (registers MaxUnpool2D, a layer of the unpool decoder)
+
     try:
         return keras.saving.load_model(path, compile=False, safe_mode=True)
     except Exception as exc:  # Keras raises many types for a bad archive
