@@ -2,11 +2,12 @@
 
 Usage:
     python benchmarks/unpool_bench.py [--train 20000] [--queries 2000] [--epochs 5]
-        [--decoders dense,deconv,unpool] [--json OUT]
+        [--filters 32,64,128] [--decoders dense,deconv,unpool] [--json OUT]
 
 Every decoder is trained with the same settings (``ImagesConfig`` defaults:
 code dimension 32, filters 32,64,128, whitening 0.25, shift/mirror
-corruption, early stopping on a 5 % slice) except ``--epochs``, on the first
+corruption, early stopping on a 5 % slice) except ``--epochs`` and
+``--filters`` (the same for every decoder), on the first
 ``--train`` training images. Two query sets, each against an index of those
 training codes, k = 100, a hit = same class:
 
@@ -50,6 +51,7 @@ def main() -> None:
     parser.add_argument("--train", type=int, default=20_000)
     parser.add_argument("--queries", type=int, default=2_000)
     parser.add_argument("--epochs", type=int, default=5)
+    parser.add_argument("--filters", default=",".join(map(str, ImagesConfig.filters)))
     parser.add_argument("--decoders", default="dense,deconv,unpool")
     parser.add_argument("--json", type=Path)
     args = parser.parse_args()
@@ -66,7 +68,8 @@ def main() -> None:
     c = ImagesConfig()
     for decoder in args.decoders.split(","):
         started = time.perf_counter()
-        encoder = ConvAutoencoder(filters=c.filters, code_dim=c.code_dim, decoder=decoder, epochs=args.epochs,
+        filters = [int(f) for f in args.filters.split(",")]
+        encoder = ConvAutoencoder(filters=filters, code_dim=c.code_dim, decoder=decoder, epochs=args.epochs,
                                   batch_size=c.batch_size, learning_rate=c.learning_rate, noise=c.noise,
                                   patience=c.patience, whiten=c.whiten, augment=c.augment, mirror=c.mirror,
                                   seed=c.seed).fit(X)
@@ -75,7 +78,7 @@ def main() -> None:
         val = precision(codes, y, encoder.transform(X_val), y_val)
         tst = precision(codes, y, encoder.transform(X_test), y_test)
         bce = float(encoder.reconstruction_error(X_val).mean())
-        row = {"decoder": decoder, "train": args.train, "queries": args.queries, "epochs_max": args.epochs,
+        row = {"decoder": decoder, "train": args.train, "queries": args.queries, "epochs_max": args.epochs, "filters": filters,
                "epochs_run": len(encoder.history_["loss"]), "fit_seconds": round(seconds, 1),
                "validation_p10": round(val[0], 4), "validation_p100": round(val[1], 4),
                "test_p10": round(tst[0], 4), "test_p100": round(tst[1], 4), "validation_bce": round(bce, 4),
