@@ -201,7 +201,7 @@ def index_images(
     fit: Annotated[FitChoice, typer.Option(help="pad (letterbox) or crop (centre crop).")] = FitChoice(ImagesConfig.fit),
     code_dim: CodeDim = ImagesConfig.code_dim,
     filters: Annotated[str, typer.Option(help="Channels of the strided convolutions.")] = _csv(ImagesConfig.filters),
-    decoder: Annotated[DecoderChoice, typer.Option(help="dense layers or deconv (transposed convolutions).")] = DecoderChoice(ImagesConfig.decoder),
+    decoder: Annotated[DecoderChoice, typer.Option(help="dense layers, deconv (transposed convolutions) or unpool (max-unpooling at the encoder's max-pooling positions).")] = DecoderChoice(ImagesConfig.decoder),
     whiten: Annotated[float, typer.Option(help="Partial whitening of the codes (0 = off, 0.5 = full).")] = ImagesConfig.whiten,
     augment: Annotated[float, typer.Option(help="Denoising by random shifts (fraction of the side) and mirroring; 0 = off.")] = ImagesConfig.augment,
     mirror: Annotated[bool, typer.Option("--mirror/--no-mirror", help="Mirroring in the --augment corruption (off for glyphs such as digits).")] = ImagesConfig.mirror,

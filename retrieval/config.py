@@ -21,8 +21,9 @@ PRETRAIN_MODES = ("none", "layerwise")
 COLORS = ("auto", "grey", "rgb")
 #: ``fit``: how an image is made square (letterbox or centre crop).
 FITS = ("pad", "crop")
-#: ``decoder`` of the image autoencoder: dense layers or transposed convolutions.
-DECODERS = ("dense", "deconv")
+#: ``decoder`` of the image autoencoder: dense layers, transposed convolutions,
+#: or max-unpooling at the argmax positions of a max-pooling encoder.
+DECODERS = ("dense", "deconv", "unpool")
 #: ``index_kind``: the FAISS index type (``auto`` picks by collection size).
 INDEX_KINDS = ("auto", "flat", "ivf", "hnsw")
 #: ``index --engine``: where a build encodes its items (``local``: this
@@ -437,7 +438,8 @@ class ImagesConfig(_Config):
         labels_from_folders: Label = first-level sub-folder.
         code_dim: Autoencoder code dimension.
         filters: Channels of the strided convolutions.
-        decoder: ``dense`` or ``deconv`` (transposed convolutions).
+        decoder: ``dense``, ``deconv`` (transposed convolutions) or
+            ``unpool`` (max-pooling encoder, max-unpooling decoder).
         epochs: Maximum training epochs.
         batch_size: Mini-batch size.
         learning_rate: Adam learning rate.
@@ -505,6 +507,12 @@ class ImagesConfig(_Config):
         _check_choice("--color", self.color, COLORS)
         _check_choice("--fit", self.fit, FITS)
         _check_choice("--decoder", self.decoder, DECODERS)
+        if self.decoder == "unpool" and self.bits:
+            raise InputError(f"--decoder unpool does not combine with --bits {self.bits}; "
+                             "use --decoder deconv or dense for binary codes")
+        if self.decoder == "unpool" and getattr(self, "quantize", None) == "vq":
+            # The VQ phase feeds the decoder quantised codes alone; unpooling needs the encoder's maps too.
+            raise InputError("--decoder unpool does not combine with --quantize vq; use --decoder deconv or dense")
         _check_choice("--index", self.index_kind, INDEX_KINDS)
 
 

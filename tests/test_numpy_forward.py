@@ -47,9 +47,11 @@ def _images(n: int, size: int, channels: int, seed: int = 0) -> np.ndarray:
     return np.clip(pixels, 0, 255).astype(np.uint8)
 
 
-#: (size, channels, decoder, binarize): grey and RGB, both decoders, float and binary (code_norm) codes,
-#: sizes not divisible by 2**len(filters) (the deconv decoder then ends in Resizing).
-IMAGE_CASES = [(16, 1, "dense", "none"), (18, 3, "deconv", "none"), (14, 1, "deconv", "learned")]
+#: (size, channels, decoder, binarize): grey and RGB, the three decoders, float and binary (code_norm) codes,
+#: sizes not divisible by 2**len(filters) (the deconv decoder then ends in Resizing; unpool pools an odd
+#: row and column alone, then crops it back).
+IMAGE_CASES = [(16, 1, "dense", "none"), (18, 3, "deconv", "none"), (14, 1, "deconv", "learned"),
+               (15, 3, "unpool", "none")]
 
 
 @pytest.fixture(scope="session", params=IMAGE_CASES, ids=lambda c: "-".join(map(str, c)))
@@ -89,9 +91,22 @@ def test_image_codes_and_decoder_equal_keras(image_pair):
     else:
         assert np.abs(loaded.transform(X) - fitted.transform(X)).max() <= TOLERANCE
     codes = np.where(raw > 0, 1.0, -1.0).astype(np.float32) if fitted.binary else raw
-    decoded = loaded._decode(codes)
+    if fitted.decoder == "unpool":
+        # The decoder's further inputs: the encoder's activations before each pooling, NumPy == Keras.
+        graph = loaded.__dict__["_encoder_graph"]
+        _, *references = graph.run(scaled, outputs=[graph.output, *graph.pool_inputs])
+        _, *keras_references = fitted._encode_with_references(scaled)
+        assert [r.shape for r in references] == [(300, 15, 15, 4), (300, 8, 8, 8)]
+        for mine, theirs in zip(references, keras_references):
+            assert np.abs(mine - theirs).max() <= TOLERANCE
+        decoded = loaded._decode(codes, *references)
+        assert np.abs(decoded - _keras(fitted.decoder_, [codes, *references])).max() <= TOLERANCE
+        # A code alone decodes too (zero references: nearest-neighbour upsampling), in both.
+        assert np.abs(loaded._decode(codes) - fitted._decode(codes)).max() <= TOLERANCE
+    else:
+        decoded = loaded._decode(codes)
+        assert np.abs(decoded - _keras(fitted.decoder_, codes)).max() <= TOLERANCE
     assert decoded.shape == X.shape
-    assert np.abs(decoded - _keras(fitted.decoder_, codes)).max() <= TOLERANCE
     assert np.abs(loaded.reconstruction_error(X) - fitted.reconstruction_error(X)).max() <= TOLERANCE
 
 

@@ -276,13 +276,17 @@ class KerasAutoencoder(Encoder):
         out = []
         for start in range(0, inputs.shape[0], batch):
             part = inputs[start:start + batch] if keep_sparse else _rows(inputs, slice(start, start + batch))
-            raw = self._predict(part)
-            if self.binary:
-                raw = np.where(raw > 0, 1.0, -1.0).astype(np.float32)
-            if self.quantized:  # decoded from the codebook entries, as in training
-                raw = decode(assign(split_groups(raw, self.groups, self.unit_groups), self.codebook_), self.codebook_)
-            out.append(self._item_loss(part, np.asarray(self._decode(raw))))
+            out.append(self._item_loss(part, np.asarray(self._autoencode(part))))
         return np.concatenate(out).astype(np.float32) if out else np.zeros(0, np.float32)
+
+    def _autoencode(self, part) -> np.ndarray:
+        """Encoder then decoder on a batch of inputs: the reconstructions novelty is measured on."""
+        raw = self._predict(part)
+        if self.binary:
+            raw = np.where(raw > 0, 1.0, -1.0).astype(np.float32)
+        if self.quantized:  # decoded from the codebook entries, as in training
+            raw = decode(assign(split_groups(raw, self.groups, self.unit_groups), self.codebook_), self.codebook_)
+        return self._decode(raw)
 
     # -- the decoder as a generator (retrieval/generate.py) -------------------------
     @property
@@ -317,16 +321,17 @@ class KerasAutoencoder(Encoder):
             raise InputError(f"codes must be (n, {self.code_dim}); got shape {codes.shape}")
         return np.asarray(self._decode(codes), dtype=np.float32)
 
-    def _decode(self, codes: np.ndarray) -> np.ndarray:
+    def _decode(self, codes: np.ndarray, *extra: np.ndarray) -> np.ndarray:
+        """The decoder on ``codes`` (and its further inputs ``extra``, if it takes any)."""
         graph = self.__dict__.get("_decoder_graph")
         if graph is not None:
-            return graph(codes)
+            return graph(codes, *extra)
         if getattr(self, "_decode_call", None) is None:
             import tensorflow as tf
 
             # A partial, not a lambda: one retracing counter per decoder (see _compile_inference).
             self._decode_call = tf.function(functools.partial(self.decoder_, training=False), reduce_retracing=True)
-        return self._decode_call(codes).numpy()
+        return self._decode_call([codes, *extra] if extra else codes).numpy()
 
     def _item_loss(self, part, decoded: np.ndarray) -> np.ndarray:  # pragma: no cover - abstract
         raise NotImplementedError
@@ -389,6 +394,8 @@ def _read_graph(path: Path) -> numpy_graph.Graph | None:
 
 
 def _load_model(path: Path):
+    from . import models  # noqa: F401  (registers MaxUnpool2D, a layer of the unpool decoder)
+
     try:
         return keras.saving.load_model(path, compile=False, safe_mode=True)
     except Exception as exc:  # Keras raises many types for a bad archive

@@ -23,8 +23,21 @@ class ConvAutoencoder(KerasAutoencoder):
     normalisation and ReLU, each halving the size) and a dense bottleneck.
     The decoder is either ``"deconv"``, transposed convolutions mirroring the
     encoder (the "deconvolution" autoencoder), or ``"dense"``, two dense
-    layers back to the pixels (cheaper per epoch on small images). The output
-    is a sigmoid trained with binary cross-entropy on pixels in [0, 1].
+    layers back to the pixels (cheaper per epoch on small images), or
+    ``"unpool"``: the encoder then halves sizes by 3x3 convolutions of stride
+    1 and 2x2 max-pooling, and the decoder mirrors it by max-unpooling (each
+    value back at the position of its window's maximum in the encoder) and
+    3x3 convolutions. The output is a sigmoid trained with binary
+    cross-entropy on pixels in [0, 1].
+
+    The ``unpool`` decoder takes the code *and* the encoder's activations
+    before each pooling (the positions of the maxima): reconstructions
+    (:meth:`reconstruct`, reconstruction errors) run the whole
+    encoder -> decoder path on the image, in NumPy for a loaded model. A code
+    alone has no positions: decoding it (``_decode(codes)``) feeds zero
+    activations, whose windows tie everywhere, so each value fills its whole
+    window (nearest-neighbour upsampling). ``unpool`` does not combine with
+    binary codes.
 
     All arguments are keyword-only; the defaults of those ``ImagesConfig``
     shares are its defaults.
@@ -32,7 +45,7 @@ class ConvAutoencoder(KerasAutoencoder):
     Args:
         filters: Channels of the strided convolutions.
         code_dim: Code dimension.
-        decoder: ``"deconv"`` or ``"dense"``.
+        decoder: ``"deconv"``, ``"dense"`` or ``"unpool"``.
         epochs: Maximum training epochs.
         batch_size: Mini-batch size.
         learning_rate: Adam learning rate.
@@ -77,13 +90,43 @@ class ConvAutoencoder(KerasAutoencoder):
 
     def reconstruct(self, X) -> np.ndarray:
         """The decoder's rendering of each image's code, uint8 like the input."""
-        raw = self._predict(np.asarray(X))
-        if self.binary:
-            raw = np.where(raw > 0, 1.0, -1.0).astype(np.float32)
-        if self.quantized:
-            raw = decode(assign(split_groups(raw, self.groups, self.unit_groups), self.codebook_), self.codebook_)
-        decoded = np.asarray(self._decode(raw)).reshape(np.shape(X))
+        decoded = np.asarray(self._autoencode(np.asarray(X))).reshape(np.shape(X))
         return np.clip(np.rint(decoded * 255), 0, 255).astype(np.uint8)
+
+    def _autoencode(self, part) -> np.ndarray:
+        if self.decoder != "unpool":
+            return super()._autoencode(part)
+        # The decoder unpools at the positions of this image's maxima: the
+        # encoder's activations before each pooling go along with the code.
+        x = self._prepare_input(part)
+        graph = self.__dict__.get("_encoder_graph")
+        if graph is not None:
+            raw, *references = graph.run(x, outputs=[graph.output, *graph.pool_inputs])
+        else:
+            raw, *references = self._encode_with_references(x)
+        return self._decode(raw, *references)
+
+    def _encode_with_references(self, x: np.ndarray, batch: int = 256) -> list[np.ndarray]:
+        """Keras: the code and the activations before each pooling of ``x``."""
+        if self.__dict__.get("_tap_model") is None:
+            pools = [layer for layer in self.encoder_.layers if type(layer).__name__ == "MaxPooling2D"]
+            self._tap_model = keras.Model(self.encoder_.inputs, [self.encoder_.outputs[0]] + [p.input for p in pools])
+        parts = [[t.numpy() for t in self._tap_model(x[start:start + batch], training=False)]
+                 for start in range(0, len(x), batch)]
+        return [np.concatenate(p) for p in zip(*parts)]
+
+    def _decode(self, codes: np.ndarray, *references: np.ndarray) -> np.ndarray:
+        if self.decoder == "unpool" and not references:
+            # A code alone: zero activations tie in every window, so unpooling
+            # fills each window with its value (nearest-neighbour upsampling).
+            references = tuple(np.zeros((len(codes), *shape), np.float32) for shape in self._reference_shapes())
+        return super()._decode(codes, *references)
+
+    def _reference_shapes(self) -> list[tuple]:
+        graph = self.__dict__.get("_decoder_graph")
+        if graph is not None:
+            return graph.input_shapes[1:]
+        return [tuple(t.shape[1:]) for t in self.decoder_.inputs[1:]]
 
     def _item_loss(self, part, decoded: np.ndarray) -> np.ndarray:
         x = np.asarray(part, dtype=np.float64).reshape(len(part), -1) / 255
@@ -104,8 +147,12 @@ class ConvAutoencoder(KerasAutoencoder):
         if len(X) < 4:
             raise InputError(f"an autoencoder needs at least 4 images; got {len(X)}")
         if self.decoder not in DECODERS:
-            raise InputError(f"decoder must be 'dense' or 'deconv'; got {self.decoder!r}")
+            raise InputError(f"decoder must be one of {', '.join(DECODERS)}; got {self.decoder!r}")
         self._check_binarize()
+        if self.decoder == "unpool" and self.binary:
+            raise InputError(f"decoder 'unpool' does not combine with binary codes (binarize={self.binarize!r}); "
+                             "use decoder 'deconv' or 'dense' for bits")
+        self.__dict__.pop("_tap_model", None)
         started = time.perf_counter()
         keras.utils.set_random_seed(self.seed)
         self.encoder_, self.decoder_, autoencoder = self._build(X.shape[1:])

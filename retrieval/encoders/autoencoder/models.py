@@ -1,9 +1,11 @@
 """The Keras models: encoder, decoder and the autoencoder joining them.
 
 Only standard Keras layers end up in the saved ``encoder.keras`` and
-``decoder.keras`` (they load in safe mode); :class:`_StochasticSign` lives
-in the binary training graph only, :class:`VectorQuantizer` in the VQ
-training graph only (its codebook is saved as an array and applied in NumPy).
+``decoder.keras`` (they load in safe mode), except :class:`MaxUnpool2D` of the
+``unpool`` decoder, a registered serialisable layer (no code in the archive);
+:class:`_StochasticSign` lives in the binary training graph only,
+:class:`VectorQuantizer` in the VQ training graph only (its codebook is saved
+as an array and applied in NumPy).
 """
 from __future__ import annotations
 
@@ -86,6 +88,37 @@ class VectorQuantizer(layers.Layer):
         return ops.reshape(zg + ops.stop_gradient(q - zg), (-1, self.groups * self.width))
 
 
+@keras.saving.register_keras_serializable(package="retrieval")
+class MaxUnpool2D(layers.Layer):
+    """Max-unpooling (2x2): each value goes back to the position of its pooling window's maximum.
+
+    Called on ``[x, reference]``: ``reference`` is the encoder's activation
+    before its ``MaxPooling2D(2, padding="same")`` and ``x`` has that pooling's
+    output shape. Each value of ``x`` is copied to the 2x2 window it came
+    from, kept where ``reference`` equals the window's maximum and zero
+    elsewhere (the "switches" of SegNet / Zeiler and Fergus), then cropped to
+    ``reference``'s size. A window whose values tie (a dead ReLU window:
+    all zeros) passes the value to every tied position: a reference of zeros,
+    as a decoder fed a code alone gets, makes this nearest-neighbour
+    upsampling. The switches carry no gradient.
+    """
+
+    def call(self, inputs):
+        x, reference = inputs
+        rows, cols = reference.shape[1], reference.shape[2]
+        pooled = keras.ops.max_pool(reference, pool_size=2, strides=2, padding="same")
+        switches = keras.ops.cast(keras.ops.equal(reference, _upsample(pooled, rows, cols)), x.dtype)
+        return _upsample(x, rows, cols) * keras.ops.stop_gradient(switches)
+
+    def compute_output_shape(self, input_shape):
+        return (input_shape[0][0], *input_shape[1][1:3], input_shape[0][3])
+
+
+def _upsample(x, rows: int, cols: int):
+    # Each value repeated over its 2x2 window, cropped to the pre-pooling size.
+    return keras.ops.repeat(keras.ops.repeat(x, 2, axis=1), 2, axis=2)[:, :rows, :cols]
+
+
 def build_text(n_words: int, *, hidden: list[int], code_dim: int, noise: float, decoder_hidden: list[int],
                code_norm: bool, sparse: bool = False):
     """The dense autoencoder of TF-IDF rows: ``(encoder, decoder, autoencoder)``.
@@ -116,18 +149,21 @@ def build_conv(shape: tuple[int, int, int], *, filters: list[int], code_dim: int
                augment: float, code_norm: bool, seed: int, mirror: bool = True):
     """The convolutional autoencoder of square images: ``(encoder, decoder, autoencoder)``.
 
-    ``decoder`` is ``"dense"`` (two dense layers back to the pixels) or
-    ``"deconv"`` (transposed convolutions mirroring the encoder).
+    ``decoder`` is ``"dense"`` (two dense layers back to the pixels),
+    ``"deconv"`` (transposed convolutions mirroring the encoder) or
+    ``"unpool"``: the encoder then halves sizes with 3x3 convolutions of
+    stride 1 each followed by ``MaxPooling2D`` (instead of strided
+    convolutions), and the decoder mirrors it with :class:`MaxUnpool2D` +
+    3x3 convolutions. That decoder takes ``[code, *references]``, the
+    encoder's activations before each pooling (outermost first): in the
+    autoencoder they flow from the encoder as skip connections.
     """
+    if decoder == "unpool":
+        return _build_unpool(shape, filters=filters, code_dim=code_dim, noise=noise, augment=augment,
+                             code_norm=code_norm, seed=seed, mirror=mirror)
     size, _, channels = shape
     inp = keras.Input(shape, name="pixels")
-    h = layers.Dropout(noise, name="masking_noise")(inp) if noise else inp
-    if augment:
-        # Geometric corruption (active in training only): the decoder must
-        # restore the original from a shifted, mirrored view.
-        h = layers.RandomTranslation(augment, augment, fill_mode="constant", seed=seed, name="jitter")(h)
-        if mirror:  # not for glyphs: a mirrored 2 is no digit
-            h = layers.RandomFlip("horizontal", seed=seed, name="mirror")(h)
+    h = _corrupt(inp, noise=noise, augment=augment, seed=seed, mirror=mirror)
     for i, f in enumerate(filters):
         h = layers.Conv2D(f, 3, strides=2, padding="same", use_bias=False, name=f"conv_{i}")(h)
         h = layers.BatchNormalization(name=f"conv_{i}_bn")(h)
@@ -152,6 +188,48 @@ def build_conv(shape: tuple[int, int, int], *, filters: list[int], code_dim: int
             h = layers.Resizing(size, size, name="resize")(h)
     decoder_model = keras.Model(dec_in, h, name="decoder")
     return encoder, decoder_model, keras.Model(inp, decoder_model(encoder(inp)), name="autoencoder")
+
+
+def _corrupt(inp, *, noise: float, augment: float, seed: int, mirror: bool):
+    h = layers.Dropout(noise, name="masking_noise")(inp) if noise else inp
+    if augment:
+        # Geometric corruption (active in training only): the decoder must
+        # restore the original from a shifted, mirrored view.
+        h = layers.RandomTranslation(augment, augment, fill_mode="constant", seed=seed, name="jitter")(h)
+        if mirror:  # not for glyphs: a mirrored 2 is no digit
+            h = layers.RandomFlip("horizontal", seed=seed, name="mirror")(h)
+    return h
+
+
+def _build_unpool(shape, *, filters, code_dim, noise, augment, code_norm, seed, mirror):
+    """The ``unpool`` variant of :func:`build_conv`: max-pooling encoder, max-unpooling decoder."""
+    size, _, channels = shape
+    inp = keras.Input(shape, name="pixels")
+    h = _corrupt(inp, noise=noise, augment=augment, seed=seed, mirror=mirror)
+    references = []
+    for i, f in enumerate(filters):
+        h = layers.Conv2D(f, 3, padding="same", use_bias=False, name=f"conv_{i}")(h)
+        h = layers.BatchNormalization(name=f"conv_{i}_bn")(h)
+        h = layers.Activation("relu", name=f"conv_{i}_relu")(h)
+        references.append(h)
+        h = layers.MaxPooling2D(2, padding="same", name=f"pool_{i}")(h)
+    inner = tuple(h.shape[1:])
+    code = layers.Dense(code_dim, name="code")(layers.Flatten()(h))
+    if code_norm:
+        code = layers.BatchNormalization(name="code_norm")(code)
+    encoder = keras.Model(inp, code, name="encoder")
+    dec_in = keras.Input((code_dim,), name="code_in")
+    ref_in = [keras.Input(tuple(r.shape[1:]), name=f"reference_{i}") for i, r in enumerate(references)]
+    h = layers.Dense(int(np.prod(inner)), activation="relu", name="dec_dense")(dec_in)
+    h = layers.Reshape(inner, name="dec_reshape")(h)
+    for i in reversed(range(len(filters))):
+        h = MaxUnpool2D(name=f"unpool_{i}")([h, ref_in[i]])
+        if i:  # back to the channels of the level above, whose switches come next
+            h = layers.Conv2D(filters[i - 1], 3, padding="same", activation="relu", name=f"dec_conv_{i}")(h)
+    h = layers.Conv2D(channels, 3, padding="same", activation="sigmoid", name="pixels_out")(h)
+    decoder_model = keras.Model([dec_in, *ref_in], h, name="decoder")
+    autoencoder = keras.Model(inp, decoder_model([code, *references]), name="autoencoder")
+    return encoder, decoder_model, autoencoder
 
 
 def build_binary(encoder, decoder, seed: int):

@@ -13,7 +13,10 @@ raises :class:`Unsupported` and the caller loads the model with Keras instead.
 
 Every operation is vectorised over the batch: convolutions by strided
 windows (``sliding_window_view``) and one ``tensordot``, transposed
-convolutions by one product per kernel tap.
+convolutions by one product per kernel tap. A model is run as the graph
+its config describes (several inputs, layers fed by earlier layers): the
+``unpool`` decoder takes the code and the encoder's activations before each
+pooling, and :meth:`Graph.run` returns those activations from the encoder.
 """
 from __future__ import annotations
 
@@ -32,7 +35,7 @@ from numpy.lib.stride_tricks import sliding_window_view
 _IDENTITY = frozenset({"InputLayer", "Dropout", "GaussianNoise", "GaussianDropout", "SpatialDropout1D",
                        "SpatialDropout2D", "RandomTranslation", "RandomFlip", "RandomRotation", "RandomZoom"})
 
-Op = Callable[[np.ndarray], np.ndarray]
+Op = Callable[..., np.ndarray]
 
 
 class Unsupported(Exception):
@@ -40,39 +43,61 @@ class Unsupported(Exception):
 
 
 class Graph:
-    """A saved Keras model as a chain of NumPy operations.
+    """A saved Keras model as NumPy operations in topological order.
 
     Args:
         name: The model's name (``encoder``, ``decoder``).
-        ops: ``(layer name, operation)`` in order; each takes the previous output.
+        ops: ``(layer name, operation, source layer names)`` in order; each
+            operation takes its sources' outputs.
+        inputs: The input layers' names, in the order the model takes them.
+        output: The output layer's name.
         batch: Rows run at once (bounds the memory of convolution windows).
+
+    Attributes:
+        pool_inputs: The layers feeding each ``MaxPooling2D``, in order: the
+            references an ``unpool`` decoder takes (see :meth:`run`).
+        input_shapes: Each input's shape without the batch axis (None entries unknown).
     """
 
-    def __init__(self, name: str, ops: list[tuple[str, Op]], batch: int = 256) -> None:
-        self.name, self.ops, self.batch = name, ops, batch
+    def __init__(self, name: str, ops: list[tuple[str, Op, list[str]]], inputs: list[str], output: str,
+                 batch: int = 256, pool_inputs: list[str] | None = None,
+                 input_shapes: list[tuple] | None = None) -> None:
+        self.name, self.ops, self.inputs, self.output, self.batch = name, ops, inputs, output, batch
+        self.pool_inputs = pool_inputs or []
+        self.input_shapes = input_shapes or [() for _ in inputs]
 
-    def __call__(self, X) -> np.ndarray:
-        """Run ``X`` (sparse CSR rows, or a dense float array) through the model: float32 outputs.
+    def __call__(self, *X) -> np.ndarray:
+        """Run the inputs (sparse CSR rows, or dense float arrays) through the model: float32 outputs.
 
         Sparse rows stay sparse until the first Dense layer, whose product then
         touches only their non-zero terms.
         """
-        n = X.shape[0]
-        if 0 < n <= self.batch:  # one batch (a query): no slicing copy
-            return self._run(X)
-        parts = [self._run(X[start:start + self.batch]) for start in range(0, n, self.batch)]
-        if not parts:
-            return self._run(X[:0])
-        return parts[0] if len(parts) == 1 else np.concatenate(parts)
+        return self.run(*X)[0]
 
-    def _run(self, h) -> np.ndarray:
-        if sp.issparse(h):
-            h = h if h.dtype == np.float32 else h.astype(np.float32)
-        else:
-            h = np.asarray(h, dtype=np.float32)
-        for _, op in self.ops:
-            h = op(h)
-        return _dense(h)
+    def run(self, *X, outputs: list[str] | None = None) -> list[np.ndarray]:
+        """The outputs of the layers named in ``outputs`` (default: the model's output) for inputs ``X``."""
+        if len(X) != len(self.inputs):
+            raise ValueError(f"model {self.name!r} takes {len(self.inputs)} inputs; got {len(X)}")
+        wanted = outputs or [self.output]
+        n = X[0].shape[0]
+        if 0 < n <= self.batch:  # one batch (a query): no slicing copy
+            return self._run(list(X), wanted)
+        parts = [self._run([x[start:start + self.batch] for x in X], wanted) for start in range(0, n, self.batch)]
+        if not parts:
+            return self._run([x[:0] for x in X], wanted)
+        return [p[0] if len(parts) == 1 else np.concatenate(p) for p in zip(*parts)]
+
+    def _run(self, X: list, wanted: list[str]) -> list[np.ndarray]:
+        values = {name: (h if h.dtype == np.float32 else h.astype(np.float32)) if sp.issparse(h)
+                  else np.asarray(h, dtype=np.float32) for name, h in zip(self.inputs, X)}
+        kept = set(wanted)
+        last_use = {source: i for i, (_, _, sources) in enumerate(self.ops) for source in sources}
+        for i, (name, op, sources) in enumerate(self.ops):
+            values[name] = op(*(values[source] for source in sources))
+            for source in sources:  # free what no later layer reads (convolution maps are large)
+                if last_use[source] == i and source not in kept:
+                    del values[source]
+        return [_dense(values[name]) for name in wanted]
 
 
 def load(path: Path) -> Graph:
@@ -119,8 +144,11 @@ def from_config(config: dict, weights: dict[str, list[np.ndarray]]) -> Graph:
         raise Unsupported(f"model class {config.get('class_name')!r}")
     model = config.get("config", {})
     layers = model.get("layers", [])
-    ops: list[tuple[str, Op]] = []
-    previous = None
+    ops: list[tuple[str, Op, list[str]]] = []
+    inputs: list[str] = []
+    pool_inputs: list[str] = []
+    shapes: dict[str, tuple] = {}
+    seen: set[str] = set()
     used_keys: dict[str, int] = {}
     for layer in layers:
         cls, name, cfg = layer.get("class_name"), layer.get("name") or layer["config"].get("name"), layer["config"]
@@ -130,21 +158,42 @@ def from_config(config: dict, weights: dict[str, list[np.ndarray]]) -> Graph:
         key = f"key:{base}" if count == 0 else f"key:{base}_{count}"
         sources = _sources(layer)
         if cls == "InputLayer":
-            if previous is not None:
-                raise Unsupported(f"second input {name!r}")
-        elif sources != [previous]:
-            raise Unsupported(f"layer {name!r} is not fed by the layer before it (only chains run in NumPy)")
-        previous = name
+            inputs.append(name)
+            shapes[name] = tuple((cfg.get("batch_shape") or cfg.get("batch_input_shape") or [None])[1:])
+        elif not sources or any(source not in seen for source in sources):
+            raise Unsupported(f"layer {name!r} is fed by a layer not before it")
+        seen.add(name)
+        if cls == "InputLayer":
+            continue
         if cls in _IDENTITY:
+            ops.append((name, _identity, sources))
             continue
         build = _BUILDERS.get(cls)
         if build is None:
             raise Unsupported(f"layer {name!r} of type {cls}")
-        ops.append((name, build(name, cfg, weights.get(name, weights.get(key, [])))))
-    outputs = model.get("output_layers") or []
-    if not outputs or _history(outputs)[0] != previous:
-        raise Unsupported("the output is not the last layer")
-    return Graph(model.get("name", ""), ops)
+        if len(sources) != _ARITY.get(cls, 1):
+            raise Unsupported(f"layer {name!r} of type {cls} takes {_ARITY.get(cls, 1)} inputs, not {len(sources)}")
+        if cls == "MaxPooling2D":
+            pool_inputs.append(sources[0])
+        ops.append((name, build(name, cfg, weights.get(name, weights.get(key, []))), sources))
+    declared = [_history(ref)[0] for ref in _refs(model.get("input_layers"))]
+    if declared and sorted(declared) == sorted(inputs):
+        inputs = declared  # the order the model takes them in
+    outputs = _refs(model.get("output_layers"))
+    if len(outputs) != 1:
+        raise Unsupported(f"{len(outputs)} outputs (one is run in NumPy)")
+    output = _history(outputs[0])[0]
+    if output not in seen:
+        raise Unsupported(f"the output {output!r} is not a layer of the model")
+    return Graph(model.get("name", ""), ops, inputs, output, pool_inputs=pool_inputs,
+                 input_shapes=[shapes[name] for name in inputs])
+
+
+def _refs(refs) -> list:
+    # ["name", node, tensor] (one) or [["name", node, tensor], ...] (several)
+    if not refs:
+        return []
+    return refs if isinstance(refs[0], list) else [refs]
 
 
 def _history(ref) -> list:
@@ -159,7 +208,8 @@ def _sources(layer: dict) -> list[str]:
     names = []
     for node in nodes:
         args = node.get("args", []) if isinstance(node, dict) else node
-        for arg in args:
+        # A layer called on a list (Concatenate, MaxUnpool2D) has that list as its one argument.
+        for arg in (a for group in args for a in (group if isinstance(group, list) else [group])):
             if isinstance(arg, dict) and arg.get("class_name") == "__keras_tensor__":
                 names.append(arg["config"]["keras_history"][0])
             else:
@@ -174,6 +224,10 @@ def _sources(layer: dict) -> list[str]:
 # -- layers ------------------------------------------------------------------------------
 def _dense(h):
     return h.toarray() if sp.issparse(h) else h
+
+
+def _identity(h):
+    return h
 
 
 def _softmax(h: np.ndarray) -> np.ndarray:
@@ -337,8 +391,38 @@ def _build_resizing(name, cfg, variables):
     return op
 
 
+def _max_pool(h: np.ndarray) -> np.ndarray:
+    # 2x2, stride 2, SAME: the odd row/column at the end pooled alone (padded with -inf).
+    n, rows, cols, c = h.shape
+    r, q = -(-rows // 2), -(-cols // 2)
+    padded = np.pad(h, ((0, 0), (0, 2 * r - rows), (0, 2 * q - cols), (0, 0)), constant_values=-np.inf)
+    return padded.reshape(n, r, 2, q, 2, c).max(axis=(2, 4))
+
+
+def _upsample(h: np.ndarray, rows: int, cols: int) -> np.ndarray:
+    return np.repeat(np.repeat(h, 2, axis=1), 2, axis=2)[:, :rows, :cols]
+
+
+def _build_max_pooling(name, cfg, variables):
+    _check(name, cfg, pool_size=((2, 2), 2), strides=((2, 2), 2, None), padding=("same",),
+           data_format=(None, "channels_last"))
+    return lambda h: _max_pool(_dense(h))
+
+
+def _build_max_unpool(name, cfg, variables):
+    # models.MaxUnpool2D: x copied over its 2x2 window, kept where the reference is the window's maximum.
+    def op(x, reference):
+        rows, cols = reference.shape[1:3]
+        switches = reference == _upsample(_max_pool(reference), rows, cols)
+        return _upsample(x, rows, cols) * switches
+    return op
+
+
 _BUILDERS: dict[str, Callable[[str, dict, list[np.ndarray]], Op]] = {
     "Dense": _build_dense, "BatchNormalization": _build_batch_norm, "Activation": _build_activation,
     "Flatten": _build_flatten, "Reshape": _build_reshape, "Conv2D": _build_conv2d,
     "Conv2DTranspose": _build_conv2d_transpose, "Resizing": _build_resizing,
+    "MaxPooling2D": _build_max_pooling, "MaxUnpool2D": _build_max_unpool,
 }
+#: Inputs of the layers that take more than one.
+_ARITY = {"MaxUnpool2D": 2}
