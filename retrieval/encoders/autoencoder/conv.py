@@ -9,7 +9,6 @@ from ...config import DECODERS, ImagesConfig
 from ...errors import InputError
 from ...progress import Progress
 from . import _lazy_keras as keras
-from ..vq import assign, decode, split_groups
 from .base import KerasAutoencoder
 
 #: The defaults of the options ``retrieval index images`` shares with the encoder.
