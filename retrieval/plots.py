@@ -364,6 +364,10 @@ def make_tile_sheet(images: list[np.ndarray], captions: list[str], out: str | Pa
         for line in str(text).split("\n")[:_CAPTION_LINES] if text else []:
             draw.text((x + _SHEET_PAD, ty), _fit_text(draw, line, font, thumb), fill=(0, 0, 0), font=font)
             ty += line_h
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    sheet.save(out, format="PNG")
+    return out
 
 
 def make_group_sheet(groups: list[list[np.ndarray]], captions: list[list[str]], out: Path, thumb: int = 64) -> Path:
