@@ -22,7 +22,7 @@ from urllib.parse import urlparse
 
 from .config import DUPLICATES_CANDIDATES, DUPLICATES_SHEET_GROUPS, DUPLICATES_THRESHOLD
 from .config import DEFAULT_K, EVALUATE_K, OUTLIERS_K, QUERY_FIELDS, SHORTLIST_RANGE, DocsConfig, ImagesConfig, Range
-from .config import EXPLAIN_HIT_WORDS, GENERATE_MAPS, MAP_EPOCHS, MAP_MAX_ITEMS, TOP_WORDS
+from .config import EXPLAIN_HIT_WORDS, GENERATE_MAPS, GENERATE_SEED, MAP_EPOCHS, MAP_MAX_ITEMS, TOP_WORDS
 from .engines import open_engine
 from .errors import HomeNotWritable, InputError, RetrievalError, RetrievalWarning
 from .modality import DOCS, IMAGES, Modality
@@ -370,7 +370,7 @@ def corpus_map(retriever: Retriever, out: Path, **options) -> Path:
 def generate(store: Store, name: str, query: str | None = None, *, grid: bool = False,
              between: tuple[str, str] | None = None, sample: int | None = None, like: str | None = None,
              out: Path | None = None, steps: int | None = None, k: int = TOP_WORDS, map: str = GENERATE_MAPS[0],
-             max_items: int = MAP_MAX_ITEMS, epochs: int = MAP_EPOCHS, seed: int = 0):
+             max_items: int = MAP_MAX_ITEMS, epochs: int = MAP_EPOCHS, seed: int = GENERATE_SEED):
     """The decoder as a generator (:mod:`retrieval.generate`), given exactly one of ``grid``,
     ``between``, ``sample``, ``like`` or ``query`` (a text: its top words)."""
     from . import generate as gen

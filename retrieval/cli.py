@@ -685,7 +685,7 @@ def generate(
     map_: Annotated[MapChoice, typer.Option("--map", help="--grid over the codes' first two principal directions (NumPy) or a 2-d autoencoder trained as 'plot' trains it.")] = MapChoice(config.GENERATE_MAPS[0]),
     max_items: Annotated[int, typer.Option(help="Items sampled for the map, the Gaussian and the drawn positions.")] = config.MAP_MAX_ITEMS,
     epochs: Annotated[int, typer.Option(help="Epochs of the 2-d autoencoder (--map autoencoder).")] = config.MAP_EPOCHS,
-    seed: Seed = 0,
+    seed: Seed = config.GENERATE_SEED,
     index_dir: IndexDir = None,
     as_json: JsonOut = False,
 ) -> None:

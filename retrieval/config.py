@@ -134,6 +134,8 @@ GENERATE_MAPS = ("pca", "autoencoder")
 #: The grid spans these percentiles of the items' 2-d positions on each axis:
 #: the full range would spend its edge tiles on a handful of outliers.
 GENERATE_GRID_PERCENTILES = (2.0, 98.0)
+#: Seed of ``generate``'s samples (items for the map, Gaussian draws, the 2-d autoencoder).
+GENERATE_SEED = 0
 #: Words printed per code by ``generate --like/--between`` and ``explain``.
 TOP_WORDS = 10
 #: Words shown per hit by ``query --explain``.

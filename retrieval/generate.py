@@ -27,7 +27,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .config import (GENERATE_GRID_PERCENTILES, GENERATE_GRID_STEPS, GENERATE_MAPS, GENERATE_PATH_STEPS,
+from .config import (GENERATE_GRID_PERCENTILES, GENERATE_GRID_STEPS, GENERATE_MAPS, GENERATE_PATH_STEPS, GENERATE_SEED,
                      MAP_EPOCHS, MAP_MAX_ITEMS, TOP_WORDS, Range)
 from .errors import IndexFormatError, InputError
 from .modality import DOCS, IMAGES
@@ -103,7 +103,7 @@ def interpolate(start: np.ndarray, end: np.ndarray, steps: int) -> np.ndarray:
     return ((1 - t) * start + t * end).astype(np.float32)
 
 
-def gaussian_sample(codes: np.ndarray, n: int, seed: int = 0) -> np.ndarray:
+def gaussian_sample(codes: np.ndarray, n: int, seed: int = GENERATE_SEED) -> np.ndarray:
     """``n`` codes drawn from the Gaussian fitted to ``codes`` (their mean and covariance).
 
     Args:
@@ -279,7 +279,7 @@ def _decode_words(retriever, encoder, codes: np.ndarray, k: int) -> list:
 
 
 def grid(retriever, out: str | Path, *, steps: int = GENERATE_GRID_STEPS, map: str = GENERATE_MAPS[0],
-         max_items: int = MAP_MAX_ITEMS, epochs: int = MAP_EPOCHS, seed: int = 0) -> Generated:
+         max_items: int = MAP_MAX_ITEMS, epochs: int = MAP_EPOCHS, seed: int = GENERATE_SEED) -> Generated:
     """Decode an evenly spaced grid over the 2-d map of the codes and draw it beside the items' positions.
 
     Args:
@@ -366,7 +366,7 @@ def between(retriever, first: str, second: str, *, steps: int = GENERATE_PATH_ST
     return Generated("between", codes, images=decoded, out=out, notes=_notes(encoder), info=info)
 
 
-def sample(retriever, n: int, out: str | Path, *, max_items: int = MAP_MAX_ITEMS, seed: int = 0) -> Generated:
+def sample(retriever, n: int, out: str | Path, *, max_items: int = MAP_MAX_ITEMS, seed: int = GENERATE_SEED) -> Generated:
     """Decode ``n`` codes drawn from a Gaussian fitted to the codes of (a sample of) the items."""
     from .plots import _check_png, make_tile_sheet
 

@@ -17,7 +17,6 @@ and within a time limit.
 from __future__ import annotations
 
 import re
-import sqlite3
 from collections import OrderedDict
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
@@ -26,7 +25,7 @@ import numpy as np
 
 from ..config import FILTER_CACHE_ENTRIES, FILTER_WHERE_MAX_CHARS, FILTER_WHERE_SECONDS
 from ..errors import InputError
-from ..storage.metadata import COLUMNS
+from ..storage.metadata import COLUMNS, ConditionError
 
 #: A ``--param`` name: an SQL identifier (the filter's own parameters start with ``_``).
 _PARAM_NAME = re.compile(r"[A-Za-z][A-Za-z0-9_]*\Z")
@@ -215,7 +214,7 @@ class FilterResolver:
             return self._cache[key]
         try:
             found = self.items.matching(condition, params, FILTER_WHERE_SECONDS)
-        except sqlite3.Error as exc:
+        except ConditionError as exc:
             raise _where_error(flt, exc) from None
         self._cache[key] = found
         while len(self._cache) > FILTER_CACHE_ENTRIES:
@@ -251,7 +250,7 @@ class FilterResolver:
                                "loosen or remove the filter")
 
 
-def _where_error(flt: Filter, exc: sqlite3.Error) -> InputError:
+def _where_error(flt: Filter, exc: ConditionError) -> InputError:
     message = str(exc)
     where = flt.where or ""
     if "not authorized" in message or "prohibited" in message:

@@ -24,6 +24,10 @@ _SCHEMA = ("CREATE TABLE items (pos INTEGER PRIMARY KEY, id TEXT UNIQUE NOT NULL
            "label TEXT, path TEXT, url TEXT, length INTEGER, snippet TEXT, extra TEXT)")
 
 
+class ConditionError(Exception):
+    """SQLite refused a user's condition (:meth:`Metadata.matching`); the message is SQLite's."""
+
+
 def create(path: Path) -> None:
     """Create an empty item table at ``path``."""
     con = sqlite3.connect(path)
@@ -281,14 +285,16 @@ class Metadata:
             seconds: Time limit.
 
         Raises:
-            sqlite3.Error: The condition is not valid SQL, reads something else,
-                misses a parameter or ran out of time (``interrupted``).
+            ConditionError: The condition is not valid SQL, reads something else,
+                misses a parameter or ran out of time (``interrupted``); SQLite's message.
         """
         con = self._guarded()
         deadline = time.monotonic() + seconds
         con.set_progress_handler(lambda: time.monotonic() > deadline, 10_000)
         try:
             rows = con.execute(f"SELECT pos FROM items WHERE ({condition}) ORDER BY pos", params).fetchall()
+        except sqlite3.Error as exc:  # SQL errors stay in this module; the caller words the message
+            raise ConditionError(str(exc)) from None
         finally:
             con.set_progress_handler(None, 0)
         return np.fromiter((r[0] for r in rows), dtype=np.int64, count=len(rows))
