@@ -101,6 +101,22 @@ def cli_add(args) -> None:
               segments=report.get("segments"), compacted=report.get("compacted"), load=round(os.getloadavg()[0], 1))
 
 
+def _queries(retriever, args) -> list[str]:
+    """The first ``--words`` words of each of the first ``--n-queries`` texts of ``--queries`` that make a query."""
+    from retrieval import EmptyQueryError
+
+    with open(args.queries) as f:
+        texts = [" ".join(json.loads(line)["text"].split()[:args.words]) for line in islice(f, args.n_queries)]
+    queries = []
+    for text in texts:
+        try:
+            retriever.query_inputs([text])
+        except EmptyQueryError:  # stop words only: no query
+            continue
+        queries.append(text)
+    return queries
+
+
 def _timed(retriever, query, method, k) -> tuple[float, float]:
     wall, cpu = time.perf_counter(), time.process_time()
     retriever.search(query, k, method)
@@ -115,7 +131,7 @@ def query(args) -> None:
     is reported beside wall time: on a shared machine it varies less.
     """
     import retrieval.writer as writer
-    from retrieval import EmptyQueryError, Store
+    from retrieval import Store
     from retrieval.search import Retriever
     from retrieval.writer import add_items, compact
 
@@ -141,16 +157,8 @@ def query(args) -> None:
             Retriever(index, store).close()
             times.append(time.perf_counter() - begin)
         opened[index] = round(statistics.median(times), 3)
-    with open(args.queries) as f:
-        texts = [" ".join(json.loads(line)["text"].split()[:args.words]) for line in islice(f, args.n_queries)]
     with Retriever(name, store) as segmented, Retriever(single, store) as compacted:
-        queries = []
-        for text in texts:
-            try:
-                segmented.query_inputs([text])
-            except EmptyQueryError:  # stop words only: no query
-                continue
-            queries.append(text)
+        queries = _queries(segmented, args)
         for method in args.methods:
             for query in queries[:5]:  # warm: models and indexes loaded
                 _timed(segmented, query, method, args.k), _timed(compacted, query, method, args.k)
@@ -171,23 +179,15 @@ def query(args) -> None:
 
 def latency(args) -> None:
     """Query p50 of one index (in-process, the whole ``Retriever.search``, after 5 warm-up queries)."""
-    from retrieval import EmptyQueryError, Store
+    from retrieval import Store
     from retrieval.search import Retriever
 
     store = Store(args.home)
     started = time.perf_counter()
     retriever = Retriever(args.name, store)
     opened = time.perf_counter() - started
-    with open(args.queries) as f:
-        texts = [" ".join(json.loads(line)["text"].split()[:args.words]) for line in islice(f, args.n_queries)]
     with retriever:
-        queries = []
-        for text in texts:
-            try:
-                retriever.query_inputs([text])
-            except EmptyQueryError:  # stop words only: no query
-                continue
-            queries.append(text)
+        queries = _queries(retriever, args)
         for method in args.methods:
             for query in queries[:5]:
                 _timed(retriever, query, method, args.k)
