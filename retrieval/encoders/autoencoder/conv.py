@@ -162,5 +162,8 @@ class ConvAutoencoder(KerasAutoencoder):
             history["binary"] = self._binary_phase(scaled, scaled, loss, progress)
         if self.quantized:
             history["vq"] = self._vq_phase(scaled, scaled, loss, progress)
+        from .training import recalibrate_batchnorm
+
+        recalibrate_batchnorm(self.encoder_, scaled, seed=self.seed)  # a small collection's moving statistics are stale
         self._finish(X, time.perf_counter() - started, history)
         return self
