@@ -39,6 +39,41 @@ def test_flat_hamming_equals_brute_force():
     assert (positions[:, 0] == np.arange(30)).all() or (scores[:, 0] == 0).all()
 
 
+@pytest.mark.parametrize("threads", [2, 3])
+def test_split_hamming_scan_equals_the_whole_scan(monkeypatch, threads):
+    """A few queries over a large flat index scan it in parts on threads: same hits, ties in FAISS' order."""
+    import faiss
+
+    from retrieval import ann
+
+    index = BinaryFlatIndex()
+    index.add(CODES)
+    queries = np.concatenate([CODES[:6], CODES[:3] ^ np.uint8(1)])
+    whole = index.search(queries, 50)  # below SPLIT_SCAN_CODES: one FAISS scan
+    before = faiss.omp_get_max_threads()
+    monkeypatch.setattr(ann, "SPLIT_SCAN_CODES", 1)
+    faiss.omp_set_num_threads(threads)
+    try:
+        parts = index._scan_parts()
+        assert len(parts) == threads and sum(part.ntotal for part, _ in parts) == len(CODES)
+        for k in (1, 10, 50):
+            for one in range(len(queries)):
+                split = index.search(queries[one:one + 1], k)
+                assert np.array_equal(split[0], whole[0][one:one + 1, :k])
+                assert np.array_equal(split[1], whole[1][one:one + 1, :k])  # ties too: (distance, position)
+        small = BinaryFlatIndex()
+        small.add(CODES[:4])  # parts smaller than k: their missing hits (-1) sort last and are never returned
+        assert sorted(small.search(CODES[:1], 10)[1][0].tolist()) == [0, 1, 2, 3]
+        index.add(CODES[:5])  # an add rebuilds the parts
+        assert sum(part.ntotal for part, _ in index._scan_parts()) == len(CODES) + 5
+        split = index.search(CODES[:2], 20)
+        monkeypatch.setattr(ann, "SPLIT_SCAN_CODES", 10**9)
+        assert index._scan_parts() is None
+        assert all(np.array_equal(a, b) for a, b in zip(split, index.search(CODES[:2], 20)))
+    finally:
+        faiss.omp_set_num_threads(before)
+
+
 @pytest.mark.parametrize("backend", BINARY_KINDS)
 def test_binary_backends_save_load_identical(backend, tmp_path):
     index = backend()
