@@ -179,6 +179,8 @@ def query(args) -> None:
 
 def latency(args) -> None:
     """Query p50 of one index (in-process, the whole ``Retriever.search``, after 5 warm-up queries)."""
+    import faiss
+
     from retrieval import Store
     from retrieval.search import Retriever
 
@@ -198,7 +200,8 @@ def latency(args) -> None:
                   p50_wall_ms=round(1000 * statistics.median(t[0] for t in times), 3),
                   p99_wall_ms=round(1000 * float(sorted(t[0] for t in times)[int(0.99 * (len(times) - 1))]), 3),
                   p50_cpu_ms=round(1000 * statistics.median(t[1] for t in times), 3),
-                  open_s=round(opened, 2), load=round(os.getloadavg()[0], 1))
+                  open_s=round(opened, 2), load=round(os.getloadavg()[0], 1),
+                  faiss_threads=faiss.omp_get_max_threads())
 
 
 def main() -> None:
