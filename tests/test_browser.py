@@ -279,6 +279,34 @@ def test_api_errors_show_in_the_alert_region(page, server, tmp_path):
     page.wait_for_function("() => document.getElementById('evaluation').textContent.includes('Not evaluated yet')")
 
 
+def test_filter_fields_keep_only_matching_hits_and_say_when_nothing_matches(page, server, tmp_path):
+    query = "orbit rocket launch nasa satellite"  # a space query: unfiltered, its hits are space documents
+    where = "id NOT LIKE '%0.txt' AND id NOT LIKE '%5.txt'"
+    page.fill("#label-filter", "medicine")
+    page.fill("#where-filter", where)
+    search_text(page, query)
+    expected = api_search(server, SERVED_DOCS, text=query, k=10, label="medicine", where=where)
+    ids = hit_ids(page)
+    assert ids == [h["id"] for h in expected["hits"]] and len(ids) == 10
+    assert all(not i.endswith(("0.txt", "5.txt")) for i in ids), ids  # the where holds for every hit shown
+    assert page.locator("#results .hit .label").all_inner_texts() == ["medicine"] * 10  # and the label
+    unfiltered = api_search(server, SERVED_DOCS, text=query, k=10)
+    assert {h["label"] for h in unfiltered["hits"]} != {"medicine"}  # the filter changed what is shown
+    shot(page, tmp_path, "filtered")
+
+    page.fill("#where-filter", "length < 0")  # keeps no item; Enter in the field searches again
+    page.press("#where-filter", "Enter")
+    page.wait_for_selector("#results p.empty")
+    wait_for_hits(page, query)
+    nothing = api_search(server, SERVED_DOCS, text=query, k=10, label="medicine", where="length < 0")
+    assert nothing["hits"] == [] and nothing["matches"] == 0
+    message = page.inner_text("#results p.empty")
+    assert message == nothing["message"] and "matches the filter" in message, message
+    assert page.locator("#results .hit").count() == 0 and "0 hits by" in page.inner_text("#status")
+    assert page.locator("#alert").is_hidden()  # no matching item is an answer, not an error
+    shot(page, tmp_path, "filtered-nothing")
+
+
 def test_map_shows_points_by_label_and_a_point_opens_its_item(page, server, tmp_path):
     url = f"{server.url}/api/indexes/{SERVED_DOCS}/map"
     deadline = time.monotonic() + MAP_READY_S

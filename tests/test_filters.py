@@ -265,7 +265,7 @@ def test_no_matching_item_says_so(retriever):
     ("(SELECT count(*) FROM pragma_table_info('items')) > 0", "is refused"),
     ("load_extension('/tmp/evil.so') IS NULL", "is refused"),
     ("(WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c) SELECT count(*) FROM c) > 0", "is refused"),
-    ("1) UNION SELECT name FROM sqlite_master WHERE (1", "is refused|not a valid condition"),
+    ("1) UNION SELECT name FROM sqlite_master WHERE (1", "is refused|not a valid condition|closes a parenthesis"),
     ("length(zeroblob(100000000)) > 0", "not a valid condition.*too big"),
 ])
 def test_bad_and_hostile_conditions_are_refused(retriever, where, fragment):
@@ -318,6 +318,106 @@ def test_resolved_filters_are_cached_until_the_index_changes(home, tmp_path):
         remove_items(store, "f", ids=[gone])
         again = r.allowed(flt)  # the retriever reopened the new version
         assert len(again) == len(first) - 1 and gone not in [row["id"] for row in r.metadata.rows(again)]
+
+
+# -- a new filter reads the item tables' indexes on label and path (issue 14, item 5) ------------------
+def test_prefix_end_bounds_exactly_the_strings_with_the_prefix():
+    from retrieval.storage.metadata import prefix_end
+
+    assert prefix_end("a/b") == "a/c" and prefix_end("a\U0010ffff") == "b" and prefix_end("\U0010ffff") is None
+    assert prefix_end("x\ud7ff") == "x\ue000"  # the surrogates, which UTF-8 cannot hold, are skipped
+    words = ["", "a", "a/", "a/b", "a/b/c", "a/b\U0010ffffz", "a/b\uffff", "a/c", "a/bz", "a0", "A/b", "b",
+             "a\U0010ffff", "a\U0010ffffb", "\U0010ffff", "\U0010ffff\U0010ffff", "x\ud7ff1", "x\ue000"]
+    for prefix in ["a", "a/", "a/b", "a\U0010ffff", "\U0010ffff", "x\ud7ff", "b"]:
+        end = prefix_end(prefix)
+        for w in words:  # Python orders str by code point, as SQLite orders UTF-8 text
+            assert (prefix <= w and (end is None or w < end)) == w.startswith(prefix), (prefix, w)
+
+
+PATHS = ["a/b/1.txt", "a/b", "a/bz/2.txt", "a/c/3.txt", "a/b\U0010ffffz", "a/b\uffff", "A/b/4.txt", "a%b/5", "a_b/6",
+         "", None, "b/7.txt", "\U0010ffff/8", "é/9"]
+
+
+def _table(path, n=300):
+    from retrieval.items import Item
+    from retrieval.storage import metadata
+
+    items = [Item(id=f"i{j}", label=None if j % 7 == 0 else f"L{j % 5}", path=PATHS[j % len(PATHS)] or "",
+                  text="x" * j) for j in range(n)]
+    metadata.write(path, items, [""] * n)
+    return items
+
+
+@pytest.mark.parametrize("labels, prefixes, where, rule", [
+    (("L1",), (), None, None), (("L1", "L3", "nothing"), (), None, None), ((), ("a/b",), None, None),
+    ((), ("a/", "b/"), None, None), ((), ("a/b\U0010ffff",), None, None), ((), ("\U0010ffff",), None, None),
+    ((), ("a%",), None, None), ((), ("é",), None, None),
+    (("L2",), ("a/b",), "length > 100", lambda it: len(it.text) > 100),
+    ((), (), "length % 3 = 0", lambda it: len(it.text) % 3 == 0),
+    (("L4",), ("A",), "id LIKE 'i1%'", lambda it: it.id.startswith("i1")),
+])
+def test_filters_on_a_table_equal_python_with_or_without_its_indexes(tmp_path, labels, prefixes, where, rule):
+    import sqlite3
+
+    from retrieval.storage.metadata import Metadata
+
+    items = _table(tmp_path / "items.sqlite")
+    expected = [j for j, it in enumerate(items) if (not labels or it.label in labels)
+                and (not prefixes or any(it.path.startswith(p) for p in prefixes)) and (rule is None or rule(it))]
+    assert expected  # a filter that keeps nothing would test little
+    table = Metadata(tmp_path / "items.sqlite")
+    assert table.has_filter_indexes()
+    np.testing.assert_array_equal(table.filtered(labels, prefixes, where), expected)
+    table.close()
+    shutil.copy(tmp_path / "items.sqlite", tmp_path / "old.sqlite")  # a table written before the indexes
+    con = sqlite3.connect(tmp_path / "old.sqlite")
+    con.executescript("DROP INDEX items_label; DROP INDEX items_path;")
+    con.close()
+    old = Metadata(tmp_path / "old.sqlite")
+    assert not old.has_filter_indexes()
+    np.testing.assert_array_equal(old.filtered(labels, prefixes, where), expected)
+    old.close()
+
+
+def test_a_label_or_path_filter_reads_its_index_not_every_row(tmp_path):
+    import sqlite3
+
+    from retrieval.storage.metadata import Metadata
+
+    _table(tmp_path / "items.sqlite")
+    table = Metadata(tmp_path / "items.sqlite")
+    statements: list[str] = []
+    table._guarded().set_trace_callback(statements.append)  # the statements as run, values filled in
+    table.filtered(labels=["L1", "L2"])
+    table.filtered(prefixes=["a/b", "b/"])
+    table.filtered(labels=["L1"], where="length > 10")
+    con = sqlite3.connect(tmp_path / "items.sqlite")
+    plans = [" ".join(row[-1] for row in con.execute(f"EXPLAIN QUERY PLAN {sql}")) for sql in statements]
+    con.close()
+    table.close()
+    assert len(plans) == 3, statements
+    assert "INDEX items_label" in plans[0] and "SCAN" not in plans[0], plans
+    assert "INDEX items_path" in plans[1] and "SCAN" not in plans[1], plans
+    assert "INDEX items_label" in plans[2] and "SCAN" not in plans[2], plans
+
+
+def test_a_where_cannot_escape_its_parentheses(retriever):
+    with pytest.raises(InputError, match="closes a parenthesis it did not open"):
+        Filter.make(label="space", where="1) OR (1")
+    with pytest.raises(InputError, match="leaves one open"):
+        Filter.make(where="(length > 1")
+    space = retriever.allowed(Filter.make(label="space"))
+    # Parentheses inside quotes and comments do not count; a trailing comment does not swallow the filter's own.
+    for where in ["title != ')' AND (length > 0)", "length > 0 -- a comment ) (", "length > 0 /* ) */",
+                  '"label" = \'space\'', "label != 'it''s )'"]:
+        np.testing.assert_array_equal(retriever.allowed(Filter.make(label="space", where=where)), space)
+
+
+def test_a_repeated_filter_is_not_resolved_again(retriever, monkeypatch):
+    flt = Filter.make(label="cars", path_prefix="cars/")
+    first = retriever.allowed(flt)
+    monkeypatch.setattr(retriever.metadata, "filtered", lambda *a, **k: pytest.fail("resolved again"))
+    assert retriever.allowed(Filter.make(label="cars", path_prefix="cars/")) is first
 
 
 # -- a binary index: two-stage search within the filter --------------------------------------------

@@ -4,8 +4,9 @@ A :class:`Filter` keeps the items that carry one of its labels, whose path
 starts with one of its prefixes, and for which its ``where`` condition (an
 SQL boolean expression over the item table, with named parameters) holds;
 the parts given are combined with AND. :class:`FilterResolver` turns a filter
-into the sorted positions of those items over every segment; the search then
-ranks only them (:meth:`retrieval.ann.SegmentedIndex.search_rows`), so no
+into the sorted positions of those items over every segment (one SQL
+statement per segment, reading the item tables' indexes on label and path);
+the search then ranks only them (:meth:`retrieval.ann.SegmentedIndex.search_rows`), so no
 result is lost, as it would be by filtering the top candidates afterwards.
 
 The ``where`` condition is user input: it is refused when it holds ``;``,
@@ -18,7 +19,7 @@ from __future__ import annotations
 
 import re
 from collections import OrderedDict
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 import numpy as np
@@ -129,6 +130,9 @@ class Filter:
             if ";" in where or "\x00" in where:
                 raise InputError(f"--where {where!r} holds ';' (or a NUL): it must be one condition, not "
                                  "statements; pass a value containing ';' as a parameter (:name, --param name=VALUE)")
+            if not _balanced(where):
+                raise InputError(f"--where {where!r} closes a parenthesis it did not open (or leaves one open): "
+                                 "it must be one condition; balance its parentheses")
             for name, _ in pairs:
                 if not re.search(rf"[:@$]{name}(?![A-Za-z0-9_])", where):
                     raise InputError(f"parameter {name!r} is not used by --where {where!r}; write :{name} in the "
@@ -156,28 +160,39 @@ class Filter:
         return {"label": list(self.labels), "path_prefix": list(self.path_prefixes), "where": self.where,
                 "params": dict(self.params)}
 
-    def sql(self) -> tuple[str | None, dict]:
-        """The SQL condition of the path prefixes and ``where`` (``None``: none) and its parameters."""
-        terms, params = [], dict(self.params)
-        if self.path_prefixes:
-            ors = []
-            for i, prefix in enumerate(self.path_prefixes):
-                # substr() rather than LIKE: no wildcard in a path needs escaping.
-                ors.append(f"substr(coalesce(path, ''), 1, length(:_prefix{i})) = :_prefix{i}")
-                params[f"_prefix{i}"] = prefix
-            terms.append("(" + " OR ".join(ors) + ")")
-        if self.where:
-            terms.append(f"({self.where})")
-        return (" AND ".join(terms) or None), params
+
+#: What the parenthesis count of a condition skips (quotes, quoted names, comments) and what it counts.
+_SQL_TOKENS = re.compile(r"'(?:[^']|'')*'|\"(?:[^\"]|\"\")*\"|`(?:[^`]|``)*`|\[[^\]]*\]|--[^\n]*|/\*.*?\*/|[()]",
+                         re.DOTALL)
+
+
+def _balanced(where: str) -> bool:
+    """True when ``where``'s parentheses outside quotes and comments balance, never closing one not opened.
+
+    The condition is ANDed with the filter's other parts inside one
+    statement: ``1) OR (1`` would otherwise escape its parentheses and undo
+    them. The parentheses after a quote or comment left open are counted
+    (the condition is refused or SQLite reports the quote).
+    """
+    depth = 0
+    for token in _SQL_TOKENS.finditer(where):  # a quote or comment is one token, skipped
+        if token.group() == "(":
+            depth += 1
+        elif token.group() == ")":
+            depth -= 1
+            if depth < 0:
+                return False
+    return depth == 0
 
 
 class FilterResolver:
     """Resolves filters to positions over an opened index's item tables (one per retriever).
 
-    Labels are matched in memory (the labels are read once, at the first
-    label filter); path prefixes and ``where`` run as SQL over every
-    segment's table, and the last :data:`~retrieval.config.FILTER_CACHE_ENTRIES`
-    answers are kept (the retriever makes a new resolver when the index changes).
+    Every part of a filter runs as one SQL statement per segment's table
+    (:meth:`~retrieval.storage.segments.Items.filtered`), which reads the
+    kept rows through the table's indexes on ``label`` and ``path``; the
+    last :data:`~retrieval.config.FILTER_CACHE_ENTRIES` answers are kept
+    (the retriever makes a new resolver when the index changes).
 
     Args:
         items: The index's :class:`~retrieval.storage.segments.Items`.
@@ -185,41 +200,14 @@ class FilterResolver:
 
     def __init__(self, items) -> None:
         self.items = items
-        self._label_names: dict | None = None
-        self._label_codes: np.ndarray | None = None
+        self._label_names: list[str] | None = None
         self._cache: OrderedDict = OrderedDict()
-
-    def _labels(self, wanted: Iterable[str]) -> np.ndarray:
-        if self._label_codes is None:
-            labels = self.items.labels()
-            names = sorted({str(v) for v in labels if v is not None})
-            self._label_names = {name: code for code, name in enumerate(names)}
-            self._label_codes = np.array([-1 if v is None else self._label_names[str(v)] for v in labels],
-                                         dtype=np.int32)
-        codes = [self._label_names[v] for v in wanted if v in self._label_names]
-        if not codes:
-            return np.zeros(0, np.int64)
-        return np.flatnonzero(np.isin(self._label_codes, codes)).astype(np.int64)
 
     def label_names(self) -> list[str]:
         """The labels of the index, sorted (for messages)."""
-        self._labels(())
-        return list(self._label_names)
-
-    def _sql(self, flt: Filter) -> np.ndarray:
-        condition, params = flt.sql()
-        key = (condition, tuple(sorted(params.items(), key=lambda kv: kv[0])))
-        if key in self._cache:
-            self._cache.move_to_end(key)
-            return self._cache[key]
-        try:
-            found = self.items.matching(condition, params, FILTER_WHERE_SECONDS)
-        except ConditionError as exc:
-            raise _where_error(flt, exc) from None
-        self._cache[key] = found
-        while len(self._cache) > FILTER_CACHE_ENTRIES:
-            self._cache.popitem(last=False)
-        return found
+        if self._label_names is None:
+            self._label_names = sorted({str(v) for v in self.items.labels() if v is not None})
+        return self._label_names
 
     def positions(self, flt: Filter) -> np.ndarray:
         """Sorted positions of the items ``flt`` keeps (removed items never).
@@ -228,12 +216,17 @@ class FilterResolver:
             InputError: The ``where`` condition is not valid SQL over the item
                 table, reads anything else, or misses a parameter.
         """
-        found = None
-        if flt.path_prefixes or flt.where:
-            found = self._sql(flt)
-        if flt.labels:
-            labelled = self._labels(flt.labels)
-            found = labelled if found is None else np.intersect1d(found, labelled, assume_unique=True)
+        if flt in self._cache:
+            self._cache.move_to_end(flt)
+            return self._cache[flt]
+        try:
+            found = self.items.filtered(flt.labels, flt.path_prefixes, flt.where, dict(flt.params),
+                                        FILTER_WHERE_SECONDS)
+        except ConditionError as exc:
+            raise _where_error(flt, exc) from None
+        self._cache[flt] = found
+        while len(self._cache) > FILTER_CACHE_ENTRIES:
+            self._cache.popitem(last=False)
         return found
 
     def no_match(self, flt: Filter, index_name: str) -> NoMatchingItems:

@@ -1038,7 +1038,8 @@ def corpus_from_arrays(data, *, size: int | None = None, color: str = "auto", fi
     Args:
         data: A ``(n, h, w[, c])`` array, or an iterable whose elements are
             arrays, image file paths, encoded image bytes, or dicts with
-            ``image`` (any of those) and optional ``id``, ``label``, ``title``.
+            ``image`` (any of those) and optional ``id``, ``label``, ``title``,
+            ``path`` (default: the image's file path, if given one).
             Float arrays in [0, 1] are scaled to 0-255.
         size: Side of the square arrays (default: the images' own side when
             they are square arrays of one size, else :data:`DEFAULT_SIZE`).
@@ -1093,7 +1094,7 @@ def corpus_from_arrays(data, *, size: int | None = None, color: str = "auto", fi
             arr = load_image(image, size=size, color=color, fit=fit, name=where)
         pixels.append(arr)
         label = record.get("label")
+        path = record.get("path") or (record["image"] if isinstance(record["image"], (str, Path)) else "")
         items.append(Item(id=item_id, title=str(record.get("title") or item_id),
-                          label=None if label is None else str(label),
-                          path=str(record["image"]) if isinstance(record["image"], (str, Path)) else ""))
+                          label=None if label is None else str(label), path=str(path)))
     return ImageCorpus(items=items, pixels=np.stack(pixels), size=size, color=color)

@@ -294,6 +294,17 @@ class Items:
         found = np.concatenate(parts) if parts else np.zeros(0, np.int64)
         return found[found >= 0]  # segments in order: positions stay sorted
 
+    def filtered(self, labels: Sequence[str] = (), prefixes: Sequence[str] = (), where: str | None = None,
+                 params: dict | None = None, seconds: float = 5.0) -> np.ndarray:
+        """Positions of the items (removed ones left out) a filter keeps, sorted.
+
+        See :meth:`Metadata.filtered`; ``seconds`` limits each segment's table.
+        """
+        parts = [self.segments.to_positions(s, table.filtered(labels, prefixes, where, params, seconds))
+                 for s, table in enumerate(self._tables)]
+        found = np.concatenate(parts) if parts else np.zeros(0, np.int64)
+        return found[found >= 0]  # segments in order: positions stay sorted
+
     def ids(self) -> list[str]:
         """Every item id, in position order."""
         out: list[str] = []
