@@ -203,6 +203,11 @@ def test_index_without_inputs_and_documents(tmp_path, monkeypatch, capsys):
     twin = {"space/doc000.txt", f"space/doc{len(docs) - 1:03d}.txt"}
     assert any(twin <= {d.id for d in g} for g in found.groups), found.groups
     assert sum(len(g) for g in found.groups) < len(docs) // 2  # distinct texts are not duplicates
+    # the text without its title line: doc000 is the best match; the floor alone (ratio 0) takes both twins
+    checked = Index.open("notes", store).check_duplicate(docs[0][1], threshold=0.9)
+    assert checked.matches[0].id == "space/doc000.txt" and checked.ratio > 0
+    loose = Index.open("notes", store).check_duplicate(docs[0][1], threshold=0.9, ratio=0)
+    assert {m.id for m in loose.matches} >= twin and loose.ratio == 0
     code, _, err = run(monkeypatch, capsys, "duplicates", "notes", "--index-dir", str(store.root), "--show", "x.png")
     assert code == 1 and "--show draws images" in err
     write_corpus(tmp_path / "d2", synthetic_docs(n_per_topic=8))
