@@ -605,8 +605,8 @@ class DuplicateFinder:
                                                    np.arange(1, len(positions) + 1)], axis=1))
         # only the candidates' signatures are computed: a check does not read every stored image
         stored = np.asarray(self.inputs[np.sort(positions)])[np.argsort(np.argsort(positions))]
-        query = image_signatures(query_inputs, ALIGNMENTS)[0]          # (27, G*G)
-        aligned = image_signatures(stored, ALIGNMENTS)                 # (k, 27, G*G)
+        query = image_signatures(query_inputs, ALIGNMENTS)[0]          # (75, G*G)
+        aligned = image_signatures(stored, ALIGNMENTS)                 # (k, 75, G*G)
         forward = (aligned[:, 0] @ query.T).max(axis=1)               # the query aligned to each stored image
         backward = (aligned @ query[0]).max(axis=1)                   # each stored image aligned to the query
         ok = photometric_ok(image_stats(query_inputs)[0], image_stats(stored))
