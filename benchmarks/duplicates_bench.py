@@ -6,15 +6,21 @@ builds one image index per half and split (``--fit crop``; ``--epochs``),
 then for every split:
 
 * ours: candidate pairs from each item's ``--candidates`` nearest stored
-  codes, verified by the aligned signature (``DuplicateFinder``);
+  codes and signatures, verified by the aligned signature
+  (``DuplicateFinder``), decided by the floor + ratio test of
+  ``duplicate_mask``;
 * pHash: ``imagehash.phash`` (64 bits) of every file as written, every pair
   within a Hamming distance (FAISS binary range search, all pairs).
 
-The thresholds of both are chosen on the validation split (best F1 over
-both halves together) and applied to the test split; precision and recall
-count pairs against the planted (original, copy) pairs. Last, ``--check``
-of one file: p50 over repeated in-process calls on the test Fashion index
-(run with OPENBLAS_NUM_THREADS=1).
+The settings of both are chosen on the validation split (best F1 over
+both halves together: pHash's Hamming distance; our floor, ratio and
+"certain" score, the reference rank fixed at ``DUPLICATES_REFERENCE_RANK``;
+also our best single threshold without the ratio test, for comparison) and
+applied to the test split; precision and recall count pairs against the
+planted (original, copy) pairs. ``--validation-only`` stops after the
+choice (the test split is not read). Last, ``--check`` of one file: p50
+over repeated in-process calls on the test Fashion index (run with
+OPENBLAS_NUM_THREADS=1).
 
     OMP_NUM_THREADS=1 OPENBLAS_NUM_THREADS=1 python benchmarks/duplicates_bench.py --data /tmp/dups-data \\
         --home /tmp/dups-idx
@@ -53,11 +59,12 @@ def truth_of(data: Path, name: str, ids: list[str]) -> tuple[set, list[dict], di
     return {tuple(sorted((pos[p["original"]], pos[p["copy"]]))) for p in pairs}, pairs, pos
 
 
-def ours(home: Path, name: str, candidates: int) -> tuple[list[str], np.ndarray, np.ndarray, dict]:
-    """``(ids in position order, candidate pairs, their scores, timings)``."""
+def ours(home: Path, name: str, candidates: int) -> tuple[list[str], np.ndarray, np.ndarray, np.ndarray, dict]:
+    """``(ids in position order, candidate pairs, their scores, their reference scores, timings)``."""
     from retrieval import Store
+    from retrieval.config import DUPLICATES_REFERENCE_RANK
     from retrieval.search import Retriever
-    from retrieval.search.duplicates import DuplicateFinder
+    from retrieval.search.duplicates import DuplicateFinder, reference_scores
 
     retriever = Retriever(name, Store(home))
     finder = DuplicateFinder(retriever)
@@ -67,7 +74,10 @@ def ours(home: Path, name: str, candidates: int) -> tuple[list[str], np.ndarray,
     t1 = time.perf_counter()
     scores = finder.verify(pairs)
     t2 = time.perf_counter()
-    return ids, pairs, scores, {"candidates_s": t1 - t0, "verify_s": t2 - t1, "candidate_pairs": len(pairs)}
+    ref = reference_scores(len(ids), pairs, scores, DUPLICATES_REFERENCE_RANK)
+    reference = np.minimum(ref[pairs[:, 0]], ref[pairs[:, 1]]) if len(pairs) else np.zeros(0, np.float32)
+    return ids, pairs, scores, reference, {"candidates_s": t1 - t0, "verify_s": t2 - t1,
+                                           "candidate_pairs": len(pairs)}
 
 
 def phash_pairs(folder: Path, ids: list[str], max_distance: int = 24) -> tuple[np.ndarray, np.ndarray, float]:
@@ -115,6 +125,41 @@ def best_threshold(runs: list, higher: bool) -> float:
     return float(scores[order][int(np.argmax(f1))])
 
 
+FLOORS = tuple(np.round(np.arange(0.80, 0.995, 0.01), 2))
+RATIOS = tuple(np.round(np.arange(0.05, 0.601, 0.025), 3))
+CERTAIN = (0.998, 0.9985, 0.999, 0.9995, 1.0)
+
+
+def ours_found(run: dict, rule: dict) -> np.ndarray:
+    """The pairs of one run that ``rule`` (floor, ratio, certain; ratio 0: the floor alone) calls duplicates."""
+    from retrieval.search.duplicates import duplicate_mask
+
+    return run["pairs"][duplicate_mask(run["scores"], run["reference"], rule["threshold"], rule["ratio"],
+                                       rule["certain"])]
+
+
+def best_rule(runs: list) -> tuple[dict, float]:
+    """The floor, ratio and certain score of best F1 over every run together (the validation splits)."""
+    from retrieval.search.duplicates import duplicate_mask
+
+    hits = [np.array([(int(a), int(b)) in r["truth"] for a, b in r["pairs"]], bool) for r in runs]
+    n_truth = sum(len(r["truth"]) for r in runs)
+    best = ({}, -1.0)
+    for certain in CERTAIN:
+        for floor in FLOORS:
+            for ratio in RATIOS:
+                rule = {"threshold": float(floor), "ratio": float(ratio), "certain": float(certain)}
+                tp = found = 0
+                for r, hit in zip(runs, hits):
+                    keep = duplicate_mask(r["scores"], r["reference"], floor, ratio, certain)
+                    tp += int((keep & hit).sum())
+                    found += int(keep.sum())
+                f1 = 2 * tp / (found + n_truth)
+                if f1 > best[1] + 1e-9:
+                    best = (rule, f1)
+    return best
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--data", type=Path, default=Path("/tmp/dups-data"))
@@ -125,6 +170,8 @@ def main() -> None:
     parser.add_argument("--checks", type=int, default=200, help="--check calls timed")
     parser.add_argument("--halves", default="fashion,photo", help="comma-separated: fashion, photo")
     parser.add_argument("--json", type=Path, default=None)
+    parser.add_argument("--validation-only", action="store_true",
+                        help="choose the settings on the validation splits and stop (the test split is not read)")
     args = parser.parse_args()
 
     from retrieval.config import DUPLICATES_CANDIDATES
@@ -137,16 +184,17 @@ def main() -> None:
                                 photo_items={"val": (760, 380), "test": (1600, 1000)})
     print(f"load average at start: {os.getloadavg()}", flush=True)
     runs = {}
-    for split in ("val", "test"):
+    splits = ("val",) if args.validation_only else ("val", "test")
+    for split in splits:
         for half in halves:
             name = f"{half}-{split}"
             seconds = build(args.home, args.data, half, split, args.epochs, args.reuse)
-            ids, pairs, scores, timing = ours(args.home, name, candidates)
+            ids, pairs, scores, reference, timing = ours(args.home, name, candidates)
             truth, planted, pos = truth_of(args.data, name, ids)
             ph_pairs, ph_dist, ph_s = phash_pairs(args.data / name, ids)
             found = {(int(a), int(b)) for a, b in pairs}
             runs[name] = {"half": half, "split": split, "items": len(ids), "truth": truth, "planted": planted,
-                          "pos": pos, "pairs": pairs, "scores": scores, "phash_pairs": ph_pairs,
+                          "pos": pos, "pairs": pairs, "scores": scores, "reference": reference, "phash_pairs": ph_pairs,
                           "phash_dist": ph_dist, "candidate_recall": len(found & truth) / len(truth),
                           "build_s": seconds, "phash_s": ph_s, **timing}
             print(f"{name}: {len(ids)} items, {len(truth)} planted pairs; candidate recall "
@@ -154,18 +202,22 @@ def main() -> None:
                   f"{timing['candidates_s']:.1f} s + verify {timing['verify_s']:.1f} s); pHash {ph_s:.1f} s; "
                   f"build {seconds:.0f} s", flush=True)
     val = [r for r in runs.values() if r["split"] == "val"]
-    t_ours = best_threshold(val, higher=True)
+    rule, f1 = best_rule(val)
+    t_one = best_threshold(val, higher=True)
     t_ph = best_threshold([{"pairs": r["phash_pairs"], "scores": r["phash_dist"], "truth": r["truth"]} for r in val],
                           higher=False)
-    print(f"\nthresholds chosen on val (best F1 of both halves): ours {t_ours:.4f}, pHash Hamming <= {t_ph:.0f}")
+    print(f"\nchosen on val (best F1 of both halves): ours floor {rule['threshold']}, ratio {rule['ratio']}, certain "
+          f"{rule['certain']} (F1 {f1:.4f}); ours with one threshold (no ratio test) {t_one:.4f}; "
+          f"pHash Hamming <= {t_ph:.0f}")
     rows = []
-    for split in ("val", "test"):
-        tot = {"ours": [0, 0, 0], "phash": [0, 0, 0]}
+    one = {"threshold": t_one, "ratio": 0.0, "certain": 1.0}
+    for split in splits:
+        tot = {"ours": [0, 0, 0], "ours-one-threshold": [0, 0, 0], "phash": [0, 0, 0]}
         for half in halves:
             r = runs[f"{half}-{split}"]
-            mine = r["pairs"][r["scores"] >= t_ours]
             theirs = r["phash_pairs"][r["phash_dist"] <= t_ph]
-            for label, found in (("ours", mine), ("phash", theirs)):
+            for label, found in (("ours", ours_found(r, rule)), ("ours-one-threshold", ours_found(r, one)),
+                                 ("phash", theirs)):
                 p, rec, n = pr(found, r["truth"])
                 tot[label][0] += round(p * n)
                 tot[label][1] += n
@@ -174,13 +226,15 @@ def main() -> None:
                        "recall": round(rec, 3), "found_pairs": n, "per_transform": per_transform(found, r["planted"],
                                                                                                  r["pos"])}
                 rows.append(row)
-                print(f"{split:4s} {half:7s} {label:5s} P {p:.3f} R {rec:.3f} ({n} pairs) {row['per_transform']}")
+                print(f"{split:4s} {half:7s} {label:18s} P {p:.3f} R {rec:.3f} ({n} pairs) {row['per_transform']}")
         n_truth = sum(len(runs[f"{h}-{split}"]["truth"]) for h in halves)
         for label, (tp, n, hit) in tot.items():
             p, rec = (tp / n if n else 1.0), hit / n_truth
             rows.append({"split": split, "half": "both", "method": label, "precision": round(p, 3),
                          "recall": round(rec, 3), "found_pairs": n})
-            print(f"{split:4s} both    {label:5s} P {p:.3f} R {rec:.3f} ({n} pairs)")
+            print(f"{split:4s} both    {label:18s} P {p:.3f} R {rec:.3f} ({n} pairs)")
+    if args.validation_only:
+        return
 
     # --check: one new file against the test Fashion index, in process, repeated
     from retrieval import Store
@@ -192,12 +246,14 @@ def main() -> None:
     planted = runs[name]["planted"]
     files = [args.data / name / p["copy"] for p in planted][:args.checks]
     t0 = time.perf_counter()
-    first = finder.check(str(files[0]), t_ours, candidates)
+    settings = {"threshold": rule["threshold"], "candidates": candidates, "ratio": rule["ratio"],
+                "certain": rule["certain"]}
+    first = finder.check(str(files[0]), **settings)
     first_s = time.perf_counter() - t0
     times, hits = [], 0
     for p, f in zip(planted, files):
         t0 = time.perf_counter()
-        result = finder.check(str(f), t_ours, candidates)
+        result = finder.check(str(f), **settings)
         times.append(time.perf_counter() - t0)
         hits += p["original"] in {m.id for m in result.matches}
     times_ms = 1000 * np.array(times)
@@ -207,7 +263,8 @@ def main() -> None:
           f"load average {os.getloadavg()}")
     del first
     if args.json:
-        args.json.write_text(json.dumps({"thresholds": {"ours": t_ours, "phash": t_ph}, "rows": rows,
+        args.json.write_text(json.dumps({"thresholds": {"ours": rule, "ours_val_f1": f1, "ours_one": t_one,
+                                                        "phash": t_ph}, "rows": rows,
                                          "check_ms": {"p50": float(np.median(times_ms)),
                                                       "p90": float(np.quantile(times_ms, 0.9)),
                                                       "first": 1000 * first_s},

@@ -20,7 +20,7 @@ from dataclasses import dataclass, fields, replace
 from pathlib import Path
 from urllib.parse import urlparse
 
-from .config import DUPLICATES_CANDIDATES, DUPLICATES_SHEET_GROUPS, DUPLICATES_THRESHOLD
+from .config import DUPLICATES_CANDIDATES, DUPLICATES_RATIO, DUPLICATES_SHEET_GROUPS, DUPLICATES_THRESHOLD
 from .config import DEFAULT_K, EVALUATE_K, OUTLIERS_K, QUERY_FIELDS, SHORTLIST_RANGE, DocsConfig, ImagesConfig, Range
 from .config import EXPLAIN_HIT_WORDS, GENERATE_MAPS, GENERATE_SEED, MAP_EPOCHS, MAP_MAX_ITEMS, TOP_WORDS
 from .engines import open_engine
@@ -258,7 +258,7 @@ def outlier_sheet(store: Store, name: str, rows: list[dict], out: Path) -> Path:
 
 def duplicates(store: Store, name: str, *, threshold: float | None = None, candidates: int | None = None,
                radius: float | None = None, method: str | None = None, show: Path | None = None,
-               max_groups: int = DUPLICATES_SHEET_GROUPS):
+               max_groups: int = DUPLICATES_SHEET_GROUPS, ratio: float | None = None):
     """Groups of near-duplicate items of an index (:class:`~retrieval.search.duplicates.DuplicateFinder`).
 
     ``show`` writes a contact sheet of the first ``max_groups`` groups (image indexes).
@@ -270,7 +270,8 @@ def duplicates(store: Store, name: str, *, threshold: float | None = None, candi
             raise InputError(f"--show draws images; index {name!r} holds {retriever.modality.noun}")
         found = DuplicateFinder(retriever, method).groups(
             DUPLICATES_THRESHOLD if threshold is None else threshold,
-            DUPLICATES_CANDIDATES if candidates is None else candidates, radius)
+            DUPLICATES_CANDIDATES if candidates is None else candidates, radius,
+            DUPLICATES_RATIO if ratio is None else ratio)
         if show is not None:
             from .plots import make_group_sheet
 
@@ -282,7 +283,8 @@ def duplicates(store: Store, name: str, *, threshold: float | None = None, candi
 
 
 def check_duplicate(store: Store, name: str, file, *, threshold: float | None = None,
-                    candidates: int | None = None, method: str | None = None, show: Path | None = None):
+                    candidates: int | None = None, method: str | None = None, show: Path | None = None,
+                    ratio: float | None = None):
     """The stored near-duplicates of one new file (an image path or URL; a text file for documents)."""
     from .search.duplicates import DuplicateFinder
 
@@ -292,7 +294,8 @@ def check_duplicate(store: Store, name: str, file, *, threshold: float | None = 
         query = _read_query_file(retriever.modality, Path(file).expanduser(), None)
         result = DuplicateFinder(retriever, method).check(
             query, DUPLICATES_THRESHOLD if threshold is None else threshold,
-            DUPLICATES_CANDIDATES if candidates is None else candidates, name=str(file))
+            DUPLICATES_CANDIDATES if candidates is None else candidates, name=str(file),
+            ratio=DUPLICATES_RATIO if ratio is None else ratio)
         if show is not None:
             from .plots import make_contact_sheet
 
@@ -641,14 +644,14 @@ class Index:
         return self._retriever.outliers(k)
 
     def duplicates(self, *, threshold: float = DUPLICATES_THRESHOLD, candidates: int = DUPLICATES_CANDIDATES,
-                   radius: float | None = None):
+                   radius: float | None = None, ratio: float = DUPLICATES_RATIO):
         """Groups of near-duplicate items (see :mod:`retrieval.search.duplicates`)."""
-        return self._finder().groups(threshold, candidates, radius)
+        return self._finder().groups(threshold, candidates, radius, ratio)
 
     def check_duplicate(self, query, *, threshold: float = DUPLICATES_THRESHOLD,
-                        candidates: int = DUPLICATES_CANDIDATES):
+                        candidates: int = DUPLICATES_CANDIDATES, ratio: float = DUPLICATES_RATIO):
         """The stored near-duplicates of one new item (an image path, URL, bytes or array; a text)."""
-        return self._finder().check(query, threshold, candidates)
+        return self._finder().check(query, threshold, candidates, ratio=ratio)
 
     def _finder(self):
         # kept: repeated checks reuse the loaded codes and stored inputs

@@ -517,7 +517,8 @@ def outliers(
 @app.command()
 def duplicates(
     name: Annotated[str, typer.Argument(help="Index name.")],
-    threshold: Annotated[float, typer.Option("--threshold", help="Verified similarity (aligned pixel correlation; documents: TF-IDF cosine) at which a candidate pair is a duplicate.")] = config.DUPLICATES_THRESHOLD,
+    threshold: Annotated[float, typer.Option("--threshold", help="Floor: verified similarity (aligned pixel correlation; documents: TF-IDF cosine) every duplicate pair reaches.")] = config.DUPLICATES_THRESHOLD,
+    ratio: Annotated[float, typer.Option("--ratio", help="Neighbour test: a pair's distance (1 - similarity) is at most this share of the distance to the items' 3rd best candidate; 0: off, the --threshold alone decides.")] = config.DUPLICATES_RATIO,
     radius: Annotated[Optional[float], typer.Option("--radius", help="Candidates: every item within this code distance (1 - cosine; Hamming bits for binary codes) instead of the nearest --candidates.")] = None,
     candidates: Annotated[int, typer.Option("--candidates", help="Candidates: nearest stored codes of each item verified.")] = config.DUPLICATES_CANDIDATES,
     check: Annotated[Optional[Path], typer.Option("--check", help="Only the stored near-duplicates of this new file.")] = None,
@@ -532,28 +533,28 @@ def duplicates(
         if radius is not None:
             raise InputError("--radius applies to whole-index groups; --check takes the nearest --candidates")
         result = api.check_duplicate(store, name, check, threshold=threshold, candidates=candidates, method=method,
-                                     show=show)
+                                     show=show, ratio=ratio)
         if show is not None:
             err.print(f"checked file and its matches written to {show}")
         if as_json:
             print(json.dumps(result.to_dict(), indent=2))
             return
         if not result.matches:
-            out.print(f"{check}: no near-duplicate in {name} (threshold {result.threshold})")
+            out.print(f"{check}: no near-duplicate in {name} (threshold {result.threshold}, ratio {result.ratio})")
             return
         out.print(f"{check}: {len(result.matches)} near-duplicate(s) in {name}")
         for m in result.matches:
             out.print(f"  {m.score:.3f}  {escape(m.id)}  {escape(m.label or '')}")
         return
     found = api.duplicates(store, name, threshold=threshold, candidates=candidates, radius=radius, method=method,
-                           show=show)
+                           show=show, ratio=ratio)
     if show is not None and found.groups:
         err.print(f"first {min(len(found.groups), config.DUPLICATES_SHEET_GROUPS)} groups written to {show}")
     if as_json:
         print(json.dumps(found.to_dict(), indent=2))
         return
     out.print(f"{len(found.groups)} groups of near-duplicates, {sum(len(g) for g in found.groups)} of {found.items} "
-              f"items ({found.candidates_checked} candidate pairs verified, threshold {found.threshold}, "
+              f"items ({found.candidates_checked} candidate pairs verified, threshold {found.threshold}, ratio {found.ratio}, "
               f"{found.seconds:.1f} s)")
     for g, group in enumerate(found.groups, 1):
         out.print(f"group {g}: " + ", ".join(f"{escape(d.id)} ({d.score:.3f})" for d in group))

@@ -61,10 +61,21 @@ DEFAULT_K = 10
 EVALUATE_K = 100
 #: Items listed by ``outliers -k``.
 OUTLIERS_K = 20
-#: ``duplicates``: a candidate pair is a near-duplicate when its aligned signature correlation
-#: (images) or TF-IDF cosine (documents) is at least this; chosen on the validation planted set of
-#: ``benchmarks/duplicates_bench.py`` (BENCHMARKS.md: best F1 on the photo half's validation split, 0.9861).
-DUPLICATES_THRESHOLD = 0.986
+#: ``duplicates``: a candidate pair is a near-duplicate only if its aligned signature correlation
+#: (images) or TF-IDF cosine (documents) is at least this floor (``--threshold``) and it passes the
+#: neighbour test of ``DUPLICATES_RATIO``. The four settings below were chosen together on the validation
+#: planted sets of ``benchmarks/duplicates_bench.py`` (Fashion-MNIST and photo tiles, best F1 of both halves;
+#: BENCHMARKS.md, "Near-duplicates on planted copies").
+DUPLICATES_THRESHOLD = 0.93
+#: ``duplicates``: the neighbour (ratio) test: a pair's distance ``1 - score`` must be at most this share of
+#: the distance from either item to its ``DUPLICATES_REFERENCE_RANK``-th best candidate (``--ratio``; 0: off,
+#: the floor alone decides). Near-identical collections (small garments) get a strict bar, sparse ones a loose one.
+DUPLICATES_RATIO = 0.125
+#: ``duplicates``: rank of the reference candidate of the ratio test (3: two copies of one item do not veto
+#: each other's match with the original).
+DUPLICATES_REFERENCE_RANK = 3
+#: ``duplicates``: a pair scoring at least this is a duplicate whatever its neighbours (large groups of copies).
+DUPLICATES_CERTAIN = 0.9985
 #: ``duplicates``: nearest stored codes of each item verified as candidates (``--candidates``).
 DUPLICATES_CANDIDATES = 20
 #: ``duplicates --show``: groups drawn on the contact sheet (one row each).

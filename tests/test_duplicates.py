@@ -11,8 +11,10 @@ from PIL import Image, ImageEnhance
 
 from retrieval import Index, Store, build_docs_index, build_images_index
 from retrieval.errors import InputError
-from retrieval.search.duplicates import (ALIGNMENTS, aligned_scores, check_threshold, components,
-                                         image_signatures, photometric_ok, image_stats)
+from retrieval.search.duplicates import (ALIGNMENTS, CANDIDATE_ALIGNMENTS, _grey, _normalise, _sampler,
+                                         aligned_scores, check_ratio, check_threshold, components,
+                                         duplicate_mask, image_signatures, photometric_ok, image_stats,
+                                         reference_scores)
 from conftest import TINY_DOCS, TINY_IMAGES, synthetic_docs, write_corpus
 from test_cli import run
 
@@ -84,6 +86,45 @@ def test_signatures_ignore_brightness_and_alignment_absorbs_a_shift():
     assert photometric_ok(stats[0], stats[1]) and not photometric_ok(stats[0], stats[2])
 
 
+def test_signatures_of_many_alignments_match_one_at_a_time():
+    rng = np.random.default_rng(1)
+    pixels = np.stack([smooth_image(rng) for _ in range(3)])
+    grey = _grey(pixels)
+    for alignments in (ALIGNMENTS, CANDIDATE_ALIGNMENTS):
+        together = image_signatures(pixels, alignments)
+        for a, (zoom, dy, dx) in enumerate(alignments):
+            alone = _normalise(_sampler(SIDE, zoom, dy) @ grey @ _sampler(SIDE, zoom, dx).T)
+            np.testing.assert_allclose(together[:, a], alone, atol=1e-5)
+    flat = np.full((1, SIDE, SIDE, 3), 90, np.uint8)
+    assert not image_signatures(flat, ALIGNMENTS).any()  # one colour: nothing to correlate
+
+
+def test_ratio_test_adapts_to_the_neighbourhood():
+    # 0-2: an original and two copies among look-alikes 3-5 (small garments); 6-7: a photo and its JPEG copy
+    # among distant neighbours 8-10
+    scored = {(0, 1): 0.9995, (0, 2): 0.9990, (1, 2): 0.9990, (6, 7): 0.970}
+    scored.update({(a, b): 0.9965 for a in range(6) for b in range(max(a + 1, 3), 6)})
+    scored.update({(a, b): 0.6 - 0.05 * (b - 8) for a in (6, 7) for b in (8, 9, 10)})
+    pairs = np.array(list(scored))
+    scores = np.array(list(scored.values()), np.float32)
+    ref = reference_scores(11, pairs, scores, rank=3)
+    assert ref[0] == np.float32(0.9965) and ref[6] == np.float32(0.55)
+    reference = np.minimum(ref[pairs[:, 0]], ref[pairs[:, 1]])
+    found = {tuple(p) for p in pairs[duplicate_mask(scores, reference, threshold=0.93, ratio=0.5, certain=1.0)]}
+    # the copies pass though their look-alikes score 0.9965; the look-alikes do not; the photo pair passes at 0.97
+    assert found == {(0, 1), (0, 2), (1, 2), (6, 7)}
+    # with the 2nd best candidate as the reference, the second copy vetoes the first
+    ref2 = reference_scores(11, pairs, scores, rank=2)
+    vetoed = duplicate_mask(scores, np.minimum(ref2[pairs[:, 0]], ref2[pairs[:, 1]]), 0.93, 0.5, 1.0)
+    assert not vetoed[list(scored).index((0, 2))]
+    # ratio 0: the floor alone decides; a certain score passes whatever the neighbours
+    floor_only = {tuple(p) for p in pairs[duplicate_mask(scores, reference, 0.99, 0.0, 1.0)]}
+    assert floor_only == {p for p, v in scored.items() if v >= 0.99}
+    assert duplicate_mask(scores[:3], np.full(3, 0.9999, np.float32), 0.93, 0.5, 0.999).all()
+    assert not duplicate_mask(scores[:3], np.full(3, 0.9999, np.float32), 0.93, 0.5, 1.0).any()
+    assert check_ratio("0") == 0 and check_ratio(0.25) == 0.25 and reference_scores(3, pairs[:0], scores[:0]).sum() == 0
+
+
 def test_components_group_chains():
     groups = components(6, np.array([[0, 1], [1, 2], [4, 5]]))
     assert [g.tolist() for g in groups] == [[0, 1, 2], [4, 5]]
@@ -100,6 +141,9 @@ def test_planted_copies_are_grouped(planted):
     assert found.items == 40 and found.candidates_checked > 0
     strict = Index.open(name, store).duplicates(threshold=1.0)
     assert sum(len(g) for g in strict.groups) < sum(len(g) for g in found.groups)
+    floor_only = Index.open(name, store).duplicates(ratio=0)  # the ratio test only removes pairs
+    assert {(a, b) for a, b, _ in found.pairs} <= {(a, b) for a, b, _ in floor_only.pairs}
+    assert found.ratio > 0 and floor_only.ratio == 0
 
 
 def test_check_one_file(planted):
@@ -130,6 +174,8 @@ def test_cli_json_show_and_check(planted, monkeypatch, capsys, tmp_path):
     assert code == 0 and "no near-duplicate" in out
     code, out, _ = run(monkeypatch, capsys, "duplicates", name, "--index-dir", home, "--radius", "0.5")
     assert code == 0 and "groups of near-duplicates" in out
+    code, out, _ = run(monkeypatch, capsys, "duplicates", name, "--index-dir", home, "--ratio", "0", "--json")
+    assert code == 0 and json.loads(out)["ratio"] == 0
 
 
 @pytest.mark.parametrize("args, message", [
@@ -137,6 +183,7 @@ def test_cli_json_show_and_check(planted, monkeypatch, capsys, tmp_path):
     (["--threshold", "0"], "--threshold must be in (0, 1]"),
     (["--radius", "-1"], "--radius must be positive"),
     (["--candidates", "0"], "--candidates must be a positive number"),
+    (["--ratio", "-0.1"], "--ratio must be >= 0"),
     (["--check", "missing.png"], "does not exist"),
     (["--check", "x.png", "--radius", "0.2"], "--radius applies to whole-index groups"),
 ])
@@ -156,6 +203,11 @@ def test_index_without_inputs_and_documents(tmp_path, monkeypatch, capsys):
     twin = {"space/doc000.txt", f"space/doc{len(docs) - 1:03d}.txt"}
     assert any(twin <= {d.id for d in g} for g in found.groups), found.groups
     assert sum(len(g) for g in found.groups) < len(docs) // 2  # distinct texts are not duplicates
+    # the text without its title line: doc000 is the best match; the floor alone (ratio 0) takes both twins
+    checked = Index.open("notes", store).check_duplicate(docs[0][1], threshold=0.9)
+    assert checked.matches[0].id == "space/doc000.txt" and checked.ratio > 0
+    loose = Index.open("notes", store).check_duplicate(docs[0][1], threshold=0.9, ratio=0)
+    assert {m.id for m in loose.matches} >= twin and loose.ratio == 0
     code, _, err = run(monkeypatch, capsys, "duplicates", "notes", "--index-dir", str(store.root), "--show", "x.png")
     assert code == 1 and "--show draws images" in err
     write_corpus(tmp_path / "d2", synthetic_docs(n_per_topic=8))
