@@ -194,6 +194,8 @@ VQ_SAMPLE = 10_000
 #: Default groups (bytes per item) and codebook entries per group of ``--quantize vq``.
 VQ_GROUPS = 8
 VQ_CODEBOOK = 256
+#: Decay of the moving averages the VQ codebook follows (EMA updates); 0: it learns by its own loss.
+VQ_DECAY = 0.99
 #: ``--quantize``: float codes, or VQ-VAE codes (groups quantised to a learned codebook).
 QUANTIZE_MODES = ("none", "vq")
 
@@ -203,7 +205,7 @@ def check_vq_options(config) -> None:
     _check_choice("--quantize", config.quantize, QUANTIZE_MODES)
     if config.quantize != "vq":
         return
-    from .encoders.vq import check_quantizer
+    from .encoders.vq import check_decay, check_quantizer
 
     if config.bits:
         raise InputError("--quantize vq and --bits exclude each other: VQ codes are --groups bytes, not bits")
@@ -214,6 +216,7 @@ def check_vq_options(config) -> None:
                          "(the PQ baseline splits it into groups)")
     Range("--vq-epochs", 1).check(config.vq_epochs)
     Range("commitment", 0, integer=False).check(config.commitment)
+    check_decay(config.codebook_decay)
 #: Items read, vectorised and encoded at a time by a build: what bounds its
 #: memory (besides what the indexes themselves hold).
 BUILD_CHUNK_DOCS = 10_000
@@ -371,6 +374,8 @@ class DocsConfig(_Config):
             searched with the query float; the build adds ``pq-ae`` and the
             linear baseline in FAISS' product quantiser at the same bytes.
         groups, codebook, commitment, unit_groups, vq_epochs: See ``quantize``.
+        codebook_decay: Decay of the moving averages the VQ codebook follows
+            (0: the codebook learns by its own loss).
         bits: Learn binary codes of this many bits (semantic hashing) instead
             of float codes; ``None`` for float codes.
         binary_epochs: Epochs of binarised training after the float phase.
@@ -409,6 +414,7 @@ class DocsConfig(_Config):
     commitment: float = 0.25
     unit_groups: bool = True
     vq_epochs: int = 5
+    codebook_decay: float = VQ_DECAY
     keep_inputs: bool = True
     baselines: tuple[str, ...] | None = None
     baseline_dim: int | None = None
@@ -489,6 +495,7 @@ class ImagesConfig(_Config):
     commitment: float = 0.25
     unit_groups: bool = True
     vq_epochs: int = 4
+    codebook_decay: float = VQ_DECAY
     keep_inputs: bool = True
     baselines: tuple[str, ...] | None = None
     baseline_dim: int | None = None
