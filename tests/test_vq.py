@@ -141,9 +141,9 @@ def test_pq_index_deletions_and_combine():
 
 @pytest.mark.parametrize("decay", [1.0, -0.1, True, "0.99"])
 def test_check_decay_names_the_bad_value(decay):
-    with pytest.raises(InputError, match="--codebook-decay .*got"):
+    with pytest.raises(InputError, match="codebook_decay must be 0 .*got"):
         check_decay(decay)
-    with pytest.raises(InputError, match="--codebook-decay"):
+    with pytest.raises(InputError, match="codebook_decay must be"):
         DocsConfig(quantize="vq", codebook_decay=decay)
     assert check_decay(0) == 0.0 and check_decay(0.99) == 0.99
 

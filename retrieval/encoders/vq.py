@@ -55,7 +55,7 @@ def check_quantizer(groups, codebook, code_dim) -> tuple[int, int]:
 def check_decay(decay) -> float:
     """Validate the codebook's moving-average decay: 0 (learned by its own loss) or in (0, 1)."""
     if isinstance(decay, bool) or not isinstance(decay, numbers.Real) or not 0 <= decay < 1:
-        raise InputError(f"--codebook-decay must be 0 (the codebook learns by its own loss) or a moving-average "
+        raise InputError(f"codebook_decay must be 0 (the codebook learns by its own loss) or a moving-average "
                          f"decay in (0, 1) such as 0.99; got {decay!r}")
     return float(decay)
 
