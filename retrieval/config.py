@@ -205,6 +205,8 @@ VQ_SAMPLE = 10_000
 #: Default groups (bytes per item) and codebook entries per group of ``--quantize vq``.
 VQ_GROUPS = 8
 VQ_CODEBOOK = 256
+#: Decay of the moving averages the VQ codebook follows (EMA updates); 0: it learns by its own loss.
+VQ_DECAY = 0.99
 #: ``--quantize``: float codes, or VQ-VAE codes (groups quantised to a learned codebook).
 QUANTIZE_MODES = ("none", "vq")
 
@@ -214,7 +216,7 @@ def check_vq_options(config) -> None:
     _check_choice("--quantize", config.quantize, QUANTIZE_MODES)
     if config.quantize != "vq":
         return
-    from .encoders.vq import check_quantizer
+    from .encoders.vq import check_decay, check_quantizer
 
     if config.bits:
         raise InputError("--quantize vq and --bits exclude each other: VQ codes are --groups bytes, not bits")
@@ -225,6 +227,7 @@ def check_vq_options(config) -> None:
                          "(the PQ baseline splits it into groups)")
     Range("--vq-epochs", 1).check(config.vq_epochs)
     Range("commitment", 0, integer=False).check(config.commitment)
+    check_decay(config.codebook_decay)
 #: Items read, vectorised and encoded at a time by a build: what bounds its
 #: memory (besides what the indexes themselves hold).
 BUILD_CHUNK_DOCS = 10_000
@@ -382,6 +385,8 @@ class DocsConfig(_Config):
             searched with the query float; the build adds ``pq-ae`` and the
             linear baseline in FAISS' product quantiser at the same bytes.
         groups, codebook, commitment, unit_groups, vq_epochs: See ``quantize``.
+        codebook_decay: Decay of the moving averages the VQ codebook follows
+            (0: the codebook learns by its own loss).
         bits: Learn binary codes of this many bits (semantic hashing) instead
             of float codes; ``None`` for float codes.
         binary_epochs: Epochs of binarised training after the float phase.
@@ -420,6 +425,7 @@ class DocsConfig(_Config):
     commitment: float = 0.25
     unit_groups: bool = True
     vq_epochs: int = 5
+    codebook_decay: float = VQ_DECAY
     keep_inputs: bool = True
     baselines: tuple[str, ...] | None = None
     baseline_dim: int | None = None
@@ -500,6 +506,7 @@ class ImagesConfig(_Config):
     commitment: float = 0.25
     unit_groups: bool = True
     vq_epochs: int = 4
+    codebook_decay: float = VQ_DECAY
     keep_inputs: bool = True
     baselines: tuple[str, ...] | None = None
     baseline_dim: int | None = None

@@ -11,7 +11,7 @@ from retrieval import Store, build_docs_index
 from retrieval.ann import PQIndex, load_index, make_index
 from retrieval.config import DocsConfig, ImagesConfig
 from retrieval.encoders import load_encoder
-from retrieval.encoders.vq import assign, check_quantizer, decode, kmeans_codebook, restart_dead, split_groups, usage
+from retrieval.encoders.vq import assign, check_decay, check_quantizer, decode, kmeans_codebook, restart_dead, split_groups, usage
 from retrieval.errors import InputError
 from retrieval.evaluate import evaluate_index, load_queries
 from retrieval.search import Retriever
@@ -139,6 +139,72 @@ def test_pq_index_deletions_and_combine():
                                                                           CODEBOOK))
 
 
+@pytest.mark.parametrize("decay", [1.0, -0.1, True, "0.99"])
+def test_check_decay_names_the_bad_value(decay):
+    with pytest.raises(InputError, match="codebook_decay must be 0 .*got"):
+        check_decay(decay)
+    with pytest.raises(InputError, match="codebook_decay must be"):
+        DocsConfig(quantize="vq", codebook_decay=decay)
+    assert check_decay(0) == 0.0 and check_decay(0.99) == 0.99
+
+
+# -- the training quantiser: codebook by moving averages or by its own loss -----------------
+def _quantizer(decay):
+    from retrieval.encoders.autoencoder.models import VectorQuantizer
+
+    g = np.random.default_rng(1)
+    centres = (3 * g.standard_normal((2, 4, 3))).astype(np.float32)  # 2 groups, 4 entries of 3 dims
+    picks = g.integers(0, 4, (400, 2))
+    z = (np.concatenate([centres[0][picks[:, 0]], centres[1][picks[:, 1]]], axis=1)
+         + 0.1 * g.standard_normal((400, 6))).astype(np.float32)
+    means = np.stack([[z[picks[:, k] == e, 3 * k:3 * k + 3].mean(axis=0) for e in range(4)] for k in range(2)])
+    q = VectorQuantizer(2, 4, beta=0.25, decay=decay)
+    q.build((None, 6))
+    q.load(centres + 0.2)
+    return q, z, means
+
+
+def test_ema_codebook_moves_to_the_mean_of_its_encodings():
+    import keras
+
+    q, z, means = _quantizer(0.5)
+    assert not q.codebook.trainable
+    start = keras.ops.convert_to_numpy(q.codebook)
+    out = keras.ops.convert_to_numpy(q(z, training=False))
+    assert np.array_equal(keras.ops.convert_to_numpy(q.codebook), start)  # inference leaves it alone
+    # The forward pass gives the nearest entries (straight-through values).
+    nearest = np.stack([start[k][_brute_assign(z.reshape(-1, 2, 3), start)[:, k]] for k in range(2)], axis=1)
+    assert np.allclose(out, nearest.reshape(len(z), 6), atol=1e-5)
+    for _ in range(25):
+        q(z, training=True)
+    learned = keras.ops.convert_to_numpy(q.codebook)
+    assert np.abs(start - means).max() > 0.15 and np.abs(learned - means).max() < 1e-3
+    counts = keras.ops.convert_to_numpy(q.ema_count)
+    assert np.allclose(counts.sum(axis=1), len(z), rtol=1e-3)
+    # A restarted entry starts with its group's mean count; the others keep theirs.
+    moved = learned.copy()
+    moved[0, 1] += 1.0
+    q.load(moved)
+    after = keras.ops.convert_to_numpy(q.ema_count)
+    assert np.isclose(after[0, 1], counts[0].mean()) and np.array_equal(np.delete(after[0], 1), np.delete(counts[0], 1))
+    assert np.allclose(keras.ops.convert_to_numpy(q.ema_sum), moved * after[..., None], atol=1e-4)
+
+
+def test_codebook_by_its_own_loss_is_trainable_and_not_averaged():
+    import keras
+
+    q, z, _ = _quantizer(0.0)
+    assert q.codebook.trainable and not hasattr(q, "ema_count")
+    start = keras.ops.convert_to_numpy(q.codebook)
+    q(z, training=True)
+    assert np.array_equal(keras.ops.convert_to_numpy(q.codebook), start)  # only a gradient step moves it
+    own_loss = float(keras.ops.convert_to_numpy(q.losses[-1]))
+    ema, _, _ = _quantizer(0.5)
+    ema(z, training=False)
+    # Both add the commitment loss beta * M; only this one adds the codebook loss M: (1 + beta) / beta = 5.
+    assert np.isclose(own_loss, 5 * float(keras.ops.convert_to_numpy(ema.losses[-1])), rtol=1e-4)
+
+
 # -- the VQ autoencoder ------------------------------------------------------------------
 DOCS = synthetic_docs(20)
 
@@ -152,6 +218,16 @@ def text_vq():
     enc = TextAutoencoder(hidden=(16,), code_dim=8, epochs=3, batch_size=32, neighbours=0, quantize="vq",
                           groups=4, codebook=16, vq_epochs=2)
     return enc, enc.fit(X), X
+
+
+def test_vq_encoder_with_the_codebook_by_its_own_loss(text_vq):
+    from retrieval.encoders.autoencoder import TextAutoencoder
+
+    ema, _, X = text_vq
+    assert ema.codebook_decay == 0.99
+    own = TextAutoencoder(**{**ema.get_params(), "codebook_decay": 0.0, "epochs": 1, "vq_epochs": 1}).fit(X)
+    assert own.codebook_.shape == (4, 16, 2) and own.codes(X).shape == (X.shape[0], 4)
+    assert not np.allclose(own.codebook_, ema.codebook_)
 
 
 def test_vq_encoder_contract(text_vq):

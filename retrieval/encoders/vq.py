@@ -52,6 +52,14 @@ def check_quantizer(groups, codebook, code_dim) -> tuple[int, int]:
     return int(groups), int(codebook)
 
 
+def check_decay(decay) -> float:
+    """Validate the codebook's moving-average decay: 0 (learned by its own loss) or in (0, 1)."""
+    if isinstance(decay, bool) or not isinstance(decay, numbers.Real) or not 0 <= decay < 1:
+        raise InputError(f"codebook_decay must be 0 (the codebook learns by its own loss) or a moving-average "
+                         f"decay in (0, 1) such as 0.99; got {decay!r}")
+    return float(decay)
+
+
 def split_groups(codes, groups: int, unit: bool) -> np.ndarray:
     """``(n, D)`` codes as ``(n, G, D / G)`` float32 groups, each scaled to unit length when ``unit``."""
     codes = np.asarray(codes, dtype=np.float32)
@@ -153,5 +161,5 @@ def usage(indices: np.ndarray, size: int) -> np.ndarray:
     return np.array([len(np.unique(indices[:, g])) / size for g in range(indices.shape[1])])
 
 
-__all__ = ["MAX_CODEBOOK", "QUANTIZE_MODES", "assign", "check_quantizer", "decode", "kmeans_codebook",
+__all__ = ["MAX_CODEBOOK", "QUANTIZE_MODES", "assign", "check_decay", "check_quantizer", "decode", "kmeans_codebook",
            "restart_dead", "split_groups", "usage"]

@@ -22,7 +22,7 @@ from ...errors import IndexFormatError, InputError, RetrievalWarning
 from ...progress import Progress
 from ..base import Encoder
 from . import _lazy_keras as keras
-from ..vq import QUANTIZE_MODES, assign, check_quantizer, decode, kmeans_codebook, split_groups
+from ..vq import QUANTIZE_MODES, assign, check_decay, check_quantizer, decode, kmeans_codebook, split_groups
 from . import numpy_forward, numpy_graph
 
 #: ``none``: float codes; ``learned``: binary codes trained as such (a float
@@ -56,6 +56,7 @@ class KerasAutoencoder(Encoder):
     commitment: float = 0.25
     unit_groups: bool = True
     vq_epochs: int = 0
+    codebook_decay: float = 0.0
 
     @property
     def binary(self) -> bool:
@@ -92,6 +93,7 @@ class KerasAutoencoder(Encoder):
             check_quantizer(self.groups, self.codebook, self.code_dim)
             if not (isinstance(self.commitment, (int, float)) and self.commitment >= 0):
                 raise InputError(f"the commitment weight must be a number >= 0; got {self.commitment!r}")
+            check_decay(self.codebook_decay)
 
     # -- training ---------------------------------------------------------
     def _schedule(self):
@@ -121,8 +123,9 @@ class KerasAutoencoder(Encoder):
         """Keep the float phase's weights (for :meth:`derive`), then train through the quantiser.
 
         The codebook starts as k-means of each group of the float codes (a
-        product quantiser of them, so training starts from PQ's codes) and
-        is restarted where entries die.
+        product quantiser of them, so training starts from PQ's codes), then
+        learns by moving averages (``codebook_decay > 0``) or by its own
+        loss (``0``), and is restarted where entries die.
         """
         from ...config import VQ_SAMPLE
         from .training import vq_phase
@@ -141,6 +144,7 @@ class KerasAutoencoder(Encoder):
         history, self.codebook_ = vq_phase(self.encoder_, self.decoder_, inputs, targets, loss, self._schedule(),
                                            self.vq_epochs, progress, codebook=start, beta=self.commitment,
                                            unit=self.unit_groups, sample_codes=sample_codes,
+                                           decay=self.codebook_decay,
                                            sparse_input=sparse_input)
         return history
 

@@ -48,23 +48,60 @@ class VectorQuantizer(layers.Layer):
 
     The forward pass outputs the codebook vectors; the backward pass copies
     the decoder's gradient onto the encoder's output unchanged (straight
-    through). Two added losses (van den Oord et al., 2017): the codebook
-    loss ``||sg(z) - e||^2`` pulls the chosen entries towards the encodings
-    (the codebook learns by its own loss) and the commitment loss
-    ``beta ||z - sg(e)||^2`` keeps the encodings near their entries. With
-    ``unit`` every group and entry is scaled to unit length first, so the
-    squared distance is ``2 - 2 cos``. Dead entries are restarted from
-    outside (:class:`~.training.CodebookRestarts`).
+    through). The commitment loss ``beta ||z - sg(e)||^2`` keeps the
+    encodings near their entries (van den Oord et al., 2017). The codebook
+    learns one of two ways:
+
+    * ``decay == 0``: by its own loss ``||sg(z) - e||^2``, which pulls the
+      chosen entries towards the encodings (a gradient step of Adam);
+    * ``0 < decay < 1``: by exponential moving averages of each entry's
+      count and of the sum of the encodings it takes (the VQ-VAE paper's
+      appendix, Razavi et al. 2019): every training batch moves an entry
+      towards the mean of its encodings, whatever the learning rate, and
+      Laplace smoothing of the counts keeps a rarely chosen entry from
+      being divided by zero.
+
+    With ``unit`` every group and entry is scaled to unit length first, so
+    the squared distance is ``2 - 2 cos``. Dead entries are restarted from
+    outside (:class:`~.training.CodebookRestarts`, through :meth:`load`).
     """
 
-    def __init__(self, groups: int, size: int, beta: float = 0.25, unit: bool = False, **kwargs) -> None:
+    def __init__(self, groups: int, size: int, beta: float = 0.25, unit: bool = False, decay: float = 0.0,
+                 epsilon: float = 1e-5, **kwargs) -> None:
         super().__init__(**kwargs)
         self.groups, self.size, self.beta, self.unit = groups, size, beta, unit
+        self.decay, self.epsilon = float(decay), epsilon
+
+    @property
+    def ema(self) -> bool:
+        """True when the codebook follows moving averages instead of its own loss."""
+        return self.decay > 0
 
     def build(self, input_shape) -> None:
         self.width = int(input_shape[-1]) // self.groups
-        self.codebook = self.add_weight(shape=(self.groups, self.size, self.width), initializer="random_normal",
-                                        trainable=True, name="codebook")
+        shape = (self.groups, self.size, self.width)
+        self.codebook = self.add_weight(shape=shape, initializer="random_normal", trainable=not self.ema,
+                                        name="codebook")
+        if self.ema:
+            self.ema_count = self.add_weight(shape=shape[:2], initializer="ones", trainable=False, name="ema_count")
+            self.ema_sum = self.add_weight(shape=shape, initializer="zeros", trainable=False, name="ema_sum")
+
+    def load(self, codebook: np.ndarray) -> None:
+        """Set the codebook ``(G, K, d)`` (the k-means start, restarted entries).
+
+        With moving averages, an entry that changed restarts with its
+        group's mean count (so the next batches move it no faster than the
+        others), and every entry's sum is its vector times its count.
+        """
+        codebook = np.asarray(codebook, dtype=np.float32)
+        if self.ema:
+            old = np.asarray(keras.ops.convert_to_numpy(self.codebook))
+            count = np.asarray(keras.ops.convert_to_numpy(self.ema_count), dtype=np.float32)
+            changed = np.any(old != codebook, axis=2)
+            count = np.where(changed, count.mean(axis=1, keepdims=True), count).astype(np.float32)
+            self.ema_count.assign(count)
+            self.ema_sum.assign(codebook * count[..., None])
+        self.codebook.assign(codebook)
 
     def entries(self):
         """The codebook as the distances see it (unit length with ``unit``)."""
@@ -73,7 +110,7 @@ class VectorQuantizer(layers.Layer):
             e = e / keras.ops.maximum(keras.ops.norm(e, axis=-1, keepdims=True), 1e-12)
         return e
 
-    def call(self, z):
+    def call(self, z, training=None):
         ops = keras.ops
         zg = ops.reshape(z, (-1, self.groups, self.width))
         if self.unit:
@@ -83,9 +120,25 @@ class VectorQuantizer(layers.Layer):
         dist = ops.sum(ops.square(e), axis=-1)[None] - 2 * ops.einsum("ngd,gkd->ngk", zg, e)
         chosen = ops.one_hot(ops.argmin(dist, axis=-1), self.size)
         q = ops.einsum("ngk,gkd->ngd", chosen, e)
-        self.add_loss(ops.mean(ops.square(ops.stop_gradient(zg) - q))
-                      + self.beta * ops.mean(ops.square(zg - ops.stop_gradient(q))))
+        commit = self.beta * ops.mean(ops.square(zg - ops.stop_gradient(q)))
+        if self.ema:
+            if training:
+                self._ema_update(ops.stop_gradient(zg), chosen)
+            self.add_loss(commit)
+        else:
+            self.add_loss(ops.mean(ops.square(ops.stop_gradient(zg) - q)) + commit)
         return ops.reshape(zg + ops.stop_gradient(q - zg), (-1, self.groups * self.width))
+
+    def _ema_update(self, zg, chosen) -> None:
+        ops, d = keras.ops, self.decay
+        count = d * self.ema_count + (1 - d) * ops.sum(chosen, axis=0)  # (G, K)
+        total = d * self.ema_sum + (1 - d) * ops.einsum("ngk,ngd->gkd", chosen, zg)
+        # Laplace smoothing: an unchosen entry's count tends to 0, not to a division by it.
+        n = ops.sum(count, axis=1, keepdims=True)
+        smoothed = (count + self.epsilon) / (n + self.size * self.epsilon) * n
+        self.ema_count.assign(count)
+        self.ema_sum.assign(total)
+        self.codebook.assign(total / smoothed[..., None])
 
 
 @keras.saving.register_keras_serializable(package="retrieval")
@@ -240,11 +293,11 @@ def build_binary(encoder, decoder, seed: int):
     return keras.Model(inp, decoder(bits), name="binary_autoencoder")
 
 
-def build_vq(encoder, decoder, *, groups: int, size: int, beta: float, unit: bool):
+def build_vq(encoder, decoder, *, groups: int, size: int, beta: float, unit: bool, decay: float = 0.0):
     """The VQ-VAE training graph: encoder, :class:`VectorQuantizer`, decoder; returns ``(model, quantizer)``."""
     spec = encoder.inputs[0]
     inp = keras.Input(batch_shape=spec.shape, sparse=spec.sparse)
-    quantizer = VectorQuantizer(groups, size, beta, unit, name="quantize")
+    quantizer = VectorQuantizer(groups, size, beta, unit, decay, name="quantize")
     return keras.Model(inp, decoder(quantizer(encoder(inp))), name="vq_autoencoder"), quantizer
 
 

@@ -71,6 +71,8 @@ class TextAutoencoder(KerasAutoencoder):
         commitment: Weight of the commitment loss.
         unit_groups: Quantise unit-length groups (distances are then cosines).
         vq_epochs: Epochs of VQ training after the float phase.
+        codebook_decay: 0: the codebook learns by its own loss; in (0, 1):
+            the decay of the moving averages it follows instead (EMA updates).
         seed: Seed of weights, noise and shuffling.
 
     Attributes:
@@ -90,7 +92,8 @@ class TextAutoencoder(KerasAutoencoder):
                  center: bool = True, binarize: str = "none", binary_epochs: int = _D.binary_epochs,
                  quantize: str = "none", groups: int = _D.groups, codebook: int = _D.codebook,
                  commitment: float = _D.commitment, unit_groups: bool = _D.unit_groups,
-                 vq_epochs: int = _D.vq_epochs, seed: int = _D.seed) -> None:
+                 vq_epochs: int = _D.vq_epochs, codebook_decay: float = _D.codebook_decay,
+                 seed: int = _D.seed) -> None:
         self._set_params(locals())
 
     def _check(self, X) -> None:

@@ -247,12 +247,13 @@ class CodebookRestarts(keras.callbacks.Callback):
         q = self.quantizer
         parts = split_groups(self.sample_codes(), q.groups, q.unit)
         codebook, n = restart_dead(np.asarray(keras.ops.convert_to_numpy(q.entries())), parts, self.rng)
-        q.codebook.assign(codebook)
+        q.load(codebook)
         self.restarted.append(n)
 
 
 def vq_phase(encoder, decoder, inputs, targets, loss, schedule: Schedule, epochs: int, progress: Progress | None,
-             *, codebook: np.ndarray, beta: float, unit: bool, sample_codes, sparse_input: bool = False
+             *, codebook: np.ndarray, beta: float, unit: bool, sample_codes, decay: float = 0.0,
+             sparse_input: bool = False
              ) -> tuple[dict, np.ndarray]:
     """Train ``encoder`` and ``decoder`` further through a :class:`~.models.VectorQuantizer`.
 
@@ -261,14 +262,16 @@ def vq_phase(encoder, decoder, inputs, targets, loss, schedule: Schedule, epochs
         beta: Weight of the commitment loss.
         unit: Quantise unit-length groups.
         sample_codes: See :class:`CodebookRestarts`.
+        decay: 0: the codebook learns by its own loss; else the decay of its
+            moving averages (see :class:`~.models.VectorQuantizer`).
 
     Returns:
         ``(history, the learned codebook as the distances see it)``; the
         history's ``restarted`` counts dead entries restarted per epoch.
     """
     groups, size, _ = codebook.shape
-    model, quantizer = build_vq(encoder, decoder, groups=groups, size=size, beta=beta, unit=unit)
-    quantizer.codebook.assign(codebook)
+    model, quantizer = build_vq(encoder, decoder, groups=groups, size=size, beta=beta, unit=unit, decay=decay)
+    quantizer.load(codebook)
     restarts = CodebookRestarts(quantizer, sample_codes, schedule.seed)
     history = train(model, inputs, targets, loss, schedule, epochs, "ae: vq epoch", progress,
                     sparse_input=sparse_input, decay=True, callbacks=[restarts])
