@@ -22,3 +22,16 @@ def test_recalibrated_batchnorm_normalises_its_inputs():
     rows = np.sort(np.random.default_rng(1).choice(700, 500, replace=False))
     assert np.allclose(np.asarray(bn.moving_mean), relu[rows].mean(axis=0), atol=1e-4)
     assert np.allclose(np.asarray(bn.moving_variance), relu[rows].var(axis=0), rtol=1e-3, atol=1e-4)
+
+
+def test_an_image_encoder_fits_without_a_warning():
+    """The recalibration probes the encoder with its own input structure: Keras warned on a bare array."""
+    import warnings
+
+    from retrieval.encoders.autoencoder import ConvAutoencoder
+
+    X = np.random.default_rng(0).random((64, 8, 8, 1)).astype(np.float32)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        codes = ConvAutoencoder(code_dim=4, filters=(4, 8), epochs=1, batch_size=16).fit(X).transform(X)
+    assert codes.shape == (64, 4) and np.isfinite(codes).all()

@@ -333,7 +333,8 @@ def recalibrate_batchnorm(model, inputs, *, sample: int = 10_000, batch: int = 5
     if len(rows) > sample:
         rows = np.sort(np.random.default_rng(seed).choice(len(rows), sample, replace=False))
     for norm in norms:
-        probe = keras.Model(model.inputs, norm.input)
+        # The model's own input structure (one named input): a bare array would make Keras warn.
+        probe = keras.Model(model.inputs[0] if len(model.inputs) == 1 else model.inputs, norm.input)
         total = squares = None
         count = 0
         for start in range(0, len(rows), batch):
