@@ -1,0 +1,81 @@
+"""Share of codes an exact pruned binary IVF would scan, on a built index of binary codes.
+
+    python benchmarks/binary_prune.py --home H --name NAME --queries DOCS.jsonl [--method ae] [--cells 1000 4000]
+
+A code x in cell c (centroid c; the cell's radius r_c is the largest
+distance of its codes to c) is at least d(q, c) - r_c from the query q, so
+once the k-th distance D is known, only cells with d(q, c) - r_c <= D can
+hold a hit as good: an exact search needs to scan only those. The script
+encodes the query texts (the first 8 words of each line, as
+``segments_bench.py latency``), finds D with the index's exact scan, trains
+FAISS binary k-means cells (64 codes per cell), and prints per cell count
+the radii and the share of codes such a search would scan (p50, p90).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from itertools import islice
+from pathlib import Path
+
+import faiss
+import numpy as np
+
+from retrieval.errors import RetrievalError
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--home", type=Path, required=True)
+    parser.add_argument("--name", required=True)
+    parser.add_argument("--queries", type=Path, required=True)
+    parser.add_argument("--method", default="ae")
+    parser.add_argument("--count", type=int, default=500)
+    parser.add_argument("--k", type=int, default=10)
+    parser.add_argument("--cells", type=int, nargs="+", default=[1000, 4000])
+    args = parser.parse_args()
+    from retrieval import Store
+    from retrieval.search import Retriever
+
+    retriever = Retriever(args.name, Store(args.home))
+    encoder, index = retriever.method(args.method)
+    with args.queries.open() as lines:
+        texts = [" ".join(json.loads(line)["text"].split()[:8]) for line in islice(lines, args.count)]
+    queries = []
+    for text in texts:
+        try:
+            queries.append(encoder.transform(retriever.query_inputs([text]))[0])
+        except RetrievalError:  # all stop words
+            pass
+    queries = np.ascontiguousarray(queries, dtype=np.uint8)
+    codes = np.ascontiguousarray(index.stored())
+    kth = -index.search(queries, args.k)[0][:, -1]
+    n, nbytes = codes.shape
+    words = codes.view(np.uint8)
+    for nlist in args.cells:
+        started = time.perf_counter()
+        quantizer = faiss.IndexBinaryFlat(nbytes * 8)
+        ivf = faiss.IndexBinaryIVF(quantizer, nbytes * 8, nlist)
+        sample = np.random.default_rng(0).choice(n, min(n, 64 * nlist), replace=False)
+        ivf.train(words[sample])
+        centroids = faiss.vector_to_array(quantizer.xb).reshape(nlist, nbytes)
+        to_centroid, cell = quantizer.search(words, 1)
+        radius = np.full(nlist, -1)
+        np.maximum.at(radius, cell[:, 0], to_centroid[:, 0])
+        sizes = np.bincount(cell[:, 0], minlength=nlist)
+        shares = []
+        for query, bound in zip(queries, kth):
+            d = np.bitwise_count(centroids ^ query).sum(axis=1)
+            shares.append(sizes[(d - radius <= bound) & (sizes > 0)].sum() / n)
+        print(json.dumps({"cells": nlist, "items": n, "queries": len(queries), "k": args.k,
+                          "kth_distance_p50": float(np.median(kth)),
+                          "radius_p50": float(np.median(radius[sizes > 0])),
+                          "radius_p90": float(np.percentile(radius[sizes > 0], 90)),
+                          "scan_share_p50": round(float(np.median(shares)), 3),
+                          "scan_share_p90": round(float(np.percentile(shares, 90)), 3),
+                          "train_assign_s": round(time.perf_counter() - started, 1)}))
+
+
+if __name__ == "__main__":
+    main()
