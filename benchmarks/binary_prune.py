@@ -19,13 +19,12 @@ from __future__ import annotations
 import argparse
 import json
 import time
-from itertools import islice
 from pathlib import Path
 
 import faiss
 import numpy as np
 
-from retrieval.errors import RetrievalError
+from segments_bench import _queries  # the latency command's queries (benchmarks/ is on sys.path)
 
 
 def main() -> None:
@@ -34,7 +33,8 @@ def main() -> None:
     parser.add_argument("--name", required=True)
     parser.add_argument("--queries", type=Path, required=True)
     parser.add_argument("--method", default="ae")
-    parser.add_argument("--count", type=int, default=500)
+    parser.add_argument("--n-queries", type=int, default=500)
+    parser.add_argument("--words", type=int, default=8)
     parser.add_argument("--k", type=int, default=10)
     parser.add_argument("--cells", type=int, nargs="+", default=[1000, 4000])
     args = parser.parse_args()
@@ -43,14 +43,7 @@ def main() -> None:
 
     retriever = Retriever(args.name, Store(args.home))
     encoder, index = retriever.method(args.method)
-    with args.queries.open() as lines:
-        texts = [" ".join(json.loads(line)["text"].split()[:8]) for line in islice(lines, args.count)]
-    queries = []
-    for text in texts:
-        try:
-            queries.append(encoder.transform(retriever.query_inputs([text]))[0])
-        except RetrievalError:  # all stop words
-            pass
+    queries = [encoder.transform(retriever.query_inputs([text]))[0] for text in _queries(retriever, args)]
     queries = np.ascontiguousarray(queries, dtype=np.uint8)
     codes = np.ascontiguousarray(index.stored())
     kth = -index.search(queries, args.k)[0][:, -1]

@@ -20,13 +20,12 @@ import json
 import os
 import statistics
 import time
-from itertools import islice
 from pathlib import Path
 
 import faiss
 
 from retrieval import ann
-from retrieval.errors import RetrievalError
+from segments_bench import _queries  # the latency command's queries (benchmarks/ is on sys.path)
 
 
 def main() -> None:
@@ -35,22 +34,15 @@ def main() -> None:
     parser.add_argument("--name", required=True)
     parser.add_argument("--queries", type=Path, required=True)
     parser.add_argument("--method", default="ae")
-    parser.add_argument("--count", type=int, default=500)
+    parser.add_argument("--n-queries", type=int, default=500)
+    parser.add_argument("--words", type=int, default=8)
     parser.add_argument("--rounds", type=int, default=2)
     args = parser.parse_args()
     from retrieval import Store
     from retrieval.search import Retriever
 
-    with args.queries.open() as lines:
-        texts = [" ".join(json.loads(line)["text"].split()[:8]) for line in islice(lines, args.count)]
     retriever = Retriever(args.name, Store(args.home))
-    queries = []
-    for text in texts:
-        try:
-            retriever.query_inputs([text])
-            queries.append(text)
-        except RetrievalError:  # all stop words
-            pass
+    queries = _queries(retriever, args)
     settings = {"split": (2, ann.SPLIT_SCAN_CODES), "whole": (2, 10**12), "one-thread": (1, 10**12)}
     wall: dict[str, list[float]] = {s: [] for s in settings}
     cpu: dict[str, list[float]] = {s: [] for s in settings}
