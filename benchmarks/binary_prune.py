@@ -19,22 +19,17 @@ from __future__ import annotations
 import argparse
 import json
 import time
-from pathlib import Path
 
 import faiss
 import numpy as np
 
-from segments_bench import _queries  # the latency command's queries (benchmarks/ is on sys.path)
+from segments_bench import _queries, add_index_query_options  # the latency command's queries (benchmarks/ is on sys.path)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--home", type=Path, required=True)
-    parser.add_argument("--name", required=True)
-    parser.add_argument("--queries", type=Path, required=True)
+    add_index_query_options(parser)
     parser.add_argument("--method", default="ae")
-    parser.add_argument("--n-queries", type=int, default=500)
-    parser.add_argument("--words", type=int, default=8)
     parser.add_argument("--k", type=int, default=10)
     parser.add_argument("--cells", type=int, nargs="+", default=[1000, 4000])
     args = parser.parse_args()

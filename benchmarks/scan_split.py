@@ -20,22 +20,17 @@ import json
 import os
 import statistics
 import time
-from pathlib import Path
 
 import faiss
 
 from retrieval import ann
-from segments_bench import _queries  # the latency command's queries (benchmarks/ is on sys.path)
+from segments_bench import _queries, add_index_query_options  # the latency command's queries (benchmarks/ is on sys.path)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--home", type=Path, required=True)
-    parser.add_argument("--name", required=True)
-    parser.add_argument("--queries", type=Path, required=True)
+    add_index_query_options(parser)
     parser.add_argument("--method", default="ae")
-    parser.add_argument("--n-queries", type=int, default=500)
-    parser.add_argument("--words", type=int, default=8)
     parser.add_argument("--rounds", type=int, default=2)
     args = parser.parse_args()
     from retrieval import Store

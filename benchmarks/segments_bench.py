@@ -117,6 +117,15 @@ def _queries(retriever, args) -> list[str]:
     return queries
 
 
+def add_index_query_options(parser) -> None:
+    """``--home --name --queries --n-queries --words``: one index and the text queries :func:`_queries` reads."""
+    parser.add_argument("--home", type=Path, required=True)
+    parser.add_argument("--name", required=True)
+    parser.add_argument("--queries", type=Path, required=True, help="JSONL; the first --words words of each text")
+    parser.add_argument("--n-queries", type=int, default=500)
+    parser.add_argument("--words", type=int, default=8)
+
+
 def _timed(retriever, query, method, k) -> tuple[float, float]:
     wall, cpu = time.perf_counter(), time.process_time()
     retriever.search(query, k, method)
@@ -232,11 +241,7 @@ def main() -> None:
     q.add_argument("--k", type=int, default=10)
     q.add_argument("--methods", nargs="+", default=["ae", "lsa", "tfidf"])
     lat = sub.add_parser("latency")
-    lat.add_argument("--home", type=Path, required=True)
-    lat.add_argument("--name", required=True)
-    lat.add_argument("--queries", type=Path, required=True, help="JSONL; the first --words words of each text")
-    lat.add_argument("--n-queries", type=int, default=500)
-    lat.add_argument("--words", type=int, default=8)
+    add_index_query_options(lat)
     lat.add_argument("--k", type=int, default=10)
     lat.add_argument("--methods", nargs="+", default=["ae"])
     args = parser.parse_args()
