@@ -13,7 +13,7 @@ from retrieval.encoders.autoencoder import ConvAutoencoder, TextAutoencoder
 from retrieval.encoders.hashing import hamming_distances
 from retrieval.errors import InputError, RetrievalWarning
 from retrieval.evaluate import default_methods, evaluate_index, load_queries
-from retrieval.ann import BinaryFlatIndex, BinaryIVFIndex, load_index, make_index
+from retrieval.ann import BinaryFlatIndex, BinaryIVFIndex, BinaryPrunedIndex, Deletions, load_index, make_index
 from retrieval.search import Retriever
 from retrieval.vectorize import TextVectorizer
 from conftest import TINY_DOCS, TINY_IMAGES, synthetic_docs, synthetic_images, write_corpus
@@ -24,7 +24,7 @@ rng = np.random.default_rng(0)
 CENTRES = rng.integers(0, 2, (20, 64), dtype=np.uint8)
 BITS = CENTRES[rng.integers(0, 20, 2000)] ^ (rng.random((2000, 64)) < 0.08)
 CODES = np.packbits(BITS, axis=1)
-BINARY_KINDS = [BinaryFlatIndex, BinaryIVFIndex]
+BINARY_KINDS = [BinaryFlatIndex, BinaryIVFIndex, BinaryPrunedIndex]
 
 
 # -- Hamming indexes --------------------------------------------------------------
@@ -74,6 +74,38 @@ def test_split_hamming_scan_equals_the_whole_scan(monkeypatch, threads):
         faiss.omp_set_num_threads(before)
 
 
+
+def test_pruned_search_equals_the_flat_scan_ties_included():
+    """Exact: the same hits as the flat scan, ties by position, also without removed rows, in a ball, after an add."""
+    flat, pruned = BinaryFlatIndex(), BinaryPrunedIndex(nlist=40)
+    flat.add(CODES)
+    pruned.add(CODES)
+    # Queries near a centre, exactly on a stored code, and far from every centre (many ties at the k-th distance).
+    queries = np.concatenate([np.packbits(CENTRES[:6] ^ (rng.random((6, 64)) < 0.08), axis=1), CODES[:4],
+                              rng.integers(0, 256, (4, 8), dtype=np.uint8)])
+    for k in (1, 10, 100, len(CODES)):
+        want, got = flat.search(queries, k), pruned.search(queries, k)
+        assert np.array_equal(want[0], got[0]) and np.array_equal(want[1], got[1])
+        one = pruned.search(queries[:1], k)  # one query alone (the batch path above spreads over threads)
+        assert np.array_equal(one[1], want[1][:1])
+    removed = Deletions(np.sort(rng.choice(len(CODES), 700, replace=False)), len(CODES))
+    want, got = flat.search_live(queries, 20, removed), pruned.search_live(queries, 20, removed)
+    assert np.array_equal(want[1], got[1]) and not np.isin(got[1], removed.positions).any()
+    for radius in (0, 5, 12):
+        assert np.array_equal(np.sort(flat.within(queries[:1], radius)[1]), np.sort(pruned.within(queries[:1], radius)[1]))
+    # The pruning does work: a query at a centre scans a few of the 40 cells.
+    centroids, radii, sizes = pruned._cells()
+    assert (radii[sizes > 0] >= 0).all() and sizes.sum() == len(CODES)
+    to_cell = np.bitwise_count(centroids ^ queries[0]).sum(axis=1)
+    bound = int(-flat.search(queries[:1], 10)[0][0, -1])
+    assert sizes[(to_cell - radii <= bound) & (sizes > 0)].sum() < len(CODES) / 2
+    far = np.packbits(1 - CENTRES[:1], axis=1)
+    pruned.add(far)  # a code far from its cell's centroid grows that cell's radius
+    flat.add(far)
+    assert np.array_equal(flat.search(far, 5)[1], pruned.search(far, 5)[1])
+    assert pruned.search(far, 1)[1][0, 0] == len(CODES)
+
+
 @pytest.mark.parametrize("backend", BINARY_KINDS)
 def test_binary_backends_save_load_identical(backend, tmp_path):
     index = backend()
@@ -115,6 +147,11 @@ def test_factory_and_bad_codes():
     assert isinstance(make_index("auto", "hamming", 10), BinaryFlatIndex)
     assert isinstance(make_index("auto", "hamming", 2_000_000), BinaryIVFIndex)
     assert isinstance(make_index("ivf", "hamming", 10), BinaryIVFIndex)
+    from retrieval.ann import PRUNED_SCAN_CODES
+
+    for kind in ("flat", "auto"):
+        assert isinstance(make_index(kind, "hamming", PRUNED_SCAN_CODES), BinaryPrunedIndex)
+        assert type(make_index(kind, "hamming", PRUNED_SCAN_CODES - 1)) is BinaryFlatIndex
     with pytest.raises(InputError, match="float codes"):
         make_index("hnsw", "hamming", 10)
     with pytest.raises(InputError, match="packed uint8"):

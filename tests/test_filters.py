@@ -65,8 +65,10 @@ def _codes(kind, metric, n, rng):
 
 
 def _index(kind, metric, n):
-    from retrieval.ann import BinaryIVFIndex, IVFIndex
+    from retrieval.ann import BinaryIVFIndex, BinaryPrunedIndex, IVFIndex
 
+    if kind == "pruned":
+        return BinaryPrunedIndex(metric, nlist=12)
     if kind == "ivf" and metric == "hamming":
         return BinaryIVFIndex(metric, nprobe=1000)  # every cell probed: exact
     if kind == "ivf":
@@ -75,7 +77,7 @@ def _index(kind, metric, n):
 
 
 BACKENDS = [("flat", "cosine"), ("flat", "l2"), ("ivf", "cosine"), ("ivf", "l2"), ("hnsw", "cosine"),
-            ("flat", "hamming"), ("ivf", "hamming"), ("sparse", "cosine")]
+            ("flat", "hamming"), ("ivf", "hamming"), ("pruned", "hamming"), ("sparse", "cosine")]
 
 
 @pytest.mark.parametrize("kind, metric", BACKENDS)

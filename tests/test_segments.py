@@ -24,7 +24,9 @@ QUERIES = ["orbit rocket launch nasa", "engine brake tire dealer", "doctor vacci
 #: graphs (searched segment by segment, the others are joined in memory).
 CONFIGS = {"flat": replace(TINY_DOCS, index_kind="flat"), "hnsw": replace(TINY_DOCS, index_kind="hnsw"),
            "ivf-bits": replace(TINY_DOCS, index_kind="ivf", bits=8, binary_epochs=1),
-           "flat-bits": replace(TINY_DOCS, index_kind="flat", bits=8, binary_epochs=1)}
+           "flat-bits": replace(TINY_DOCS, index_kind="flat", bits=8, binary_epochs=1),
+           # Exact pruned cells (BinaryPrunedIndex): what "flat" builds from PRUNED_SCAN_CODES codes on.
+           "pruned-bits": replace(TINY_DOCS, index_kind="flat", bits=8, binary_epochs=1)}
 
 
 @pytest.fixture(scope="module")
@@ -44,8 +46,14 @@ def built(corpora, tmp_path_factory):
     def copy(key: str, tmp_path: Path) -> Store:
         if key not in homes:
             homes[key] = Store(tmp_path_factory.mktemp(f"home-{key}"))
-            with pytest.warns(RetrievalWarning):  # the tiny models' self-check
+            with pytest.warns(RetrievalWarning), pytest.MonkeyPatch.context() as patch:  # the tiny models' self-check
+                if key == "pruned-bits":
+                    from retrieval import ann
+
+                    patch.setattr(ann, "PRUNED_SCAN_CODES", 1)
                 build_docs_index(corpora / "base", "seg", CONFIGS[key], store=homes[key])
+                kind = homes[key].read_manifest("seg")["methods"]["ae"]["index"]
+                assert (kind == "binary-pruned") == (key == "pruned-bits"), kind
         store = Store(tmp_path / "home")
         shutil.copytree(homes[key].path("seg"), store.path("seg"))
         return store
@@ -317,9 +325,9 @@ def test_sync_and_emptying_an_index(built, corpora, tmp_path):
 
 
 @pytest.mark.parametrize("kind, metric", [("flat", "cosine"), ("ivf", "l2"), ("hnsw", "cosine"), ("flat", "hamming"),
-                                          ("ivf", "hamming"), ("sparse", "cosine")])
+                                          ("ivf", "hamming"), ("pruned", "hamming"), ("sparse", "cosine")])
 def test_every_backend_searches_without_removed_rows(kind, metric):
-    from retrieval.ann import Deletions, make_index
+    from retrieval.ann import BinaryPrunedIndex, Deletions, make_index
 
     rng = np.random.default_rng(0)
     if metric == "hamming":
@@ -328,7 +336,10 @@ def test_every_backend_searches_without_removed_rows(kind, metric):
         codes = sp.random(300, 40, density=0.2, random_state=0, format="csr", dtype=np.float32)
     else:
         codes = rng.normal(size=(300, 8)).astype(np.float32)
-    index = make_index("flat" if kind == "sparse" else kind, metric, 300, sparse=kind == "sparse")
+    if kind == "pruned":
+        index = BinaryPrunedIndex(metric, nlist=8)
+    else:
+        index = make_index("flat" if kind == "sparse" else kind, metric, 300, sparse=kind == "sparse")
     index.add(codes)
     removed = np.sort(rng.choice(300, 120, replace=False))
     queries = codes[:5]
