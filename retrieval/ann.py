@@ -56,6 +56,8 @@ SPARSE_BLOCK_CELLS = 16_000_000
 #: an exact pruned index (:class:`BinaryPrunedIndex`) instead of a flat scan.
 #: Measured (BENCHMARKS.md, "Query p50 over 1M documents with 64-bit codes"):
 PRUNED_SCAN_CODES = 262_144
+#: FAISS' k-means wants at least this many training points per centroid (it warns below).
+MIN_CODES_PER_CELL = 39
 #: The pruned search's first pass scans at least this many of the nearest cells.
 FIRST_CELLS = 8
 #: Batches up to this size are searched on one thread (see FaissIndex.search).
@@ -236,6 +238,10 @@ class VectorIndex:
     def save_template(self, folder: Path) -> Path | None:
         """Write :meth:`template` into a method's folder when the kind is :attr:`trained` (else nothing)."""
         return None
+
+    def settled(self) -> "VectorIndex":
+        """The index a build saves once every row is added: this one, or one with its structure relearned."""
+        return self
 
     def _params(self) -> dict:
         return {"metric": self.metric}
@@ -541,9 +547,13 @@ class IVFIndex(FaissIndex):
     def _factory_string(self, n, d):
         # FAISS wants ~39 training points per centroid; sqrt(n) cells balance
         # the scan of centroids against the scan inside cells.
-        return f"IVF{int(max(1, min(4 * np.sqrt(n), n // 39)))},Flat"
+        return f"IVF{int(max(1, min(4 * np.sqrt(n), n // MIN_CODES_PER_CELL)))},Flat"
 
     def _from_factory(self, factory, codes):
+        if len(codes) < MIN_CODES_PER_CELL * int(factory[3:].split(",")[0]):
+            # Sized for the collection, trained on a smaller sample: no fewer than
+            # MIN_CODES_PER_CELL training codes a cell (FAISS warns below).
+            factory = self.factory_ = f"IVF{max(1, len(codes) // MIN_CODES_PER_CELL)},Flat"
         index = super()._from_factory(factory, codes)
         index.train(codes)
         index.nprobe = min(self.nprobe, index.nlist)
@@ -806,7 +816,9 @@ class BinaryIVFIndex(BinaryIndex):
         nprobe: Cells scanned per query (recall against speed). Measured on
             clustered 64-bit codes (BENCHMARKS.md, scale table): 64 keeps
             recall@100 >= 0.96 at 1M and 10M codes for 0.07 / 0.15 ms.
-        nlist: Number of cells (default: ``4 * sqrt(n)``, at most ``n / 39``).
+        nlist: Number of cells (default: :meth:`cells_for` the collection,
+            fewer when trained on a sample of fewer than
+            :data:`MIN_CODES_PER_CELL` codes a cell).
     """
 
     kind = "binary-ivf"
@@ -821,10 +833,19 @@ class BinaryIVFIndex(BinaryIndex):
         return {"metric": self.metric, "nprobe": self.nprobe, "nlist": self.nlist}
 
     def _factory_string(self, n, width):
-        return f"BIVF{self.nlist or int(max(1, min(4 * np.sqrt(n), n // 39)))}"
+        return f"BIVF{self.nlist or self.cells_for(n)}"
+
+    @staticmethod
+    def cells_for(n: int) -> int:
+        """The default number of cells for ``n`` codes: ``4 * sqrt(n)``, at most ``n / 39``."""
+        return int(max(1, min(4 * np.sqrt(n), n // MIN_CODES_PER_CELL)))
 
     def _from_factory(self, factory, codes):
         n = len(codes)
+        if self.nlist is None and n < MIN_CODES_PER_CELL * int(factory[4:]):
+            # Sized for the collection, trained on a smaller sample: k-means of fewer than
+            # MIN_CODES_PER_CELL codes a cell (FAISS warns) gives cells of 1-3 codes.
+            factory = self.factory_ = f"BIVF{max(1, n // MIN_CODES_PER_CELL)}"
         index = super()._from_factory(factory, codes)
         nlist = index.nlist
         # Binary k-means is trained on a sample: 64 points per cell are plenty
@@ -867,7 +888,7 @@ class BinaryPrunedIndex(BinaryIVFIndex):
 
     Args:
         metric: Must be ``"hamming"``.
-        nlist: Number of cells (default: ``4 * sqrt(n)``, at most ``n / 39``).
+        nlist: Number of cells (default: :meth:`BinaryIVFIndex.cells_for` the collection).
     """
 
     kind = "binary-pruned"
@@ -912,6 +933,24 @@ class BinaryPrunedIndex(BinaryIVFIndex):
             self._cells_data = (centroids, radii, sizes)
             self._cells_key = key
         return self._cells_data
+
+    def settled(self) -> "VectorIndex":
+        """Cells learned from every stored code when a build trained them on a sample too small for its size.
+
+        The search is exact whatever the cells; good cells only make it scan
+        less. A build trains them on its training sample (``--train-sample``)
+        before any row is added; once the collection is encoded, its own
+        codes (a seeded sample of ``64 * nlist``) give the cells a collection
+        of this size warrants.
+        """
+        n = len(self)
+        if self.nlist is not None or self.index_ is None or self.index_.nlist >= self.cells_for(n):
+            return self
+        codes = self.stored()
+        other = type(self)(**self._params())
+        other.train(codes, n)
+        other.add(codes)
+        return other
 
     def _assign(self, cells: np.ndarray, nlist: int) -> np.ndarray:
         row = np.full((1, nlist), -1, np.int64)

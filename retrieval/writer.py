@@ -460,6 +460,7 @@ class IndexWriter:
             out = self.folder.method(method)
             if not self._models_saved:
                 self._encoders[method].save(out)
+            self._indexes[method] = self._indexes[method].settled()  # every row is in: relearn what a sample gave
             self._indexes[method].save_template(out)
         self.manifest["novelty"] = novelty.save_reference(self.folder, self._reference)
         self.manifest["generation"] = 1

@@ -106,6 +106,27 @@ def test_pruned_search_equals_the_flat_scan_ties_included():
     assert pruned.search(far, 1)[1][0, 0] == len(CODES)
 
 
+
+def test_cells_trained_on_a_small_sample_are_relearned_from_every_code():
+    """A build trains on its sample (few cells: FAISS' minimum of codes a cell), then relearns them from all codes."""
+    from retrieval.ann import MIN_CODES_PER_CELL, IVFIndex
+
+    pruned = BinaryPrunedIndex()
+    pruned.train(CODES[:200], len(CODES))  # sized for 2,000 codes (51 cells), trained on 200
+    assert pruned.index_.nlist == 200 // MIN_CODES_PER_CELL and pruned.factory == "BIVF5"
+    pruned.add(CODES)
+    settled = pruned.settled()
+    assert settled.index_.nlist == BinaryPrunedIndex.cells_for(len(CODES)) == 51 and settled.factory == "BIVF51"
+    assert settled.settled() is settled and len(settled) == len(CODES)
+    flat = BinaryFlatIndex()
+    flat.add(CODES)
+    for index in (pruned, settled):
+        assert np.array_equal(index.search(CODES[:20], 30)[1], flat.search(CODES[:20], 30)[1])
+    ivf = IVFIndex()
+    ivf.train(rng.normal(size=(100, 4)).astype(np.float32), 100_000)
+    assert ivf.index_.nlist == 100 // MIN_CODES_PER_CELL and ivf.factory == "IVF2,Flat"
+
+
 @pytest.mark.parametrize("backend", BINARY_KINDS)
 def test_binary_backends_save_load_identical(backend, tmp_path):
     index = backend()
