@@ -924,13 +924,15 @@ class BinaryPrunedIndex(BinaryIVFIndex):
             nlist, width = int(ivf.nlist), int(ivf.code_size)
             quantizer = faiss.downcast_IndexBinary(ivf.quantizer)
             centroids = faiss.vector_to_array(quantizer.xb).reshape(nlist, width)
+            # Distances to the centroids by 64-bit words (popcounts of 8-byte words, not of bytes).
+            self._word = np.uint64 if width % 8 == 0 else np.uint8
             lists = ivf.invlists
             sizes = np.array([lists.list_size(c) for c in range(nlist)], dtype=np.int64)
             radii = np.full(nlist, -1, np.int32)
             for c in np.flatnonzero(sizes):
                 codes = faiss.rev_swig_ptr(lists.get_codes(int(c)), int(sizes[c]) * width).reshape(-1, width)
                 radii[c] = np.bitwise_count(codes ^ centroids[c]).sum(axis=1, dtype=np.int32).max()
-            self._cells_data = (centroids, radii, sizes)
+            self._cells_data = (centroids.view(self._word), radii, sizes)
             self._cells_key = key
         return self._cells_data
 
@@ -962,7 +964,7 @@ class BinaryPrunedIndex(BinaryIVFIndex):
         centroids, radii, sizes = self._cells()
         nlist, bits = len(sizes), int(self.index_.d)
         query = query[None]
-        to_cell = np.bitwise_count(centroids ^ query).sum(axis=1, dtype=np.int32)
+        to_cell = np.bitwise_count(centroids ^ query.view(self._word)).sum(axis=1, dtype=np.int32)
         # First pass: the nearest cells holding at least k live codes (FIRST_CELLS at least)
         # bound the k-th distance from above.
         want = k + (0 if removed is None else len(removed))
@@ -1028,7 +1030,7 @@ class BinaryPrunedIndex(BinaryIVFIndex):
         """Every code within Hamming ``radius`` of one query, nearest first: exact, from the cells that can hold one."""
         query = self._prepare(query)[:1]
         centroids, radii, sizes = self._cells()
-        to_cell = np.bitwise_count(centroids ^ query).sum(axis=1, dtype=np.int32)
+        to_cell = np.bitwise_count(centroids ^ query.view(self._word)).sum(axis=1, dtype=np.int32)
         need = np.flatnonzero((to_cell - radii <= int(radius)) & (sizes > 0))
         _, distances, positions = self.index_.range_search_preassigned(query, int(radius) + 1,
                                                                        self._assign(need, len(sizes)), None)

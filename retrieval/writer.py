@@ -447,6 +447,11 @@ class IndexWriter:
         self._carried = segments
         self._oov = oov
 
+    def settle(self) -> None:
+        """Every row is in: each fitted index relearns what its training sample gave it (:meth:`VectorIndex.settled`)."""
+        for method in self._fitted:
+            self._indexes[method] = self._indexes[method].settled()
+
     # -- writing -------------------------------------------------------------------------
     def save(self, *, keep_inputs: bool = True) -> dict:
         """Write a fitted index (a build, a retrain): models, its one segment, the manifest.
@@ -460,7 +465,7 @@ class IndexWriter:
             out = self.folder.method(method)
             if not self._models_saved:
                 self._encoders[method].save(out)
-            self._indexes[method] = self._indexes[method].settled()  # every row is in: relearn what a sample gave
+            self._indexes[method] = self._indexes[method].settled()  # no-op after settle()
             self._indexes[method].save_template(out)
         self.manifest["novelty"] = novelty.save_reference(self.folder, self._reference)
         self.manifest["generation"] = 1
@@ -784,6 +789,7 @@ def build_index(modality: Modality, source, name: str, config=None, *, store: St
                 writer.append(batch, scores=encoded.scores, codes=encoded.codes, training=True, progress=progress)
             if encoded is not None:
                 manifest["engine"] = {"name": engine.name, "encode_seconds": encoded.seconds, **encoded.info}
+        writer.settle()
         writer.self_check(_Sample.of(modality, shards, n, config.seed), config.seed)
         modality.save_state(state, writer.folder)
         manifest["build_seconds"] = round(time.perf_counter() - started, 2)

@@ -96,7 +96,7 @@ def test_pruned_search_equals_the_flat_scan_ties_included():
     # The pruning does work: a query at a centre scans a few of the 40 cells.
     centroids, radii, sizes = pruned._cells()
     assert (radii[sizes > 0] >= 0).all() and sizes.sum() == len(CODES)
-    to_cell = np.bitwise_count(centroids ^ queries[0]).sum(axis=1)
+    to_cell = np.bitwise_count(centroids ^ queries[0].view(centroids.dtype)).sum(axis=1)
     bound = int(-flat.search(queries[:1], 10)[0][0, -1])
     assert sizes[(to_cell - radii <= bound) & (sizes > 0)].sum() < len(CODES) / 2
     far = np.packbits(1 - CENTRES[:1], axis=1)
