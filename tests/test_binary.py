@@ -1,6 +1,5 @@
 """Semantic hashing (issue #4): learned binary codes, Hamming indexes, two-stage search."""
 import json
-import warnings
 from dataclasses import replace
 
 import numpy as np
