@@ -108,6 +108,28 @@ def flat(vectors, metric: str = "cosine") -> FlatIndex:
     return index
 
 
+def variants(enc, X_fit, X, Q, qy, y, groups: int, emit) -> None:
+    """Other searches of one fitted VQ model (diagnostics, not in the library).
+
+    * ``vq-float-l2``: the group-split codes before quantisation, exact L2
+      (what the VQ search approximates: its ceiling);
+    * ``vq-diag-W``: the VQ search after scaling every code dimension by its
+      training variance ** -W, queries and codebook alike (a diagonal partial
+      whitening, which keeps the groups apart; the float codes are compared
+      after a partial whitening, ``whiten``).
+    """
+    codes, queries = enc.transform(X), enc.transform(Q)
+    emit("vq-float-l2", score(flat(codes, "l2"), queries, qy, y), bytes=4 * codes.shape[1])
+    variance = enc.transform(X_fit).var(axis=0)
+    for w in (0.25, 0.5):
+        scale = (np.maximum(variance, 1e-12) ** -w).astype(np.float32)
+        scale /= scale.mean()
+        index = PQIndex("l2", groups)
+        index.train(None, X.shape[0], codebook=enc.codebook_ * scale.reshape(groups, 1, -1))
+        index.add(codes * scale)
+        emit(f"vq-diag-{w}", score(index, queries * scale, qy, y), bytes=groups)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("corpus", choices=["20ng", "fashion"])
@@ -120,6 +142,8 @@ def main() -> None:
     ap.add_argument("--code-dim", type=int, default=32)
     ap.add_argument("--linear-dim", type=int, default=None, help="LSA/PCA dimension (default: --code-dim)")
     ap.add_argument("--options", default="{}", help="JSON: more autoencoder keyword arguments")
+    ap.add_argument("--vq-variants", action="store_true",
+                    help="also search the VQ model's codes other ways (diagnostics: see variants())")
     args = ap.parse_args()
     methods = args.methods.split(",")
     X, y, Q, qy = load(args.corpus, args.validation)
@@ -162,6 +186,8 @@ def main() -> None:
              codebook_used=round(float(used.mean()), 3), restarted=enc.history_["vq"]["restarted"],
              vq_epochs=len(enc.history_["vq"]["loss"]), float_epochs=len(enc.history_["loss"]),
              options={"code_dim": args.code_dim, **options})
+        if args.vq_variants:
+            variants(enc, X_fit, X, Q, qy, y, args.groups, emit)
         flt = enc.derive("none", X_fit)
         V, VQ = flt.transform(X), flt.transform(Q)
         emit("ae-float", score(flat(V), VQ, qy, y), bytes=4 * V.shape[1])

@@ -550,10 +550,6 @@ class IVFIndex(FaissIndex):
         return f"IVF{int(max(1, min(4 * np.sqrt(n), n // MIN_CODES_PER_CELL)))},Flat"
 
     def _from_factory(self, factory, codes):
-        if len(codes) < MIN_CODES_PER_CELL * int(factory[3:].split(",")[0]):
-            # Sized for the collection, trained on a smaller sample: no fewer than
-            # MIN_CODES_PER_CELL training codes a cell (FAISS warns below).
-            factory = self.factory_ = f"IVF{max(1, len(codes) // MIN_CODES_PER_CELL)},Flat"
         index = super()._from_factory(factory, codes)
         index.train(codes)
         index.nprobe = min(self.nprobe, index.nlist)
@@ -816,13 +812,13 @@ class BinaryIVFIndex(BinaryIndex):
         nprobe: Cells scanned per query (recall against speed). Measured on
             clustered 64-bit codes (BENCHMARKS.md, scale table): 64 keeps
             recall@100 >= 0.96 at 1M and 10M codes for 0.07 / 0.15 ms.
-        nlist: Number of cells (default: :meth:`cells_for` the collection,
-            fewer when trained on a sample of fewer than
-            :data:`MIN_CODES_PER_CELL` codes a cell).
+        nlist: Number of cells (default: :meth:`cells_for` the collection).
     """
 
     kind = "binary-ivf"
     trained = True
+    #: The cells are relearned from every code once a build has added them (:meth:`settled`).
+    relearns: ClassVar[bool] = False
 
     def __init__(self, metric: str = "hamming", nprobe: int = 64, nlist: int | None = None) -> None:
         super().__init__(metric)
@@ -842,9 +838,10 @@ class BinaryIVFIndex(BinaryIndex):
 
     def _from_factory(self, factory, codes):
         n = len(codes)
-        if self.nlist is None and n < MIN_CODES_PER_CELL * int(factory[4:]):
-            # Sized for the collection, trained on a smaller sample: k-means of fewer than
-            # MIN_CODES_PER_CELL codes a cell (FAISS warns) gives cells of 1-3 codes.
+        if self.relearns and self.nlist is None and n < MIN_CODES_PER_CELL * int(factory[4:]):
+            # Sized for the collection, trained on a smaller sample (a build's): k-means of fewer
+            # than MIN_CODES_PER_CELL codes a cell (FAISS warns) gives cells of 1-3 codes.
+            # Fewer cells until settled() relearns them from every code.
             factory = self.factory_ = f"BIVF{max(1, n // MIN_CODES_PER_CELL)}"
         index = super()._from_factory(factory, codes)
         nlist = index.nlist
@@ -892,6 +889,7 @@ class BinaryPrunedIndex(BinaryIVFIndex):
     """
 
     kind = "binary-pruned"
+    relearns = True
 
     def __init__(self, metric: str = "hamming", nlist: int | None = None) -> None:
         super().__init__(metric, nprobe=0, nlist=nlist)
