@@ -142,10 +142,24 @@ def main() -> None:
     ap.add_argument("--code-dim", type=int, default=32)
     ap.add_argument("--linear-dim", type=int, default=None, help="LSA/PCA dimension (default: --code-dim)")
     ap.add_argument("--options", default="{}", help="JSON: more autoencoder keyword arguments")
+    ap.add_argument("--freeze-encoder", action="store_true",
+                    help="diagnostic: the VQ phase trains the codebook and the decoder only (encoder frozen)")
     ap.add_argument("--vq-variants", action="store_true",
                     help="also search the VQ model's codes other ways (diagnostics: see variants())")
     args = ap.parse_args()
     methods = args.methods.split(",")
+    if args.freeze_encoder:  # a diagnostic, not a library option: wraps the VQ phase
+        from retrieval.encoders.autoencoder import training
+
+        phase = training.vq_phase
+
+        def frozen(encoder, *a, **kw):
+            encoder.trainable = False
+            try:
+                return phase(encoder, *a, **kw)
+            finally:
+                encoder.trainable = True
+        training.vq_phase = frozen
     X, y, Q, qy = load(args.corpus, args.validation)
     rng = np.random.default_rng(0)
     fit_rows = (np.sort(rng.choice(X.shape[0], args.train_subset, replace=False))
