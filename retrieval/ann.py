@@ -23,6 +23,7 @@ segment probes the same cells and a merged search equals one index's.
 """
 from __future__ import annotations
 
+import threading
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import ClassVar
@@ -119,9 +120,20 @@ class Deletions:
         self.positions = np.asarray(positions, dtype=np.int64)
         self.size = int(size)
         self._selector = None
+        self._alive = None
+        #: Per-cell counts of kept rows, by the cells they were counted for (BinaryPrunedIndex).
+        self.live_cells: dict = {}
 
     def __len__(self) -> int:
         return len(self.positions)
+
+    def alive(self) -> np.ndarray:
+        """``(size,)`` booleans, True for the rows kept (built once)."""
+        if self._alive is None:
+            keep = np.ones(self.size, bool)
+            keep[self.positions] = False
+            self._alive = keep
+        return self._alive
 
     def selector(self):
         """A FAISS ``IDSelectorBitmap`` of the rows kept (built once; it holds a pointer into ``_bitmap``)."""
@@ -894,6 +906,7 @@ class BinaryPrunedIndex(BinaryIVFIndex):
     def __init__(self, metric: str = "hamming", nlist: int | None = None) -> None:
         super().__init__(metric, nprobe=0, nlist=nlist)
         self._cells_key = None
+        self._cells_lock = threading.Lock()
 
     def _params(self) -> dict:
         return {"metric": self.metric, "nlist": self.nlist}
@@ -904,6 +917,8 @@ class BinaryPrunedIndex(BinaryIVFIndex):
         # searches share the index safely.
         self.index_.nprobe = self.index_.nlist
         self._cells_key = None
+        if self.index_.ntotal:
+            self._cells()  # when opened, not on the first query
 
     def _from_factory(self, factory, codes):
         index = super()._from_factory(factory, codes)
@@ -914,12 +929,27 @@ class BinaryPrunedIndex(BinaryIVFIndex):
         super().add(codes)
         self.index_.nprobe = self.index_.nlist
 
-    def _cells(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """``(centroids, radii, sizes)`` of the cells, computed when the index is opened or has grown."""
+    @classmethod
+    def combine(cls, parts):
+        base = super().combine(parts)
+        base._cells()
+        return base
+
+    def _cells(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """``(centroids, radii, sizes, cell of each position, codes by position)``, from the inverted lists.
+
+        Computed once when the index is opened, combined or has grown (under a
+        lock: a server's threads share the index); read without changing the
+        FAISS index (no direct map).
+        """
         key = (id(self.index_), int(self.index_.ntotal))
-        if self._cells_key != key:
+        if self._cells_key == key:
+            return self._cells_data
+        with self._cells_lock:
+            if self._cells_key == key:
+                return self._cells_data
             ivf = self.index_
-            nlist, width = int(ivf.nlist), int(ivf.code_size)
+            nlist, width, n = int(ivf.nlist), int(ivf.code_size), int(ivf.ntotal)
             quantizer = faiss.downcast_IndexBinary(ivf.quantizer)
             centroids = faiss.vector_to_array(quantizer.xb).reshape(nlist, width)
             # Distances to the centroids by 64-bit words (popcounts of 8-byte words, not of bytes).
@@ -927,12 +957,22 @@ class BinaryPrunedIndex(BinaryIVFIndex):
             lists = ivf.invlists
             sizes = np.array([lists.list_size(c) for c in range(nlist)], dtype=np.int64)
             radii = np.full(nlist, -1, np.int32)
+            cell_of = np.zeros(n, np.int32)
+            by_position = np.zeros((n, width), np.uint8)
             for c in np.flatnonzero(sizes):
-                codes = faiss.rev_swig_ptr(lists.get_codes(int(c)), int(sizes[c]) * width).reshape(-1, width)
+                size = int(sizes[c])
+                codes = faiss.rev_swig_ptr(lists.get_codes(int(c)), size * width).reshape(size, width)
+                ids = faiss.rev_swig_ptr(lists.get_ids(int(c)), size)
                 radii[c] = np.bitwise_count(codes ^ centroids[c]).sum(axis=1, dtype=np.int32).max()
-            self._cells_data = (centroids.view(self._word), radii, sizes)
+                cell_of[ids] = c
+                by_position[ids] = codes
+            self._cells_data = (centroids.view(self._word), radii, sizes, cell_of, by_position)
             self._cells_key = key
         return self._cells_data
+
+    def stored(self) -> np.ndarray:
+        # From the lists, by position: FAISS' reconstruct would add a direct map to the shared index.
+        return np.zeros((0, 0), np.uint8) if self.index_ is None else self._cells()[4]
 
     def settled(self) -> "VectorIndex":
         """Cells learned from every stored code when a build trained them on a sample too small for its size.
@@ -957,57 +997,76 @@ class BinaryPrunedIndex(BinaryIVFIndex):
         row[0, :len(cells)] = cells
         return row
 
-    def _search_one(self, query: np.ndarray, k: int, removed: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
-        """Hamming distances and positions of one query's ``k`` best live codes, best first."""
-        centroids, radii, sizes = self._cells()
-        nlist, bits = len(sizes), int(self.index_.d)
+    def _live_sizes(self, deletions: Deletions | None) -> np.ndarray:
+        """Kept rows per cell (counted once per set of removed rows and cells)."""
+        sizes, cell_of = self._cells()[2], self._cells()[3]
+        if deletions is None:
+            return sizes
+        counted = deletions.live_cells.get(self._cells_key)
+        if counted is None:
+            counted = np.bincount(cell_of[deletions.alive()], minlength=len(sizes))
+            deletions.live_cells = {self._cells_key: counted}
+        return counted
+
+    def _search_one(self, query: np.ndarray, k: int, alive: np.ndarray | None,
+                    live: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Hamming distances and positions of one query's ``k`` best kept codes, best first.
+
+        Args:
+            alive: Kept rows (``None``: all), as :meth:`Deletions.alive`.
+            live: Kept rows per cell.
+        """
+        centroids, radii = self._cells()[:2]
+        nlist, bits = len(live), int(self.index_.d)
         query = query[None]
         to_cell = np.bitwise_count(centroids ^ query.view(self._word)).sum(axis=1, dtype=np.int32)
-        # First pass: the nearest cells holding at least k live codes (FIRST_CELLS at least)
+        # First pass: the nearest cells holding at least k kept codes (FIRST_CELLS at least)
         # bound the k-th distance from above.
-        want = k + (0 if removed is None else len(removed))
         first = np.argpartition(to_cell, min(FIRST_CELLS, nlist - 1))[:FIRST_CELLS]
-        if sizes[first].sum() < want:
+        if live[first].sum() < k:
             order = np.argsort(to_cell, kind="stable")
-            first = order[:int(np.searchsorted(np.cumsum(sizes[order]), want)) + 1]
-        distances, positions = self.index_.search_preassigned(query, min(want, len(self)),
-                                                              self._assign(first, nlist), None)
-        live = positions[0] >= 0
-        if removed is not None:
-            live &= ~np.isin(positions[0], removed)
-        bound = int(distances[0][live][k - 1]) if live.sum() >= k else bits
+            first = order[:int(np.searchsorted(np.cumsum(live[order]), k)) + 1]
+        if alive is None:
+            distances, positions = self.index_.search_preassigned(query, k, self._assign(first, nlist), None)
+            bound = int(distances[0, k - 1]) if positions[0, k - 1] >= 0 else bits
+        else:  # every code of those cells, the removed ones dropped
+            _, distances, positions = self.index_.range_search_preassigned(query, bits + 1,
+                                                                           self._assign(first, nlist), None)
+            distances = distances[alive[positions]]
+            bound = int(np.partition(distances, k - 1)[k - 1]) if len(distances) >= k else bits
         # Second pass: every code within the bound, from exactly the cells that can hold one.
-        need = np.flatnonzero((to_cell - radii <= bound) & (sizes > 0))
-        lims, distances, positions = self.index_.range_search_preassigned(query, bound + 1,
-                                                                          self._assign(need, nlist), None)
-        if removed is not None:
-            keep = ~np.isin(positions, removed)
+        need = np.flatnonzero((to_cell - radii <= bound) & (live > 0))
+        _, distances, positions = self.index_.range_search_preassigned(query, bound + 1,
+                                                                       self._assign(need, nlist), None)
+        if alive is not None:
+            keep = alive[positions]
             distances, positions = distances[keep], positions[keep]
         order = np.lexsort((positions, distances))[:k]
         return distances[order], positions[order]
 
-    def _search_many(self, queries: np.ndarray, k: int, removed: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
+    def _search_many(self, queries: np.ndarray, k: int, alive, live) -> tuple[np.ndarray, np.ndarray]:
         distances = np.full((len(queries), k), np.inf, np.float32)
         positions = np.full((len(queries), k), -1, np.int64)
         for qi, query in enumerate(queries):
-            d, p = self._search_one(query, k, removed)
+            d, p = self._search_one(query, k, alive, live)
             distances[qi, :len(d)], positions[qi, :len(p)] = d, p
         return distances, positions
 
-    def _search(self, queries, k: int, removed: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
+    def _search(self, queries, k: int, deletions: Deletions | None) -> tuple[np.ndarray, np.ndarray]:
         k = min(check_k(k), len(self))
         queries = self._prepare(queries)
         if k == 0:
             return np.zeros((len(queries), 0), np.float32), np.zeros((len(queries), 0), np.int64)
-        self._cells()  # before the threads, which would otherwise each compute it
+        alive = None if deletions is None or not len(deletions) else deletions.alive()
+        live = self._live_sizes(None if alive is None else deletions)
         threads = faiss.omp_get_max_threads()
         faiss.omp_set_num_threads(1)  # one query at a time: FAISS would start a team per call
         try:
             if len(queries) <= SINGLE_THREAD_QUERIES or threads < 2:
-                distances, positions = self._search_many(queries, k, removed)
+                distances, positions = self._search_many(queries, k, alive, live)
             else:  # a batch: its queries spread over the scan pool's threads
                 chunks = np.array_split(np.arange(len(queries)), threads)
-                found = list(_scan_pool(threads).map(lambda rows: self._search_many(queries[rows], k, removed),
+                found = list(_scan_pool(threads).map(lambda rows: self._search_many(queries[rows], k, alive, live),
                                                      chunks))
                 distances = np.concatenate([d for d, _ in found])
                 positions = np.concatenate([p for _, p in found])
@@ -1016,18 +1075,19 @@ class BinaryPrunedIndex(BinaryIVFIndex):
         return -distances, positions
 
     def search(self, queries, k: int, params=None) -> tuple[np.ndarray, np.ndarray]:
+        if params is not None:  # _search_parameters gives none: rows are skipped by search_live
+            raise TypeError("BinaryPrunedIndex.search takes no FAISS search parameters")
         return self._search(queries, k, None)
 
     def search_live(self, queries, k: int, deletions: Deletions | None) -> tuple[np.ndarray, np.ndarray]:
-        removed = None if deletions is None or not len(deletions) else np.asarray(deletions.positions, np.int64)
-        scores, positions = self._search(queries, k, removed)
+        scores, positions = self._search(queries, k, deletions)
         scores[positions < 0] = -np.inf
         return scores, positions
 
     def within(self, query, radius: int) -> tuple[np.ndarray, np.ndarray]:
         """Every code within Hamming ``radius`` of one query, nearest first: exact, from the cells that can hold one."""
         query = self._prepare(query)[:1]
-        centroids, radii, sizes = self._cells()
+        centroids, radii, sizes = self._cells()[:3]
         to_cell = np.bitwise_count(centroids ^ query.view(self._word)).sum(axis=1, dtype=np.int32)
         need = np.flatnonzero((to_cell - radii <= int(radius)) & (sizes > 0))
         _, distances, positions = self.index_.range_search_preassigned(query, int(radius) + 1,

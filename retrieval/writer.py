@@ -1250,6 +1250,7 @@ def retrain(store: Store, name: str, progress: Progress | None = None) -> dict:
             spool = writer.spool(keep=True)  # the live segments' inputs, copied into the one new segment
             writer.reencode(modality.rechunk(segments.iter_inputs()), scores if rows is None else None, oov,
                             progress, keep=spool)
+            writer.settle()
             writer.self_check(_Sample.of(modality, lambda: modality.iter_inputs(spool), n, config.seed), config.seed)
             writer.manifest["retrained_at"] = _now()
             writer.manifest["retrain_seconds"] = round(time.perf_counter() - started, 2)
