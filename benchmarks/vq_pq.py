@@ -113,6 +113,8 @@ def variants(enc, X_fit, X, Q, qy, y, groups: int, emit) -> None:
 
     * ``vq-float-l2``: the group-split codes before quantisation, exact L2
       (what the VQ search approximates: its ceiling);
+    * ``pq-ae-vq-space`` (printed after ``pq-ae``): FAISS PQ of the float
+      phase's codes in the space VQ quantises (raw, unit groups, L2);
     * ``vq-diag-W``: the VQ search after scaling every code dimension by its
       training variance ** -W, queries and codebook alike (a diagonal partial
       whitening, which keeps the groups apart; the float codes are compared
@@ -206,6 +208,14 @@ def main() -> None:
         V, VQ = flt.transform(X), flt.transform(Q)
         emit("ae-float", score(flat(V), VQ, qy, y), bytes=4 * V.shape[1])
         emit("pq-ae", score(pq(V, VQ, args.groups), VQ, qy, y), bytes=args.groups)
+        if args.vq_variants:  # PQ of the float phase in the space VQ quantises (raw codes, unit groups, L2)
+            from retrieval.encoders.vq import split_groups
+
+            def vq_space(rows):
+                raw = flt._predict(flt._input_matrix(rows))
+                return split_groups(raw, args.groups, enc.unit_groups).reshape(len(raw), -1)
+            R, RQ = vq_space(X), vq_space(Q)
+            emit("pq-ae-vq-space", score(pq(R, RQ, args.groups, "l2"), RQ, qy, y), bytes=args.groups)
     if "pq-linear" in methods:
         from retrieval.encoders.baselines import LSAEncoder, PCAEncoder
 
