@@ -114,7 +114,7 @@ def variants(enc, X_fit, X, Q, qy, y, groups: int, emit) -> None:
     * ``vq-float-l2``: the group-split codes before quantisation, exact L2
       (what the VQ search approximates: its ceiling);
     * ``pq-ae-vq-space`` (printed after ``pq-ae``): FAISS PQ of the float
-      phase's codes in the space VQ quantises (raw, unit groups, L2);
+      phase's codes in the space VQ quantises (``vq_space``), L2;
     * ``vq-diag-W``: the VQ search after scaling every code dimension by its
       training variance ** -W, queries and codebook alike (a diagonal partial
       whitening, which keeps the groups apart; the float codes are compared
@@ -148,8 +148,21 @@ def main() -> None:
                     help="diagnostic: the VQ phase trains the codebook and the decoder only (encoder frozen)")
     ap.add_argument("--vq-variants", action="store_true",
                     help="also search the VQ model's codes other ways (diagnostics: see variants())")
+    ap.add_argument("--vq-lr-scale", type=float, default=None,
+                    help="diagnostic: the VQ phase's learning rate times this")
     args = ap.parse_args()
     methods = args.methods.split(",")
+    if args.vq_lr_scale:  # a diagnostic: wraps the VQ phase's schedule
+        import dataclasses
+
+        from retrieval.encoders.autoencoder import training
+
+        phase_lr = training.vq_phase
+
+        def slower(encoder, decoder, inputs, targets, loss, schedule, *a, **kw):
+            schedule = dataclasses.replace(schedule, learning_rate=schedule.learning_rate * args.vq_lr_scale)
+            return phase_lr(encoder, decoder, inputs, targets, loss, schedule, *a, **kw)
+        training.vq_phase = slower
     if args.freeze_encoder:  # a diagnostic, not a library option: wraps the VQ phase
         from retrieval.encoders.autoencoder import training
 
@@ -201,19 +214,17 @@ def main() -> None:
         emit("vq", score(index, enc.transform(Q), qy, y), bytes=args.groups, fit_seconds=fit,
              codebook_used=round(float(used.mean()), 3), restarted=enc.history_["vq"]["restarted"],
              vq_epochs=len(enc.history_["vq"]["loss"]), float_epochs=len(enc.history_["loss"]),
-             options={"code_dim": args.code_dim, **options})
+             vq_space=enc.vq_space, options={"code_dim": args.code_dim, **options})
         if args.vq_variants:
             variants(enc, X_fit, X, Q, qy, y, args.groups, emit)
         flt = enc.derive("none", X_fit)
         V, VQ = flt.transform(X), flt.transform(Q)
         emit("ae-float", score(flat(V), VQ, qy, y), bytes=4 * V.shape[1])
         emit("pq-ae", score(pq(V, VQ, args.groups), VQ, qy, y), bytes=args.groups)
-        if args.vq_variants:  # PQ of the float phase in the space VQ quantises (raw codes, unit groups, L2)
-            from retrieval.encoders.vq import split_groups
-
+        if args.vq_variants:  # PQ of the float phase's codes in the space VQ quantises (L2)
             def vq_space(rows):
                 raw = flt._predict(flt._input_matrix(rows))
-                return split_groups(raw, args.groups, enc.unit_groups).reshape(len(raw), -1)
+                return enc._vq_parts(raw).reshape(len(raw), -1)
             R, RQ = vq_space(X), vq_space(Q)
             emit("pq-ae-vq-space", score(pq(R, RQ, args.groups, "l2"), RQ, qy, y), bytes=args.groups)
     if "pq-linear" in methods:

@@ -209,6 +209,12 @@ VQ_CODEBOOK = 256
 VQ_DECAY = 0.99
 #: ``--quantize``: float codes, or VQ-VAE codes (groups quantised to a learned codebook).
 QUANTIZE_MODES = ("none", "vq")
+#: The space VQ quantises: ``whitened`` (the float codes' retrieval space,
+#: centred and partially whitened, the whole code unit length) or ``groups``
+#: (the raw code; what indexes built before the choice existed use). Either
+#: way ``unit_groups`` then scales each group to unit length. Each modality's default (``vq_space`` below) was
+#: chosen on a validation split: BENCHMARKS.md, "VQ in the float codes' space".
+VQ_SPACES = ("whitened", "groups")
 
 
 def check_vq_options(config) -> None:
@@ -221,6 +227,7 @@ def check_vq_options(config) -> None:
     if config.bits:
         raise InputError("--quantize vq and --bits exclude each other: VQ codes are --groups bytes, not bits")
     check_quantizer(config.groups, config.codebook, config.code_dim)
+    _check_choice("vq_space", config.vq_space, VQ_SPACES)
     dim = config.baseline_dim or config.code_dim
     if dim % config.groups:
         raise InputError(f"--baseline-dim {dim} must be a multiple of --groups {config.groups} "
@@ -381,10 +388,12 @@ class DocsConfig(_Config):
         quantize: ``"vq"``: VQ-VAE codes of ``groups`` bytes per item (each
             group one of ``codebook`` learned vectors, ``vq_epochs`` of
             training through the quantiser, commitment weight
-            ``commitment``, unit-length groups with ``unit_groups``),
+            ``commitment``, in the space ``vq_space``),
             searched with the query float; the build adds ``pq-ae`` and the
             linear baseline in FAISS' product quantiser at the same bytes.
-        groups, codebook, commitment, unit_groups, vq_epochs: See ``quantize``.
+        groups, codebook, commitment, vq_epochs: See ``quantize``.
+        vq_space: ``whitened`` or ``groups`` (see :data:`VQ_SPACES`).
+        unit_groups: Scale each group to unit length in the quantised space.
         codebook_decay: Decay of the moving averages the VQ codebook follows
             (0: the codebook learns by its own loss).
         bits: Learn binary codes of this many bits (semantic hashing) instead
@@ -424,6 +433,7 @@ class DocsConfig(_Config):
     codebook: int = VQ_CODEBOOK
     commitment: float = 0.25
     unit_groups: bool = True
+    vq_space: str = "groups"
     vq_epochs: int = 5
     codebook_decay: float = VQ_DECAY
     keep_inputs: bool = True
@@ -505,6 +515,7 @@ class ImagesConfig(_Config):
     codebook: int = VQ_CODEBOOK
     commitment: float = 0.25
     unit_groups: bool = True
+    vq_space: str = "groups"
     vq_epochs: int = 4
     codebook_decay: float = VQ_DECAY
     keep_inputs: bool = True

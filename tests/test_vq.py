@@ -209,14 +209,14 @@ def test_codebook_by_its_own_loss_is_trainable_and_not_averaged():
 DOCS = synthetic_docs(20)
 
 
-@pytest.fixture(scope="module")
-def text_vq():
+@pytest.fixture(scope="module", params=["whitened", "groups"])
+def text_vq(request):
     from retrieval.encoders.autoencoder import TextAutoencoder
     from retrieval.vectorize import TextVectorizer
 
     X = TextVectorizer().fit_transform([t for _, t in DOCS])
     enc = TextAutoencoder(hidden=(16,), code_dim=8, epochs=3, batch_size=32, neighbours=0, quantize="vq",
-                          groups=4, codebook=16, vq_epochs=2)
+                          groups=4, codebook=16, vq_epochs=2, vq_space=request.param)
     return enc, enc.fit(X), X
 
 
@@ -225,6 +225,8 @@ def test_vq_encoder_with_the_codebook_by_its_own_loss(text_vq):
 
     ema, _, X = text_vq
     assert ema.codebook_decay == 0.99
+    if ema.vq_space != "whitened":
+        return  # the codebook update does not depend on the space
     own = TextAutoencoder(**{**ema.get_params(), "codebook_decay": 0.0, "epochs": 1, "vq_epochs": 1}).fit(X)
     assert own.codebook_.shape == (4, 16, 2) and own.codes(X).shape == (X.shape[0], 4)
     assert not np.allclose(own.codebook_, ema.codebook_)
@@ -234,10 +236,14 @@ def test_vq_encoder_contract(text_vq):
     enc, returned, X = text_vq
     assert returned is enc and enc.metric == "l2" and not enc.binary and enc.dim == 8
     assert enc.codebook_.shape == (4, 16, 2)
-    assert np.allclose(np.linalg.norm(enc.codebook_, axis=2), 1, atol=1e-5)  # unit groups by default
     vectors = enc.transform(X)
     assert vectors.dtype == np.float32 and vectors.shape == (X.shape[0], 8)
-    assert np.allclose(np.linalg.norm(vectors.reshape(-1, 4, 2), axis=2), 1, atol=1e-5)
+    if enc.vq_space == "groups":  # each group and entry unit length
+        assert np.allclose(np.linalg.norm(enc.codebook_, axis=2), 1, atol=1e-5)
+        assert np.allclose(np.linalg.norm(vectors.reshape(-1, 4, 2), axis=2), 1, atol=1e-5)
+    else:  # the whole code at length sqrt(groups), centred on the float phase's mean
+        assert np.allclose(np.linalg.norm(vectors, axis=1), 2, atol=1e-4)
+        assert enc.vq_mean_.shape == (8,) and enc.vq_projection_.shape == enc.vq_inverse_.shape == (8, 8)
     codes = enc.codes(X)
     assert codes.dtype == np.uint8 and codes.shape == (X.shape[0], 4) and codes.max() < 16
     history = enc.history_["vq"]
@@ -253,10 +259,50 @@ def test_vq_encoder_persists_and_loads_without_keras(text_vq, tmp_path):
     enc, _, X = text_vq
     enc.save(tmp_path)
     assert (tmp_path / "codebook.npy").exists()
+    assert (tmp_path / "vq_inverse.npy").exists() == (enc.vq_space == "whitened")
     loaded = load_encoder("text_autoencoder", tmp_path)
+    assert loaded.vq_space == enc.vq_space
     assert np.array_equal(loaded.codes(X), enc.codes(X))
     assert np.allclose(loaded.transform(X), enc.transform(X), atol=1e-5)
-    assert np.isfinite(loaded.reconstruction_error(X[:5])).all()
+    assert np.allclose(loaded.reconstruction_error(X[:5]), enc.reconstruction_error(X[:5]), rtol=1e-4)
+
+
+def test_a_vq_encoder_saved_before_vq_space_existed_loads_as_groups(text_vq, tmp_path):
+    """Its params.json has no ``vq_space``: it quantised raw groups, and must go on doing so."""
+    import json
+
+    enc, _, X = text_vq
+    if enc.vq_space != "groups":
+        pytest.skip("the older encoders quantised groups")
+    enc.save(tmp_path)
+    params = json.loads((tmp_path / "params.json").read_text())
+    del params["vq_space"]
+    (tmp_path / "params.json").write_text(json.dumps(params))
+    loaded = load_encoder("text_autoencoder", tmp_path)
+    assert loaded.vq_space == "groups" and np.array_equal(loaded.codes(X), enc.codes(X))
+
+
+def test_the_whitened_space_maps_and_its_keras_layer_agree():
+    """NumPy's map into the whitened space equals the training graph's; the way back restores the median norm."""
+    from retrieval.encoders.autoencoder.models import _FixedAffine
+    from retrieval.encoders.vq import to_whitened, whitened_space
+
+    rng = np.random.default_rng(0)
+    codes = (rng.normal(size=(500, 8)) * np.array([5, 3, 2, 1, 1, 0.5, 0.2, 0.1]) + 3).astype(np.float32)
+    mean, projection, inverse = whitened_space(codes, groups=4, whiten=0.25)
+    u = to_whitened(codes, mean, projection, 4)
+    keras_u = np.asarray(_FixedAffine(projection, before=mean, length=2.0)(codes))
+    assert np.allclose(u, keras_u, atol=1e-5)
+    assert np.allclose(np.linalg.norm(u, axis=1), 2, atol=1e-5)
+    back = np.asarray(_FixedAffine(inverse, after=mean)(u))
+    assert np.allclose(back, u @ inverse + mean, atol=1e-4)
+    # Back in the raw space: every direction kept, every norm the median one.
+    y = (codes - mean) @ projection
+    scale = np.median(np.linalg.norm(y, axis=1))
+    assert np.allclose((back - mean) @ projection, y / np.linalg.norm(y, axis=1, keepdims=True) * scale, atol=1e-3)
+    # Whitening: the variances of the centred codes come out closer to each other.
+    spread = lambda v: v.max() / v.min()  # noqa: E731
+    assert spread(((codes - mean) @ projection).var(axis=0)) < spread((codes - mean).var(axis=0)) / 10
 
 
 def test_vq_float_phase_and_errors(text_vq):
@@ -351,6 +397,8 @@ def test_config_and_cli_errors(monkeypatch, capsys, docs_dir):
     with pytest.raises(InputError, match="--baseline-dim 12"):
         ImagesConfig(quantize="vq", code_dim=32, baseline_dim=12)
     assert DocsConfig(quantize="vq").groups == 8 and ImagesConfig(quantize="vq").codebook == 256
+    with pytest.raises(InputError, match="vq_space.*'raw'"):
+        DocsConfig(quantize="vq", vq_space="raw")
     code, _, err = run(monkeypatch, capsys, "index", "docs", docs_dir, "--name", "x", "--quantize", "vq",
                        "--groups", "5")
     assert code == 1 and err.startswith("error:") and "multiple of --groups (5)" in err
@@ -364,3 +412,28 @@ def test_cli_quantize_builds(monkeypatch, capsys, docs_dir):
     assert code == 0, err
     methods = json.loads(out)["methods"]
     assert methods["ae"]["index"] == "pq" and set(methods) == {"ae", "pq-ae", "lsa", "pq-lsa"}
+
+
+def test_an_image_vq_encoder_in_the_whitened_space():
+    """The convolutional autoencoder quantises centred, whitened codes; a loaded copy encodes and decodes alike."""
+    import tempfile
+    from pathlib import Path
+
+    from retrieval.encoders.autoencoder import ConvAutoencoder
+
+    rng = np.random.default_rng(1)
+    images = np.zeros((96, 8, 8, 1), np.uint8)
+    for i in range(96):  # bars at one of four rows, with a little noise
+        images[i, 2 * (i % 4):2 * (i % 4) + 2] = 200
+    images = np.clip(images + rng.integers(0, 30, images.shape), 0, 255).astype(np.uint8)
+    enc = ConvAutoencoder(code_dim=8, filters=(4, 8), epochs=2, batch_size=16, quantize="vq", groups=4, codebook=8,
+                          vq_epochs=1, whiten=0.25, vq_space="whitened", unit_groups=False).fit(images)
+    assert enc.vq_space == "whitened" and enc.codebook_.shape == (4, 8, 2)
+    vectors = enc.transform(images)
+    assert np.allclose(np.linalg.norm(vectors, axis=1), 2, atol=1e-4)
+    assert np.array_equal(enc.codes(images), assign(split_groups(vectors, 4, False), enc.codebook_))
+    with tempfile.TemporaryDirectory() as folder:
+        enc.save(Path(folder))
+        loaded = load_encoder("conv_autoencoder", Path(folder))
+        assert np.array_equal(loaded.codes(images), enc.codes(images))
+        assert np.allclose(loaded.reconstruct(images[:4]).astype(int), enc.reconstruct(images[:4]).astype(int), atol=1)

@@ -39,6 +39,9 @@ class Encoder:
     #: baselines ``pq-<method>``: set on the instance by whoever builds them);
     #: ``None``: the index kind of the build.
     pq_groups: int | None = None
+    #: Constructor parameters newer than some saved indexes, with the value that
+    #: reproduces what those indexes did (their ``params.json`` lacks the name).
+    _legacy_params: ClassVar[dict[str, Any]] = {}
 
     def _set_params(self, params: dict[str, Any]) -> None:
         """Store the constructor's arguments (``locals()``) as attributes of the same names.
@@ -93,7 +96,8 @@ class Encoder:
         """Rebuild a fitted encoder from :meth:`save`'s files."""
         try:
             params = json.loads((folder / "params.json").read_text())
-            self = cls(**params)
+            # A parameter added after the index was built: the value it behaved by then.
+            self = cls(**{**cls._legacy_params, **params})
             for attr in self._arrays:
                 setattr(self, attr + "_", np.load(folder / f"{attr}.npy", allow_pickle=False))
         except (OSError, ValueError, TypeError) as exc:

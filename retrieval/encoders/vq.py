@@ -18,8 +18,9 @@ import numbers
 
 import numpy as np
 
-from ..config import QUANTIZE_MODES
+from ..config import QUANTIZE_MODES, VQ_SPACES
 from ..errors import InputError
+
 #: Largest codebook: an index must fit one byte.
 MAX_CODEBOOK = 256
 
@@ -68,6 +69,45 @@ def split_groups(codes, groups: int, unit: bool) -> np.ndarray:
         norms = np.linalg.norm(parts, axis=2, keepdims=True)
         parts = parts / np.maximum(norms, np.float32(1e-12))
     return np.ascontiguousarray(parts, dtype=np.float32)
+
+
+def whitened_space(codes: np.ndarray, *, groups: int, whiten: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The map into the space ``vq_space="whitened"`` quantises, learned from float codes.
+
+    A raw code ``z`` maps to ``u = sqrt(G) (z - mean) P / ||(z - mean) P||``:
+    centred and partially whitened as the float codes are compared (``P``
+    from :func:`~.autoencoder.training._partial_whitening` with ``whiten``),
+    the whole code at unit length (so L2 between ``u`` orders as the float
+    codes' cosine does), times ``sqrt(G)`` so that a group has unit length on
+    average (the scale of ``groups`` space: the commitment weight means the
+    same in both). The way back, for the decoder, cannot know the norm a
+    quantised code lost: it restores the median norm of the training codes,
+    ``z' = u inverse + mean`` with ``inverse = median ||(z - mean) P|| / sqrt(G) * P^-1``.
+
+    Args:
+        codes: ``(n, D)`` raw float codes of training rows (the float phase's).
+        groups: Groups of the VQ code.
+        whiten: Partial whitening exponent (0: centring only).
+
+    Returns:
+        ``(mean (D,), projection (D, D), inverse (D, D))``, float32.
+    """
+    from .autoencoder.training import _partial_whitening
+
+    codes = np.asarray(codes, dtype=np.float64)
+    mean = codes.mean(axis=0)
+    projection = _partial_whitening(codes - mean, whiten).astype(np.float64)
+    norms = np.linalg.norm((codes - mean) @ projection, axis=1)
+    scale = float(np.median(norms)) if len(norms) else 1.0
+    inverse = np.linalg.pinv(projection) * (max(scale, 1e-12) / np.sqrt(groups))
+    return mean.astype(np.float32), projection.astype(np.float32), inverse.astype(np.float32)
+
+
+def to_whitened(codes, mean: np.ndarray, projection: np.ndarray, groups: int) -> np.ndarray:
+    """``(n, D)`` raw codes in the whitened VQ space (see :func:`whitened_space`), float32."""
+    y = (np.asarray(codes, dtype=np.float32) - mean) @ projection
+    norms = np.linalg.norm(y, axis=1, keepdims=True)
+    return (y * (np.float32(np.sqrt(groups)) / np.maximum(norms, np.float32(1e-12)))).astype(np.float32)
 
 
 def assign(parts: np.ndarray, codebook: np.ndarray, batch: int = 8192) -> np.ndarray:
@@ -161,5 +201,5 @@ def usage(indices: np.ndarray, size: int) -> np.ndarray:
     return np.array([len(np.unique(indices[:, g])) / size for g in range(indices.shape[1])])
 
 
-__all__ = ["MAX_CODEBOOK", "QUANTIZE_MODES", "assign", "check_decay", "check_quantizer", "decode", "kmeans_codebook",
-           "restart_dead", "split_groups", "usage"]
+__all__ = ["MAX_CODEBOOK", "QUANTIZE_MODES", "VQ_SPACES", "assign", "check_decay", "check_quantizer", "decode", "kmeans_codebook",
+           "restart_dead", "split_groups", "to_whitened", "usage", "whitened_space"]

@@ -22,7 +22,8 @@ from ...errors import IndexFormatError, InputError, RetrievalWarning
 from ...progress import Progress
 from ..base import Encoder
 from . import _lazy_keras as keras
-from ..vq import QUANTIZE_MODES, assign, check_decay, check_quantizer, decode, kmeans_codebook, split_groups
+from ..vq import (QUANTIZE_MODES, VQ_SPACES, assign, check_decay, check_quantizer, decode, kmeans_codebook, split_groups,
+                  to_whitened, whitened_space)
 from . import numpy_forward, numpy_graph
 
 #: ``none``: float codes; ``learned``: binary codes trained as such (a float
@@ -55,8 +56,11 @@ class KerasAutoencoder(Encoder):
     codebook: int = 256
     commitment: float = 0.25
     unit_groups: bool = True
+    vq_space: str = "groups"
     vq_epochs: int = 0
     codebook_decay: float = 0.0
+    #: VQ indexes built before ``vq_space`` existed quantised raw groups.
+    _legacy_params = {"vq_space": "groups"}
 
     @property
     def binary(self) -> bool:
@@ -76,7 +80,12 @@ class KerasAutoencoder(Encoder):
     @property
     def _arrays(self) -> tuple[str, ...]:
         return (("code_mean", "code_projection") + (("thresholds",) if self.binary else ())
-                + (("codebook",) if self.quantized else ()))
+                + (("codebook",) if self.quantized else ())
+                + (("vq_mean", "vq_projection", "vq_inverse") if self._whitened_vq else ()))
+
+    @property
+    def _whitened_vq(self) -> bool:
+        return self.quantized and self.vq_space == "whitened"
 
     def _check_binarize(self) -> None:
         if self.binarize not in BINARIZE_MODES:
@@ -94,6 +103,8 @@ class KerasAutoencoder(Encoder):
             if not (isinstance(self.commitment, (int, float)) and self.commitment >= 0):
                 raise InputError(f"the commitment weight must be a number >= 0; got {self.commitment!r}")
             check_decay(self.codebook_decay)
+            if self.vq_space not in VQ_SPACES:
+                raise InputError(f"vq_space must be one of {', '.join(VQ_SPACES)}; got {self.vq_space!r}")
 
     # -- training ---------------------------------------------------------
     def _schedule(self):
@@ -125,7 +136,9 @@ class KerasAutoencoder(Encoder):
         The codebook starts as k-means of each group of the float codes (a
         product quantiser of them, so training starts from PQ's codes), then
         learns by moving averages (``codebook_decay > 0``) or by its own
-        loss (``0``), and is restarted where entries die.
+        loss (``0``), and is restarted where entries die. With
+        ``vq_space="whitened"`` the map into the quantised space is learned
+        here, from the float phase's codes, and stays fixed.
         """
         from ...config import VQ_SAMPLE
         from .training import vq_phase
@@ -136,17 +149,34 @@ class KerasAutoencoder(Encoder):
         rows = np.sort(rng.choice(n, min(n, VQ_SAMPLE), replace=False))
         sample = inputs[rows]
 
-        def sample_codes():
-            return self._training_codes(sample)
+        space = None
+        if self._whitened_vq:
+            space = whitened_space(self._training_codes(sample), groups=self.groups, whiten=self.whiten)
+            self.vq_mean_, self.vq_projection_, self.vq_inverse_ = space
+
+        def sample_codes():  # in the quantised space, groups side by side
+            return self._vq_parts(self._training_codes(sample)).reshape(len(rows), -1)
 
         parts = split_groups(sample_codes(), self.groups, self.unit_groups)
         start = kmeans_codebook(parts, self.codebook, seed=self.seed, unit=self.unit_groups)
         history, self.codebook_ = vq_phase(self.encoder_, self.decoder_, inputs, targets, loss, self._schedule(),
                                            self.vq_epochs, progress, codebook=start, beta=self.commitment,
                                            unit=self.unit_groups, sample_codes=sample_codes,
-                                           decay=self.codebook_decay,
-                                           sparse_input=sparse_input)
+                                           decay=self.codebook_decay, sparse_input=sparse_input, space=space)
         return history
+
+    def _vq_parts(self, raw: np.ndarray) -> np.ndarray:
+        """Raw codes ``(n, D)`` as the quantiser sees them: ``(n, G, D / G)`` groups."""
+        if self._whitened_vq:
+            return split_groups(to_whitened(raw, self.vq_mean_, self.vq_projection_, self.groups), self.groups,
+                                self.unit_groups)
+        return split_groups(raw, self.groups, self.unit_groups)
+
+    def _vq_back(self, vectors: np.ndarray) -> np.ndarray:
+        """Quantised vectors ``(n, D)`` (codebook entries joined) as the decoder reads them."""
+        if self._whitened_vq:
+            return (vectors @ self.vq_inverse_ + self.vq_mean_).astype(np.float32)
+        return vectors
 
     def _training_codes(self, inputs) -> np.ndarray:
         """Codes of training inputs (as the training graph takes them) under the encoder being trained."""
@@ -244,15 +274,14 @@ class KerasAutoencoder(Encoder):
         if self.quantized:
             # Float, as the quantiser sees them: the PQ index stores each
             # item's nearest codebook entries and keeps a query as it is.
-            return split_groups(raw, self.groups, self.unit_groups).reshape(len(raw), -1)
+            return self._vq_parts(raw).reshape(len(raw), -1)
         return (raw - self.code_mean_) @ self.code_projection_
 
     def codes(self, X) -> np.ndarray:
         """The stored form of VQ codes: ``(n, groups)`` uint8 codebook indices."""
         if not self.quantized:
             raise RuntimeError("codes() is for quantize='vq' encoders")
-        return assign(split_groups(self._predict(self._input_matrix(X)), self.groups, self.unit_groups),
-                      self.codebook_)
+        return assign(self._vq_parts(self._predict(self._input_matrix(X))), self.codebook_)
 
     def _input_matrix(self, X):
         return X
@@ -289,7 +318,7 @@ class KerasAutoencoder(Encoder):
         if self.binary:
             raw = np.where(raw > 0, 1.0, -1.0).astype(np.float32)
         if self.quantized:  # decoded from the codebook entries, as in training
-            raw = decode(assign(split_groups(raw, self.groups, self.unit_groups), self.codebook_), self.codebook_)
+            raw = self._vq_back(decode(assign(self._vq_parts(raw), self.codebook_), self.codebook_))
         return self._decode(raw)
 
     # -- the decoder as a generator (retrieval/generate.py) -------------------------

@@ -293,12 +293,49 @@ def build_binary(encoder, decoder, seed: int):
     return keras.Model(inp, decoder(bits), name="binary_autoencoder")
 
 
-def build_vq(encoder, decoder, *, groups: int, size: int, beta: float, unit: bool, decay: float = 0.0):
-    """The VQ-VAE training graph: encoder, :class:`VectorQuantizer`, decoder; returns ``(model, quantizer)``."""
+class _FixedAffine(layers.Layer):
+    """``x -> (x - before) @ matrix`` (scaled to length ``length`` when given) ``+ after``; nothing trained.
+
+    The maps into and out of the whitened VQ space (see
+    :func:`retrieval.encoders.vq.whitened_space`); they live in the VQ
+    training graph only, so they need no serialisation.
+    """
+
+    def __init__(self, matrix, *, before=None, after=None, length: float | None = None, **kwargs) -> None:
+        super().__init__(trainable=False, **kwargs)
+        self.matrix = keras.ops.convert_to_tensor(np.asarray(matrix, np.float32))
+        self.before = None if before is None else keras.ops.convert_to_tensor(np.asarray(before, np.float32))
+        self.after = None if after is None else keras.ops.convert_to_tensor(np.asarray(after, np.float32))
+        self.length = length
+
+    def call(self, x):
+        ops = keras.ops
+        if self.before is not None:
+            x = x - self.before
+        x = ops.matmul(x, self.matrix)
+        if self.length is not None:
+            x = x * (self.length / ops.maximum(ops.norm(x, axis=-1, keepdims=True), 1e-12))
+        return x if self.after is None else x + self.after
+
+
+def build_vq(encoder, decoder, *, groups: int, size: int, beta: float, unit: bool, decay: float = 0.0,
+             space: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None):
+    """The VQ-VAE training graph: encoder, :class:`VectorQuantizer`, decoder; returns ``(model, quantizer)``.
+
+    ``space``: ``(mean, projection, inverse)`` of the whitened space (see
+    :func:`retrieval.encoders.vq.whitened_space`): the quantiser then works
+    on the codes mapped into it, and the decoder reads its output mapped back.
+    """
     spec = encoder.inputs[0]
     inp = keras.Input(batch_shape=spec.shape, sparse=spec.sparse)
     quantizer = VectorQuantizer(groups, size, beta, unit, decay, name="quantize")
-    return keras.Model(inp, decoder(quantizer(encoder(inp))), name="vq_autoencoder"), quantizer
+    z = encoder(inp)
+    if space is None:
+        return keras.Model(inp, decoder(quantizer(z)), name="vq_autoencoder"), quantizer
+    mean, projection, inverse = space
+    u = _FixedAffine(projection, before=mean, length=float(np.sqrt(groups)), name="to_vq_space")(z)
+    back = _FixedAffine(inverse, after=mean, name="from_vq_space")(quantizer(u))
+    return keras.Model(inp, decoder(back), name="vq_autoencoder"), quantizer
 
 
 def build_shallow(n_inputs: int, units: int, *, level: int, last: bool, sparse: bool):

@@ -253,7 +253,7 @@ class CodebookRestarts(keras.callbacks.Callback):
 
 def vq_phase(encoder, decoder, inputs, targets, loss, schedule: Schedule, epochs: int, progress: Progress | None,
              *, codebook: np.ndarray, beta: float, unit: bool, sample_codes, decay: float = 0.0,
-             sparse_input: bool = False
+             sparse_input: bool = False, space: tuple | None = None
              ) -> tuple[dict, np.ndarray]:
     """Train ``encoder`` and ``decoder`` further through a :class:`~.models.VectorQuantizer`.
 
@@ -261,7 +261,9 @@ def vq_phase(encoder, decoder, inputs, targets, loss, schedule: Schedule, epochs
         codebook: ``(G, K, d)`` start of the codebook (k-means of the float codes).
         beta: Weight of the commitment loss.
         unit: Quantise unit-length groups.
-        sample_codes: See :class:`CodebookRestarts`.
+        sample_codes: See :class:`CodebookRestarts` (codes in the space the quantiser works on).
+        space: ``(mean, projection, inverse)`` of the whitened space, or ``None``
+            (see :func:`~.models.build_vq`).
         decay: 0: the codebook learns by its own loss; else the decay of its
             moving averages (see :class:`~.models.VectorQuantizer`).
 
@@ -270,7 +272,8 @@ def vq_phase(encoder, decoder, inputs, targets, loss, schedule: Schedule, epochs
         history's ``restarted`` counts dead entries restarted per epoch.
     """
     groups, size, _ = codebook.shape
-    model, quantizer = build_vq(encoder, decoder, groups=groups, size=size, beta=beta, unit=unit, decay=decay)
+    model, quantizer = build_vq(encoder, decoder, groups=groups, size=size, beta=beta, unit=unit, decay=decay,
+                                space=space)
     quantizer.load(codebook)
     restarts = CodebookRestarts(quantizer, sample_codes, schedule.seed)
     history = train(model, inputs, targets, loss, schedule, epochs, "ae: vq epoch", progress,
