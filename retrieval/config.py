@@ -212,8 +212,9 @@ QUANTIZE_MODES = ("none", "vq")
 #: The space VQ quantises: ``whitened`` (the float codes' retrieval space,
 #: centred and partially whitened, the whole code unit length) or ``groups``
 #: (the raw code; what indexes built before the choice existed use). Either
-#: way ``unit_groups`` then scales each group to unit length. Each modality's default (``vq_space`` below) was
-#: chosen on a validation split: BENCHMARKS.md, "VQ in the float codes' space".
+#: way ``unit_groups`` then scales each group to unit length. Each modality's
+#: default (``vq_space`` below, ``groups`` for both) was chosen on a validation
+#: split: BENCHMARKS.md, "Fourth round: VQ in the float codes' space".
 VQ_SPACES = ("whitened", "groups")
 
 
