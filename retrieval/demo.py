@@ -60,7 +60,8 @@ def scipy_docstrings(min_chars: int = 200) -> list[Item]:
                 if attr.startswith("_"):
                     continue
                 obj = getattr(module, attr, None)
-                doc = _steady(inspect.getdoc(obj)) if callable(obj) and inspect.getdoc(obj) else None
+                doc = inspect.getdoc(obj) if callable(obj) else None
+                doc = _steady(doc) if doc else None
                 if not doc or len(doc) < min_chars or doc in seen:
                     continue
                 seen.add(doc)

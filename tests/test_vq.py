@@ -215,8 +215,10 @@ def text_vq(request):
     from retrieval.vectorize import TextVectorizer
 
     X = TextVectorizer().fit_transform([t for _, t in DOCS])
+    # The whitened space without unit groups: the whole code's length is then the map's alone.
     enc = TextAutoencoder(hidden=(16,), code_dim=8, epochs=3, batch_size=32, neighbours=0, quantize="vq",
-                          groups=4, codebook=16, vq_epochs=2, vq_space=request.param)
+                          groups=4, codebook=16, vq_epochs=2, vq_space=request.param,
+                          unit_groups=request.param == "groups")
     return enc, enc.fit(X), X
 
 
@@ -225,8 +227,8 @@ def test_vq_encoder_with_the_codebook_by_its_own_loss(text_vq):
 
     ema, _, X = text_vq
     assert ema.codebook_decay == 0.99
-    if ema.vq_space != "whitened":
-        return  # the codebook update does not depend on the space
+    if ema.vq_space != "groups":
+        pytest.skip("the codebook update does not depend on the space: tested in the default one")
     own = TextAutoencoder(**{**ema.get_params(), "codebook_decay": 0.0, "epochs": 1, "vq_epochs": 1}).fit(X)
     assert own.codebook_.shape == (4, 16, 2) and own.codes(X).shape == (X.shape[0], 4)
     assert not np.allclose(own.codebook_, ema.codebook_)
@@ -241,9 +243,19 @@ def test_vq_encoder_contract(text_vq):
     if enc.vq_space == "groups":  # each group and entry unit length
         assert np.allclose(np.linalg.norm(enc.codebook_, axis=2), 1, atol=1e-5)
         assert np.allclose(np.linalg.norm(vectors.reshape(-1, 4, 2), axis=2), 1, atol=1e-5)
-    else:  # the whole code at length sqrt(groups), centred on the float phase's mean
+    else:  # centred on the float phase's mean, projected, the whole code at length sqrt(groups)
+        from retrieval.encoders.vq import to_whitened
+
+        raw = enc._predict(X)
+        y = (raw - enc.vq_mean_) @ enc.vq_projection_
+        assert np.allclose(vectors, 2 * y / np.linalg.norm(y, axis=1, keepdims=True), atol=1e-5)
+        assert np.allclose(vectors, to_whitened(raw, enc.vq_mean_, enc.vq_projection_, 4), atol=1e-6)
+        assert not np.allclose(enc.vq_mean_, 0)  # centred (documents are not whitened: whiten 0, P = I)
         assert np.allclose(np.linalg.norm(vectors, axis=1), 2, atol=1e-4)
-        assert enc.vq_mean_.shape == (8,) and enc.vq_projection_.shape == enc.vq_inverse_.shape == (8, 8)
+        # The decoder reads each item's codebook entries mapped back into the raw space.
+        back = enc.decoder_codes(X)
+        entries = decode(enc.codes(X), enc.codebook_)
+        assert np.allclose(back, entries @ enc.vq_inverse_ + enc.vq_mean_, atol=1e-5)
     codes = enc.codes(X)
     assert codes.dtype == np.uint8 and codes.shape == (X.shape[0], 4) and codes.max() < 16
     history = enc.history_["vq"]
@@ -267,9 +279,11 @@ def test_vq_encoder_persists_and_loads_without_keras(text_vq, tmp_path):
     assert np.allclose(loaded.reconstruction_error(X[:5]), enc.reconstruction_error(X[:5]), rtol=1e-4)
 
 
-def test_a_vq_encoder_saved_before_vq_space_existed_loads_as_groups(text_vq, tmp_path):
-    """Its params.json has no ``vq_space``: it quantised raw groups, and must go on doing so."""
+def test_a_vq_encoder_saved_before_vq_space_existed_loads_as_groups(text_vq, tmp_path, monkeypatch):
+    """Its params.json has no ``vq_space``: it quantised raw groups, and goes on doing so whatever the default."""
     import json
+
+    from retrieval.encoders.autoencoder import TextAutoencoder
 
     enc, _, X = text_vq
     if enc.vq_space != "groups":
@@ -278,6 +292,9 @@ def test_a_vq_encoder_saved_before_vq_space_existed_loads_as_groups(text_vq, tmp
     params = json.loads((tmp_path / "params.json").read_text())
     del params["vq_space"]
     (tmp_path / "params.json").write_text(json.dumps(params))
+    # A later default must not reach an older index.
+    monkeypatch.setitem(TextAutoencoder.__init__.__kwdefaults__, "vq_space", "whitened")
+    assert TextAutoencoder().vq_space == "whitened"
     loaded = load_encoder("text_autoencoder", tmp_path)
     assert loaded.vq_space == "groups" and np.array_equal(loaded.codes(X), enc.codes(X))
 
@@ -431,7 +448,9 @@ def test_an_image_vq_encoder_in_the_whitened_space():
     assert enc.vq_space == "whitened" and enc.codebook_.shape == (4, 8, 2)
     vectors = enc.transform(images)
     assert np.allclose(np.linalg.norm(vectors, axis=1), 2, atol=1e-4)
-    assert np.array_equal(enc.codes(images), assign(split_groups(vectors, 4, False), enc.codebook_))
+    entries = decode(enc.codes(images), enc.codebook_)  # each group's nearest entry: no other is nearer
+    assert np.all(((vectors - entries) ** 2).reshape(-1, 4, 2).sum(axis=2)
+                  <= ((vectors.reshape(-1, 4, 1, 2) - enc.codebook_[None]) ** 2).sum(axis=3).min(axis=2) + 1e-5)
     with tempfile.TemporaryDirectory() as folder:
         enc.save(Path(folder))
         loaded = load_encoder("conv_autoencoder", Path(folder))

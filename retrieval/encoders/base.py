@@ -97,7 +97,9 @@ class Encoder:
         try:
             params = json.loads((folder / "params.json").read_text())
             # A parameter added after the index was built: the value it behaved by then.
-            self = cls(**{**cls._legacy_params, **params})
+            accepted = inspect.signature(cls.__init__).parameters
+            legacy = {k: v for k, v in cls._legacy_params.items() if k in accepted}
+            self = cls(**{**legacy, **params})
             for attr in self._arrays:
                 setattr(self, attr + "_", np.load(folder / f"{attr}.npy", allow_pickle=False))
         except (OSError, ValueError, TypeError) as exc:

@@ -13,6 +13,7 @@ import shutil
 import warnings
 import zipfile
 from pathlib import Path
+from typing import Any, ClassVar
 
 import numpy as np
 import scipy.sparse as sp
@@ -60,7 +61,7 @@ class KerasAutoencoder(Encoder):
     vq_epochs: int = 0
     codebook_decay: float = 0.0
     #: VQ indexes built before ``vq_space`` existed quantised raw groups.
-    _legacy_params = {"vq_space": "groups"}
+    _legacy_params: ClassVar[dict[str, Any]] = {"vq_space": "groups"}
 
     @property
     def binary(self) -> bool:
@@ -149,15 +150,16 @@ class KerasAutoencoder(Encoder):
         rows = np.sort(rng.choice(n, min(n, VQ_SAMPLE), replace=False))
         sample = inputs[rows]
 
+        first = self._training_codes(sample)
         space = None
         if self._whitened_vq:
-            space = whitened_space(self._training_codes(sample), groups=self.groups, whiten=self.whiten)
+            space = whitened_space(first, groups=self.groups, whiten=self.whiten)
             self.vq_mean_, self.vq_projection_, self.vq_inverse_ = space
 
-        def sample_codes():  # in the quantised space, groups side by side
-            return self._vq_parts(self._training_codes(sample)).reshape(len(rows), -1)
+        def sample_codes():  # in the quantised space, before any unit_groups scaling (the quantiser's own)
+            return self._vq_space(self._training_codes(sample))
 
-        parts = split_groups(sample_codes(), self.groups, self.unit_groups)
+        parts = split_groups(self._vq_space(first), self.groups, self.unit_groups)
         start = kmeans_codebook(parts, self.codebook, seed=self.seed, unit=self.unit_groups)
         history, self.codebook_ = vq_phase(self.encoder_, self.decoder_, inputs, targets, loss, self._schedule(),
                                            self.vq_epochs, progress, codebook=start, beta=self.commitment,
@@ -165,12 +167,15 @@ class KerasAutoencoder(Encoder):
                                            decay=self.codebook_decay, sparse_input=sparse_input, space=space)
         return history
 
+    def _vq_space(self, raw: np.ndarray) -> np.ndarray:
+        """Raw codes ``(n, D)`` in the space ``vq_space`` names (before ``unit_groups``)."""
+        if self._whitened_vq:
+            return to_whitened(raw, self.vq_mean_, self.vq_projection_, self.groups)
+        return raw
+
     def _vq_parts(self, raw: np.ndarray) -> np.ndarray:
         """Raw codes ``(n, D)`` as the quantiser sees them: ``(n, G, D / G)`` groups."""
-        if self._whitened_vq:
-            return split_groups(to_whitened(raw, self.vq_mean_, self.vq_projection_, self.groups), self.groups,
-                                self.unit_groups)
-        return split_groups(raw, self.groups, self.unit_groups)
+        return split_groups(self._vq_space(raw), self.groups, self.unit_groups)
 
     def _vq_back(self, vectors: np.ndarray) -> np.ndarray:
         """Quantised vectors ``(n, D)`` (codebook entries joined) as the decoder reads them."""
@@ -318,7 +323,7 @@ class KerasAutoencoder(Encoder):
         if self.binary:
             raw = np.where(raw > 0, 1.0, -1.0).astype(np.float32)
         if self.quantized:  # decoded from the codebook entries, as in training
-            raw = self._vq_back(decode(assign(self._vq_parts(raw), self.codebook_), self.codebook_))
+            raw = self._quantized_back(raw)
         return self._decode(raw)
 
     # -- the decoder as a generator (retrieval/generate.py) -------------------------
@@ -332,10 +337,20 @@ class KerasAutoencoder(Encoder):
 
         These are the encoder's raw outputs, before the centring and whitening
         of :meth:`transform` (the decoder was trained on them); for binary
-        codes the +-1 bits the decoder was trained on in the binary phase.
+        codes the +-1 bits the decoder was trained on in the binary phase;
+        for VQ codes the codebook entries it was trained on in the VQ phase
+        (mapped back from the quantised space).
         """
         raw = self._predict(self._input_matrix(X))
-        return np.where(raw > 0, 1.0, -1.0).astype(np.float32) if self.binary else raw.astype(np.float32)
+        if self.binary:
+            return np.where(raw > 0, 1.0, -1.0).astype(np.float32)
+        if self.quantized:
+            return self._quantized_back(raw)
+        return raw.astype(np.float32)
+
+    def _quantized_back(self, raw: np.ndarray) -> np.ndarray:
+        """Raw codes quantised to their codebook entries, as the decoder reads them (the VQ phase's input)."""
+        return self._vq_back(decode(assign(self._vq_parts(raw), self.codebook_), self.codebook_))
 
     def decode(self, codes) -> np.ndarray:
         """The decoder's output for codes of :meth:`decoder_codes`'s kind (any real vectors).
