@@ -213,8 +213,9 @@ QUANTIZE_MODES = ("none", "vq")
 #: centred and partially whitened, the whole code unit length) or ``groups``
 #: (the raw code; what indexes built before the choice existed use). Either
 #: way ``unit_groups`` then scales each group to unit length. Each modality's
-#: default (``vq_space`` below, ``groups`` for both) was chosen on a validation
-#: split: BENCHMARKS.md, "Fourth round: VQ in the float codes' space".
+#: defaults (``vq_space``, ``unit_groups``, ``vq_freeze_encoder`` below) were
+#: chosen on a validation split: BENCHMARKS.md, "Fourth round: VQ in the float
+#: codes' space".
 VQ_SPACES = ("whitened", "groups")
 
 
@@ -395,6 +396,8 @@ class DocsConfig(_Config):
         groups, codebook, commitment, vq_epochs: See ``quantize``.
         vq_space: ``whitened`` or ``groups`` (see :data:`VQ_SPACES`).
         unit_groups: Scale each group to unit length in the quantised space.
+        vq_freeze_encoder: Keep the encoder's float-phase weights through the
+            VQ phase (the codebook and the decoder still learn).
         codebook_decay: Decay of the moving averages the VQ codebook follows
             (0: the codebook learns by its own loss).
         bits: Learn binary codes of this many bits (semantic hashing) instead
@@ -435,6 +438,7 @@ class DocsConfig(_Config):
     commitment: float = 0.25
     unit_groups: bool = True
     vq_space: str = "groups"
+    vq_freeze_encoder: bool = False
     vq_epochs: int = 5
     codebook_decay: float = VQ_DECAY
     keep_inputs: bool = True
@@ -515,8 +519,10 @@ class ImagesConfig(_Config):
     groups: int = VQ_GROUPS
     codebook: int = VQ_CODEBOOK
     commitment: float = 0.25
-    unit_groups: bool = True
-    vq_space: str = "groups"
+    # Chosen on Fashion-MNIST's validation split: BENCHMARKS.md, "Fourth round".
+    unit_groups: bool = False
+    vq_space: str = "whitened"
+    vq_freeze_encoder: bool = True
     vq_epochs: int = 4
     codebook_decay: float = VQ_DECAY
     keep_inputs: bool = True

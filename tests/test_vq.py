@@ -456,3 +456,17 @@ def test_an_image_vq_encoder_in_the_whitened_space():
         loaded = load_encoder("conv_autoencoder", Path(folder))
         assert np.array_equal(loaded.codes(images), enc.codes(images))
         assert np.allclose(loaded.reconstruct(images[:4]).astype(int), enc.reconstruct(images[:4]).astype(int), atol=1)
+
+
+def test_a_frozen_encoder_keeps_its_float_phase_weights(text_vq):
+    """``vq_freeze_encoder``: the VQ phase learns the codebook and the decoder around the float codes."""
+    from retrieval.encoders.autoencoder import TextAutoencoder
+
+    trained, _, X = text_vq
+    if trained.vq_space != "whitened":
+        pytest.skip("one space is enough")
+    enc = TextAutoencoder(**{**trained.get_params(), "vq_freeze_encoder": True}).fit(X)
+    assert all(np.array_equal(a, b) for a, b in zip(enc.encoder_.get_weights(), enc.phase_one_))
+    assert enc.encoder_.trainable  # restored for whatever trains it next
+    assert not all(np.array_equal(a, b) for a, b in zip(trained.encoder_.get_weights(), trained.phase_one_))
+    assert enc.codebook_.shape == (4, 16, 2) and enc.codes(X).shape == (X.shape[0], 4)

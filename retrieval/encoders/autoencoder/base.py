@@ -58,10 +58,11 @@ class KerasAutoencoder(Encoder):
     commitment: float = 0.25
     unit_groups: bool = True
     vq_space: str = "groups"
+    vq_freeze_encoder: bool = False
     vq_epochs: int = 0
     codebook_decay: float = 0.0
     #: VQ indexes built before ``vq_space`` existed quantised raw groups.
-    _legacy_params: ClassVar[dict[str, Any]] = {"vq_space": "groups"}
+    _legacy_params: ClassVar[dict[str, Any]] = {"vq_space": "groups", "vq_freeze_encoder": False}
 
     @property
     def binary(self) -> bool:
@@ -139,7 +140,10 @@ class KerasAutoencoder(Encoder):
         learns by moving averages (``codebook_decay > 0``) or by its own
         loss (``0``), and is restarted where entries die. With
         ``vq_space="whitened"`` the map into the quantised space is learned
-        here, from the float phase's codes, and stays fixed.
+        here, from the float phase's codes, and stays fixed. With
+        ``vq_freeze_encoder`` the encoder keeps its float-phase weights (and
+        batch-norm statistics) through the VQ phase: the codebook and the
+        decoder learn around the float codes.
         """
         from ...config import VQ_SAMPLE
         from .training import vq_phase
@@ -161,10 +165,15 @@ class KerasAutoencoder(Encoder):
 
         parts = split_groups(self._vq_space(first), self.groups, self.unit_groups)
         start = kmeans_codebook(parts, self.codebook, seed=self.seed, unit=self.unit_groups)
-        history, self.codebook_ = vq_phase(self.encoder_, self.decoder_, inputs, targets, loss, self._schedule(),
-                                           self.vq_epochs, progress, codebook=start, beta=self.commitment,
-                                           unit=self.unit_groups, sample_codes=sample_codes,
-                                           decay=self.codebook_decay, sparse_input=sparse_input, space=space)
+        if self.vq_freeze_encoder:  # a non-trainable model runs its batch normalisation in inference mode
+            self.encoder_.trainable = False
+        try:
+            history, self.codebook_ = vq_phase(self.encoder_, self.decoder_, inputs, targets, loss, self._schedule(),
+                                               self.vq_epochs, progress, codebook=start, beta=self.commitment,
+                                               unit=self.unit_groups, sample_codes=sample_codes,
+                                               decay=self.codebook_decay, sparse_input=sparse_input, space=space)
+        finally:
+            self.encoder_.trainable = True
         return history
 
     def _vq_space(self, raw: np.ndarray) -> np.ndarray:

@@ -62,7 +62,8 @@ class ConvAutoencoder(KerasAutoencoder):
         binarize: ``"none"`` (float codes), ``"learned"`` (``code_dim`` bits
             trained as bits) or ``"median"`` (float codes thresholded).
         binary_epochs: Epochs of binarised training after the float phase.
-        quantize, groups, codebook, commitment, unit_groups, vq_space, vq_epochs, codebook_decay: VQ
+        quantize, groups, codebook, commitment, unit_groups, vq_space, vq_freeze_encoder, vq_epochs,
+        codebook_decay: VQ
             codes, as for :class:`~.text.TextAutoencoder`.
         seed: Seed of weights, noise and shuffling.
 
@@ -81,7 +82,7 @@ class ConvAutoencoder(KerasAutoencoder):
                  augment: float = _I.augment, mirror: bool = _I.mirror, lr_decay: bool = True, binarize: str = "none",
                  binary_epochs: int = _I.binary_epochs, quantize: str = "none", groups: int = _I.groups,
                  codebook: int = _I.codebook, commitment: float = _I.commitment, unit_groups: bool = _I.unit_groups,
-                 vq_space: str = _I.vq_space,
+                 vq_space: str = _I.vq_space, vq_freeze_encoder: bool = _I.vq_freeze_encoder,
                  vq_epochs: int = _I.vq_epochs, codebook_decay: float = _I.codebook_decay,
                  seed: int = _I.seed) -> None:
         self._set_params(locals())

@@ -74,6 +74,8 @@ class TextAutoencoder(KerasAutoencoder):
             compared (centred, the whole code unit length; the map learned
             from the float phase's codes); ``"groups"``: the raw codes,
             group by group.
+        vq_freeze_encoder: Keep the encoder's float-phase weights through the
+            VQ phase (the codebook and the decoder still learn).
         vq_epochs: Epochs of VQ training after the float phase.
         codebook_decay: 0: the codebook learns by its own loss; in (0, 1):
             the decay of the moving averages it follows instead (EMA updates).
@@ -96,7 +98,7 @@ class TextAutoencoder(KerasAutoencoder):
                  center: bool = True, binarize: str = "none", binary_epochs: int = _D.binary_epochs,
                  quantize: str = "none", groups: int = _D.groups, codebook: int = _D.codebook,
                  commitment: float = _D.commitment, unit_groups: bool = _D.unit_groups,
-                 vq_space: str = _D.vq_space,
+                 vq_space: str = _D.vq_space, vq_freeze_encoder: bool = _D.vq_freeze_encoder,
                  vq_epochs: int = _D.vq_epochs, codebook_decay: float = _D.codebook_decay,
                  seed: int = _D.seed) -> None:
         self._set_params(locals())
