@@ -145,7 +145,7 @@ def main() -> None:
     ap.add_argument("--linear-dim", type=int, default=None, help="LSA/PCA dimension (default: --code-dim)")
     ap.add_argument("--options", default="{}", help="JSON: more autoencoder keyword arguments")
     ap.add_argument("--freeze-encoder", action="store_true",
-                    help="diagnostic: the VQ phase trains the codebook and the decoder only (encoder frozen)")
+                    help="the VQ phase trains the codebook and the decoder only (vq_freeze_encoder=True)")
     ap.add_argument("--vq-variants", action="store_true",
                     help="also search the VQ model's codes other ways (diagnostics: see variants())")
     ap.add_argument("--vq-lr-scale", type=float, default=None,
@@ -163,18 +163,6 @@ def main() -> None:
             schedule = dataclasses.replace(schedule, learning_rate=schedule.learning_rate * args.vq_lr_scale)
             return phase_lr(encoder, decoder, inputs, targets, loss, schedule, *a, **kw)
         training.vq_phase = slower
-    if args.freeze_encoder:  # a diagnostic, not a library option: wraps the VQ phase
-        from retrieval.encoders.autoencoder import training
-
-        phase = training.vq_phase
-
-        def frozen(encoder, *a, **kw):
-            encoder.trainable = False
-            try:
-                return phase(encoder, *a, **kw)
-            finally:
-                encoder.trainable = True
-        training.vq_phase = frozen
     X, y, Q, qy = load(args.corpus, args.validation)
     rng = np.random.default_rng(0)
     fit_rows = (np.sort(rng.choice(X.shape[0], args.train_subset, replace=False))
@@ -183,6 +171,8 @@ def main() -> None:
     common = {"corpus": args.corpus, "split": "validation" if args.validation else "test",
               "indexed": int(X.shape[0]), "queries": int(Q.shape[0]), "fitted_on": int(len(fit_rows))}
     options = json.loads(args.options)
+    if args.freeze_encoder:  # the library's option, kept as a flag so earlier commands still run
+        options["vq_freeze_encoder"] = True
     if args.corpus == "20ng":
         from retrieval.encoders.autoencoder import TextAutoencoder as AE
     else:

@@ -61,7 +61,7 @@ class KerasAutoencoder(Encoder):
     vq_freeze_encoder: bool = False
     vq_epochs: int = 0
     codebook_decay: float = 0.0
-    #: VQ indexes built before ``vq_space`` existed quantised raw groups.
+    #: VQ indexes built before these options existed quantised raw groups with a trained encoder.
     _legacy_params: ClassVar[dict[str, Any]] = {"vq_space": "groups", "vq_freeze_encoder": False}
 
     @property
